@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The ComfyUI type name of a GridLayout on node edges. Defined once here so every node
+# (grid, attention, prompt) declares the same string and the sockets connect.
+LAYOUT_TYPE = "ANALOGIST_LAYOUT"
+
 # Region names in the paper's words, in the order the tuples below use.
 REGIONS: tuple[str, ...] = ("a", "a_prime", "b", "b_prime")
 REGION_LABELS: dict[str, str] = {"a": "A", "a_prime": "A'", "b": "B", "b_prime": "B'"}
