@@ -1,0 +1,108 @@
+"""Self-Attention Cloning, exact and without the N x N logit matrix.
+
+SAC rewrites two blocks of the self-attention logits (see ``reference.sac_reference``)::
+
+    S[A'_i, B'_j] <- s * S[A_i, B_j]      S[B'_i, A'_j] <- s * S[B_i, A_j]
+
+Rows of every query outside A' and B' are untouched: plain fused attention. For a query
+in A' each logit is still one dot product, of *augmented* vectors of length ``2d``::
+
+    query  [q_{A'_i}, q_{A_i}]
+    key    [k_j, 0]               for keys j outside B'
+           [0, s * k_{B_j}]       for the key B'_j
+
+giving ``q_{A'_i}.k_j`` outside B' and ``s * q_{A_i}.k_{B_j}`` inside, exactly SAC's
+logits. Values are unchanged, so one fused attention call with the real softmax scale
+``1/sqrt(d)`` yields the A' rows; B' rows are the mirror image (A' <-> B', A <-> B).
+Memory stays O(N d): the largest extra tensor is one augmented key set, twice ``k``.
+Compute is about 1.25x plain attention (the logits of half the rows cost twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .attention import (
+    batch_mask_tensor,
+    check_qkv,
+    check_token_count,
+    plain_attention,
+    run_on_selection,
+    sdpa,
+    split_heads,
+)
+from .tokens import RegionTokens
+
+PAPER_SAC_SCALE = 1.3
+
+
+def sac_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    regions: RegionTokens,
+    scale: float = PAPER_SAC_SCALE,
+    batch_mask: torch.Tensor | Sequence[bool] | None = None,
+    upcast: bool = False,
+) -> torch.Tensor:
+    """Self-attention with SAC, ``[B, N, heads * d]`` in and out (ComfyUI's layout).
+
+    ``regions`` must be built for this block's token map (``tokens.regions_for_block``).
+    Batch entries where ``batch_mask`` is False get plain attention. ``upcast`` computes
+    in float32 (ComfyUI's ``attn_precision``) and returns the input dtype.
+    """
+    check_qkv(q, k, v, heads)
+    check_token_count(q.shape[1], regions.n_tokens, regions.h, regions.w)
+    check_token_count(k.shape[1], regions.n_tokens, regions.h, regions.w)
+    mask = batch_mask_tensor(batch_mask, q.shape[0], q.device)
+
+    def edited(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return _sac_all(q, k, v, heads, regions, scale)
+
+    def plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return plain_attention(q, k, v, heads)
+
+    return run_on_selection(edited, plain, q, k, v, mask, upcast)
+
+
+def _sac_all(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    regions: RegionTokens,
+    scale: float,
+) -> torch.Tensor:
+    """SAC on every batch entry."""
+    q4, k4, v4 = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
+    softmax_scale = q4.shape[-1] ** -0.5
+    out = v4.new_empty(q4.shape[:3] + v4.shape[3:])
+
+    untouched = regions.sac_untouched
+    if untouched.numel():
+        out.index_copy_(1, untouched, sdpa(q4.index_select(1, untouched), k4, v4, softmax_scale))
+
+    # (query rows, their source rows, keys whose logits are cloned, the source keys)
+    clones = (
+        (regions.a_prime, regions.a, regions.b_prime, regions.b),
+        (regions.b_prime, regions.b, regions.a_prime, regions.a),
+    )
+    for rows, source_rows, cloned_keys, source_keys in clones:
+        q_aug = torch.cat((q4.index_select(1, rows), q4.index_select(1, source_rows)), dim=-1)
+        k_aug = _augmented_keys(k4, cloned_keys, source_keys, scale)
+        out.index_copy_(1, rows, sdpa(q_aug, k_aug, v4, softmax_scale))
+        del q_aug, k_aug  # keep one augmented key set alive at a time
+    return out.reshape(q.shape[0], q.shape[1], -1)
+
+
+def _augmented_keys(
+    k4: torch.Tensor, cloned_keys: torch.Tensor, source_keys: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """``[k_j, 0]`` everywhere except ``[0, s * k_source]`` at the cloned keys."""
+    k_aug = torch.cat((k4, torch.zeros_like(k4)), dim=-1)
+    source = k4.index_select(1, source_keys) * scale
+    k_aug.index_copy_(1, cloned_keys, torch.cat((torch.zeros_like(source), source), dim=-1))
+    return k_aug
