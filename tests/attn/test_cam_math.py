@@ -1,0 +1,108 @@
+"""Fast Cross-Attention Masking against the naive definition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from analogist_attn.attention import plain_attention
+from analogist_attn.cam import cam_attention, cam_mask_output
+from analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENT_DEFAULT, make_layout
+from analogist_attn.reference import cam_reference, plain_reference
+from analogist_attn.tokens import region_tokens
+
+TEXT_TOKENS = 77
+
+
+def _qkv(batch: int, n: int, heads: int, dim: int, seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, n, heads * dim, generator=gen)
+    k = torch.randn(batch, TEXT_TOKENS, heads * dim, generator=gen)
+    v = torch.randn(batch, TEXT_TOKENS, heads * dim, generator=gen)
+    return q, k, v
+
+
+@pytest.mark.parametrize("arrangement", [ARRANGEMENT_DEFAULT, ARRANGEMENT_ALIGNED])
+@pytest.mark.parametrize("hw", [(8, 8), (4, 8), (16, 12)])
+@pytest.mark.parametrize(("heads", "dim", "batch"), [(1, 8, 1), (2, 16, 2), (5, 4, 3)])
+def test_fast_cam_equals_naive_definition(
+    hw: tuple[int, int], arrangement: str, heads: int, dim: int, batch: int
+) -> None:
+    regions = region_tokens(make_layout(arrangement=arrangement).cell_fractions(), *hw)
+    q, k, v = _qkv(batch, regions.n_tokens, heads, dim, seed=batch)
+    fast = cam_attention(q, k, v, heads, regions)
+    oracle = cam_reference(q.double(), k.double(), v.double(), heads, regions)
+    assert fast.shape == q.shape
+    assert ((fast.double() - oracle).abs().max() / oracle.abs().max()).item() <= 1e-5
+
+
+def test_rows_outside_b_prime_are_exactly_zero() -> None:
+    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    q, k, v = _qkv(2, 64, 2, 8, seed=0)
+    out = cam_attention(q, k, v, 2, regions)
+    silent = torch.cat([regions.a, regions.a_prime, regions.b])
+    assert torch.count_nonzero(out[:, silent]) == 0
+    torch.testing.assert_close(
+        out[:, regions.b_prime], plain_attention(q, k, v, 2)[:, regions.b_prime]
+    )
+
+
+def test_cam_on_selected_batch_entries_only() -> None:
+    regions = region_tokens(make_layout().cell_fractions(), 4, 8)
+    q, k, v = _qkv(3, 32, 2, 8, seed=1)
+    mask = torch.tensor([False, True, False])
+    out = cam_attention(q, k, v, 2, regions, batch_mask=mask)
+    torch.testing.assert_close(out, cam_reference(q, k, v, 2, regions, batch_mask=mask))
+    torch.testing.assert_close(
+        out[mask == 0], plain_attention(q[mask == 0], k[mask == 0], v[mask == 0], 2)
+    )
+
+
+def test_tokens_outside_every_region_keep_the_text() -> None:
+    # The definition silences A, A' and B only; a token in no region is left alone.
+    third = 1 / 3
+    fractions = {
+        "a": (0.0, 0.0, third, third),
+        "a_prime": (2 * third, 0.0, 1.0, third),
+        "b": (0.0, 2 * third, third, 1.0),
+        "b_prime": (2 * third, 2 * third, 1.0, 1.0),
+    }
+    regions = region_tokens(fractions, 6, 9)
+    q, k, v = _qkv(2, 54, 2, 8, seed=2)
+    torch.testing.assert_close(
+        cam_attention(q, k, v, 2, regions), cam_reference(q, k, v, 2, regions)
+    )
+
+
+def test_masking_a_wrapped_output_equals_cam() -> None:
+    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    q, k, v = _qkv(2, 64, 2, 8, seed=3)
+    wrapped = plain_reference(q, k, v, 2)
+    torch.testing.assert_close(
+        cam_mask_output(wrapped, regions), cam_reference(q, k, v, 2, regions)
+    )
+    mask = torch.tensor([True, False])
+    torch.testing.assert_close(
+        cam_mask_output(wrapped, regions, mask),
+        cam_reference(q, k, v, 2, regions, batch_mask=mask),
+    )
+
+
+def test_masking_leaves_exact_zeros_even_over_non_finite_rows() -> None:
+    regions = region_tokens(make_layout().cell_fractions(), 4, 4)
+    out = torch.full((1, 16, 8), float("nan"))
+    masked = cam_mask_output(out, regions)
+    silent = torch.cat([regions.a, regions.a_prime, regions.b])
+    assert torch.count_nonzero(masked[:, silent]) == 0
+    assert torch.isnan(masked[:, regions.b_prime]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("upcast", [False, True])
+def test_half_precision_keeps_dtype_and_stays_close(dtype: torch.dtype, upcast: bool) -> None:
+    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    q, k, v = _qkv(2, 64, 4, 16, seed=4)
+    oracle = cam_reference(q, k, v, 4, regions)
+    out = cam_attention(q.to(dtype), k.to(dtype), v.to(dtype), 4, regions, upcast=upcast)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), oracle, atol=3e-2, rtol=0)
