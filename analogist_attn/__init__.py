@@ -1,4 +1,14 @@
 """Host-independent math of the Analogist method, in plain torch (no ComfyUI import).
 
 * ``layout``: the 2x2 grid geometry shared by every node.
+* ``tokens``: where the grid's regions fall on a transformer block's token map (cached
+  index tensors), and the block's map size inferred from the latent shape.
+* ``attention``: plain fused attention in ComfyUI's ``[batch, tokens, heads * dim]``
+  layout, and the cond/uncond batch selection SAC and CAM share.
+* ``sac``: Self-Attention Cloning, exact, without the N x N logit matrix.
+* ``cam``: Cross-Attention Masking, computed for the kept rows only, or applied to an
+  output another attention function produced.
+* ``reference``: naive SAC and CAM straight from the definitions (test oracle only).
+* ``blocks``: a UNet's transformer blocks in the paper's order, as ComfyUI patch keys,
+  and layer-range selection.
 """
