@@ -57,10 +57,14 @@ SD_VAE_DDCONFIG = {
 }
 
 
-def tiny_unet_config(model_channels: int = 32, context_dim: int = 64, heads: int = 4) -> dict:
+def tiny_unet_config(
+    model_channels: int = 32, context_dim: int = 64, heads: int = 4, in_channels: int = 9
+) -> dict:
     """SD1.5's block structure (16 transformer blocks, same levels) at toy widths."""
     config = dict(SD15_INPAINT_UNET)
-    config.update(model_channels=model_channels, context_dim=context_dim, num_heads=heads)
+    config.update(
+        model_channels=model_channels, context_dim=context_dim, num_heads=heads, in_channels=in_channels
+    )
     return config
 
 
