@@ -1,0 +1,432 @@
+"""Build the 2x2 analogy grid from A, A', B and cut B' back out of a sampled grid.
+
+Plain torch / numpy / PIL, no ComfyUI import. Images follow ComfyUI's convention
+(``[batch, height, width, channels]`` float tensors in 0..1) at the edges of this module;
+inside, pixels are uint8 arrays because the paper builds its grid with PIL on 8-bit
+images, and matching it byte for byte means resizing exactly as it did.
+
+Float <-> uint8: ``round(clamp(x, 0, 1) * 255)`` and ``k / 255``. Rounding rather than
+truncating (ComfyUI's SaveImage truncates) because ``255 * (k / 255)`` in float32 can land
+just below ``k``: truncation would turn a loaded image's ``k`` into ``k - 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .layout import (
+    ARRANGEMENTS,
+    FITS,
+    REGIONS,
+    GridLayout,
+    Placement,
+    Rect,
+    make_layout,
+)
+
+log = logging.getLogger("analogist")
+
+# Cells are multiples of 64 px: the latent is 1/8 of the image and the deepest SD1.5 UNet
+# level another 1/8 of that, so a 64 px cell boundary is a token boundary at every level
+# (the attention edits and the mask work on whole quadrants).
+CELL_STEP = 64
+MIN_CELL = 64
+# A grid side above 8192 px is a 1024 x 1024 latent: 1M tokens in the first attention
+# layers, hours per step and far more memory than any GPU has, while one 8192^2 float
+# image is already 805 MB. Larger grids are a mistake, not a use.
+MAX_GRID_SIDE = 8192
+MAX_CELL = MAX_GRID_SIDE // 2
+
+# The original code calls ``Image.resize((253, 253))`` with no filter; Pillow's default
+# for RGB images is BICUBIC (since Pillow 7). Pinned here so a change of default cannot
+# silently change the grid.
+RESAMPLE = Image.Resampling.BICUBIC
+
+WHITE = 255  # the paper's canvas
+BLACK = 0  # the paper's empty B' cell
+
+# GridCrop's output sizes.
+SIZE_ORIGINAL = "original size of B"
+SIZE_PLACED = "as placed in the grid"
+SIZE_CELL = "whole cell"
+OUTPUT_SIZES: tuple[str, ...] = (SIZE_ORIGINAL, SIZE_PLACED, SIZE_CELL)
+
+
+@dataclass(frozen=True)
+class ComposedGrids:
+    """GridCompose's results: what the sampler starts from, what the VLM sees, the mask."""
+
+    grid: torch.Tensor  # [N, H, W, 3], B's quadrant copied over B'
+    grid_blank: torch.Tensor  # [N, H, W, 3], B' cell black
+    mask: torch.Tensor  # [N, H, W], 1 on the B' quadrant
+    layout: GridLayout
+
+
+# --- pixels in, pixels out -------------------------------------------------------------
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Float 0..1 -> uint8 with rounding (see the module docstring for why rounding)."""
+    clean = torch.nan_to_num(images.detach().float().cpu(), nan=0.0)
+    return clean.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).numpy()
+
+
+def to_float(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 -> float32 0..1, exactly ``k / 255``."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32).div(255.0)
+
+
+def check_image(images: object, name: str) -> torch.Tensor:
+    """Reject what is not a non-empty ComfyUI IMAGE, naming the input."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name}: expected an IMAGE tensor, got {type(images).__name__}.")
+    if images.ndim != 4:
+        raise ValueError(
+            f"{name}: expected an IMAGE shaped [batch, height, width, channels], got shape "
+            f"{tuple(images.shape)}. Connect an image output (a MASK needs 'Convert Mask to Image')."
+        )
+    batch, height, width, channels = images.shape
+    if batch == 0 or height == 0 or width == 0:
+        raise ValueError(
+            f"{name} is empty (batch {batch}, {width}x{height} px): connect an image with "
+            "at least one pixel."
+        )
+    if channels not in (1, 2, 3, 4):
+        raise ValueError(
+            f"{name} has {channels} channels; expected 1 (gray), 2 (gray + alpha), "
+            "3 (RGB) or 4 (RGBA). Is it a latent or a mask? Decode or convert it first."
+        )
+    return images
+
+
+def to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """Any 1-4 channel image as RGB, alpha composited on the white canvas.
+
+    Compositing before resizing keeps transparent edges from bleeding a dark fringe into
+    the resized image (the colour under alpha 0 is often black).
+    """
+    images = torch.nan_to_num(images.float(), nan=0.0).clamp(0.0, 1.0)
+    channels = images.shape[-1]
+    has_alpha = channels in (2, 4)
+    color = images[..., : channels - 1] if has_alpha else images
+    if color.shape[-1] == 1:
+        color = color.expand(*color.shape[:-1], 3)
+    if has_alpha:
+        alpha = images[..., -1:]
+        color = color * alpha + WHITE / 255.0 * (1.0 - alpha)
+    return color
+
+
+# --- validation of the settings ----------------------------------------------------------
+
+
+def check_cell_size(value: int, name: str) -> None:
+    """A cell side must be a multiple of 64 within the size limit; say the nearest valid ones."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a whole number of pixels, got {value!r}.")
+    if value < MIN_CELL:
+        raise ValueError(f"{name} = {value} px is too small: the smallest cell is {MIN_CELL} px.")
+    if value > MAX_CELL:
+        raise ValueError(
+            f"{name} = {value} px is too large: the grid would be {2 * value} px wide/high, "
+            f"over the {MAX_GRID_SIDE} px limit (a latent that big cannot be sampled in any "
+            f"GPU's memory). Use at most {MAX_CELL} px; the paper uses 256 or 512."
+        )
+    if value % CELL_STEP:
+        below = value // CELL_STEP * CELL_STEP
+        above = below + CELL_STEP
+        raise ValueError(
+            f"{name} = {value} px is not a multiple of {CELL_STEP} (needed so each cell "
+            f"edge is a token edge at every UNet level). Nearest valid sizes: {below} or {above}."
+        )
+
+
+def check_border(border: int, cell_width: int, cell_height: int) -> None:
+    """At least 1 px (with 0 the paper's ``c + p - 1`` offsets would reach into the
+    neighbouring cell) and small enough that the image keeps most of its cell."""
+    if not isinstance(border, int) or isinstance(border, bool):
+        raise TypeError(f"border must be a whole number of pixels, got {border!r}.")
+    largest = min(cell_width, cell_height) // 4
+    if border < 1 or border > largest:
+        raise ValueError(
+            f"border = {border} px is out of range: use 1 to {largest} px for a "
+            f"{cell_width}x{cell_height} cell (the paper uses 2)."
+        )
+
+
+def check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} = {value!r} is not one of: {', '.join(map(repr, choices))}.")
+
+
+def batch_count(sizes: dict[str, int]) -> int:
+    """How many grids: batches of equal length N, or 1 (that image is used in every grid)."""
+    count = max(sizes.values())
+    if any(size not in (1, count) for size in sizes.values()):
+        listed = ", ".join(f"{name} has {size}" for name, size in sizes.items())
+        raise ValueError(
+            f"Batch sizes do not match: {listed}. Each input must hold either 1 image "
+            f"(reused for every grid) or the same number N (N grids are made). "
+            "Fix: give one example pair (a, a_prime) with N images in b, or equal batches."
+        )
+    return count
+
+
+# --- fitting an image into its cell ------------------------------------------------------
+
+
+def placement_for(source_width: int, source_height: int, paste: Rect, fit: str) -> Placement:
+    """Where a ``source_width x source_height`` image goes inside a paste rectangle.
+
+    ``stretch`` fills it (the paper), ``letterbox`` keeps the aspect ratio and centres the
+    image with white around it, ``crop`` keeps the aspect ratio and cuts the centre out.
+    """
+    whole = Rect(0, 0, source_width, source_height)
+    if fit == "stretch":
+        return Placement(source_width, source_height, fit, whole, paste)
+    if fit == "letterbox":
+        scale = min(paste.width / source_width, paste.height / source_height)
+        width = min(paste.width, max(1, round(source_width * scale)))
+        height = min(paste.height, max(1, round(source_height * scale)))
+        content = Rect(
+            paste.x + (paste.width - width) // 2,
+            paste.y + (paste.height - height) // 2,
+            width,
+            height,
+        )
+        return Placement(source_width, source_height, fit, whole, content)
+    if fit == "crop":
+        scale = max(paste.width / source_width, paste.height / source_height)
+        width = min(source_width, max(1, round(paste.width / scale)))
+        height = min(source_height, max(1, round(paste.height / scale)))
+        kept = Rect((source_width - width) // 2, (source_height - height) // 2, width, height)
+        return Placement(source_width, source_height, fit, kept, paste)
+    raise ValueError(f"fit = {fit!r} is not one of {FITS}.")
+
+
+def fit_image(pixels: np.ndarray, placement: Placement) -> np.ndarray:
+    """The uint8 RGB pixels that go into ``placement.content``."""
+    crop = placement.source_crop
+    image = Image.fromarray(pixels[crop.y : crop.bottom, crop.x : crop.right])
+    content = placement.content
+    return np.asarray(image.resize((content.width, content.height), RESAMPLE))
+
+
+def _fitted(images: torch.Tensor, paste: Rect, fit: str) -> list[tuple[np.ndarray, Placement]]:
+    """Each image of a batch fitted into ``paste`` (all share one size: it is one tensor)."""
+    pixels = to_uint8(to_rgb(images))
+    _, height, width, _ = pixels.shape
+    placement = placement_for(width, height, paste, fit)
+    return [(fit_image(one, placement), placement) for one in pixels]
+
+
+def _put(canvas: np.ndarray, rect: Rect, pixels: np.ndarray | int) -> None:
+    canvas[rect.y : rect.bottom, rect.x : rect.right] = pixels
+
+
+def _copy_cell(canvas: np.ndarray, source: Rect, target: Rect) -> None:
+    canvas[..., target.y : target.bottom, target.x : target.right, :] = canvas[
+        ..., source.y : source.bottom, source.x : source.right, :
+    ]
+
+
+# --- GridCompose -------------------------------------------------------------------------
+
+
+def compose_grids(
+    a: torch.Tensor,
+    a_prime: torch.Tensor,
+    b: torch.Tensor,
+    cell_width: int = 256,
+    cell_height: int = 256,
+    border: int = 2,
+    fit: str = "stretch",
+    arrangement: str = ARRANGEMENTS[0],
+) -> ComposedGrids:
+    """The paper's grid for every analogy in the batch.
+
+    ``grid_blank``: a white canvas with A, A', B fitted into their cells at the paper's
+    offsets and a black square where B' goes (what the vision-language model sees).
+    ``grid``: the same with B's whole quadrant copied over B''s, because the sampler
+    starts from that image noised (denoise 0.98), so B' begins as a noisy B.
+    """
+    check_cell_size(cell_width, "cell_width")
+    check_cell_size(cell_height, "cell_height")
+    check_border(border, cell_width, cell_height)
+    check_choice(fit, FITS, "fit")
+    check_choice(arrangement, ARRANGEMENTS, "arrangement")
+    inputs = {"a": a, "a_prime": a_prime, "b": b}
+    for name, images in inputs.items():
+        check_image(images, name)
+    count = batch_count({name: images.shape[0] for name, images in inputs.items()})
+
+    # Paste rectangles first; the layout proper also needs the placements they lead to.
+    geometry = make_layout(cell_width, cell_height, border, arrangement, fit)
+    fitted = {name: _fitted(images, geometry.paste(name), fit) for name, images in inputs.items()}
+    b_placements = tuple(fitted["b"][i % len(fitted["b"])][1] for i in range(count))
+    layout = make_layout(cell_width, cell_height, border, arrangement, fit, b_placements)
+
+    blank = np.full((count, layout.grid_height, layout.grid_width, 3), WHITE, np.uint8)
+    for index, canvas in enumerate(blank):
+        for name in inputs:
+            pixels, placement = fitted[name][index % len(fitted[name])]
+            _put(canvas, placement.content, pixels)
+        # The empty B' is the paste rectangle, whatever the fit: the paper's black square.
+        _put(canvas, layout.paste("b_prime"), BLACK)
+    pasted = blank.copy()
+    _copy_cell(pasted, layout.cell("b"), layout.cell("b_prime"))
+
+    return ComposedGrids(
+        grid=to_float(pasted),
+        grid_blank=to_float(blank),
+        mask=quadrant_mask(layout, count),
+        layout=layout,
+    )
+
+
+def quadrant_mask(layout: GridLayout, count: int) -> torch.Tensor:
+    """1 on the whole B' quadrant, 0 elsewhere: the inpainting mask of the paper."""
+    mask = torch.zeros(count, layout.grid_height, layout.grid_width, dtype=torch.float32)
+    cell = layout.cell("b_prime")
+    mask[:, cell.y : cell.bottom, cell.x : cell.right] = 1.0
+    return mask
+
+
+# --- GridCrop ----------------------------------------------------------------------------
+
+
+def check_grid_size(images: torch.Tensor, layout: GridLayout, name: str) -> None:
+    """The grid must be the size the layout describes, or every region would be off."""
+    _, height, width, _ = images.shape
+    if (width, height) != (layout.grid_width, layout.grid_height):
+        raise ValueError(
+            f"{name} is {width}x{height} px but the layout describes a "
+            f"{layout.grid_width}x{layout.grid_height} px grid (cells "
+            f"{layout.cell_width}x{layout.cell_height}). Connect the layout from the "
+            "GridCompose that made this grid, and do not resize the grid in between."
+        )
+
+
+def b_placements_of(layout: GridLayout) -> tuple[Placement, ...]:
+    """The recorded placements of B; a layout built without any is read as stretch at the
+    paste size (nothing to undo)."""
+    if layout.b_placements:
+        return layout.b_placements
+    paste = layout.paste("b")
+    return (placement_for(paste.width, paste.height, paste, "stretch"),)
+
+
+def placement_per_image(layout: GridLayout, count: int) -> list[Placement]:
+    """Match ``count`` sampled images to the layout's grids.
+
+    A sampler may return k images per grid. ComfyUI repeats a batch as a whole
+    (RepeatLatentBatch: grid 0..N-1, then 0..N-1 again), so image ``i`` is grid ``i % N``.
+    """
+    placements = b_placements_of(layout)
+    grids = len(placements)
+    if count % grids:
+        raise ValueError(
+            f"grid has {count} images but the layout was made for {grids} grids: the batch "
+            f"must be a multiple of {grids} (k samples of each grid, in the sampler's order). "
+            "Connect the layout from the GridCompose that made these grids."
+        )
+    return [placements[i % grids] for i in range(count)]
+
+
+def b_prime_rect(layout: GridLayout, placement: Placement) -> Rect:
+    """Where B''s content lies: B's content moved by the quadrant offset.
+
+    The quadrant offset, not the paste offset (they differ by 1 px in x or y): the
+    sampler starts from B's quadrant copied over B''s, and SAC pairs positions quadrant
+    to quadrant, so the generated B' lines up with B's quadrant.
+    """
+    b_cell, b_prime_cell = layout.cell("b"), layout.cell("b_prime")
+    content = placement.content
+    return Rect(
+        content.x + b_prime_cell.x - b_cell.x,
+        content.y + b_prime_cell.y - b_cell.y,
+        content.width,
+        content.height,
+    )
+
+
+def resize(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Resize one ``[H, W, C]`` float image, bicubic with antialiasing (as PIL does), in
+    float so the sampler's output is not quantised to 8 bits on the way."""
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    chw = image.permute(2, 0, 1).unsqueeze(0).float()
+    out = F.interpolate(chw, size=(height, width), mode="bicubic", antialias=True)
+    return out.squeeze(0).permute(1, 2, 0).clamp(0.0, 1.0)
+
+
+def _cut(image: torch.Tensor, rect: Rect) -> torch.Tensor:
+    return image[rect.y : rect.bottom, rect.x : rect.right, :]
+
+
+def crop_b_prime(
+    grids: torch.Tensor, layout: GridLayout, output_size: str = SIZE_ORIGINAL
+) -> torch.Tensor:
+    """B' out of each sampled grid, by default at B's original size.
+
+    ``original size of B`` undoes the fit: stretch and letterbox give B's full size and
+    aspect ratio; crop gives the centre part of B that was kept, at its original pixel
+    size (the cut-off margins were never generated). ``as placed in the grid`` is the
+    content rectangle without resampling; ``whole cell`` the whole B' quadrant.
+
+    Images of different target sizes cannot share a batch tensor; they are resized to the
+    first one's size with a warning (one GridCompose never makes that: all B in a batch
+    share a size).
+    """
+    check_image(grids, "grid")
+    check_grid_size(grids, layout, "grid")
+    check_choice(output_size, OUTPUT_SIZES, "output_size")
+    rgb = to_rgb(grids)
+    crops = [
+        _restore(image, layout, placement, output_size)
+        for image, placement in zip(rgb, placement_per_image(layout, rgb.shape[0]), strict=True)
+    ]
+    return _stack_same_size(crops)
+
+
+def _restore(
+    image: torch.Tensor, layout: GridLayout, placement: Placement, output_size: str
+) -> torch.Tensor:
+    if output_size == SIZE_CELL:
+        return _cut(image, layout.cell("b_prime"))
+    content = _cut(image, b_prime_rect(layout, placement))
+    if output_size == SIZE_PLACED:
+        return content
+    kept = placement.source_crop
+    return resize(content, kept.width, kept.height)
+
+
+def _stack_same_size(images: list[torch.Tensor]) -> torch.Tensor:
+    height, width = images[0].shape[:2]
+    if any(image.shape[:2] != (height, width) for image in images):
+        log.warning(
+            "[Analogist] GridCrop: the B' images have different sizes; all are resized to "
+            "the first one's %dx%d px so they fit in one batch.",
+            width,
+            height,
+        )
+        images = [resize(image, width, height) for image in images]
+    return torch.stack(images).contiguous()
+
+
+def strip(grids: torch.Tensor, layout: GridLayout) -> torch.Tensor:
+    """A | A' | B | B' side by side, one row per sampled grid, for a quick look."""
+    check_image(grids, "grid")
+    check_grid_size(grids, layout, "grid")
+    rgb = to_rgb(grids)
+    cells = [
+        rgb[:, rect.y : rect.bottom, rect.x : rect.right, :]
+        for rect in (layout.cell(name) for name in REGIONS)
+    ]
+    return torch.cat(cells, dim=2).contiguous()
