@@ -1,0 +1,302 @@
+"""ComfyUI glue for the grid nodes: compose the analogy grid, label it, crop B' back out.
+
+The image math lives in ``analogist_attn.grid`` and ``analogist_attn.marks``; these
+classes only declare inputs and outputs and pass values through.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..analogist_attn import grid as grid_math
+from ..analogist_attn import marks
+from ..analogist_attn.layout import ARRANGEMENTS, FITS, LAYOUT_TYPE, GridLayout
+
+CATEGORY = "Analogist"
+
+_CELL_TOOLTIP = (
+    "Width of one cell of the 2x2 grid, in px (a multiple of 64 so each cell edge falls on "
+    "a token edge at every UNet level). The grid is twice this. Paper: 256 (grid 512) or "
+    "512 (grid 1024)."
+)
+_LAYOUT_TOOLTIP = "The grid layout from Analogist Grid Compose that made this grid."
+
+
+def _cell_input(tooltip: str) -> tuple[str, dict]:
+    return (
+        "INT",
+        {
+            "default": 256,
+            "min": grid_math.MIN_CELL,
+            "max": grid_math.MAX_CELL,
+            "step": grid_math.CELL_STEP,
+            "tooltip": tooltip,
+        },
+    )
+
+
+class AnalogistGridCompose:
+    """A, A', B -> the paper's 2x2 grid, its blank twin, the B' mask and the layout."""
+
+    DESCRIPTION = (
+        "Builds the Analogist visual prompt A : A' :: B : ?. A, A' and B are fitted into "
+        "three cells of a 2x2 grid on a white canvas (2 px border as in the paper); the "
+        "fourth cell, B', is what the inpainting model fills. With fit = stretch, cells 256 "
+        "and border 2 the grid is pixel-identical to the paper's. A batch of N images in b "
+        "with one example pair gives N grids."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "compose"
+    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", LAYOUT_TYPE)
+    RETURN_NAMES = ("grid", "grid_blank", "mask", "layout")
+    OUTPUT_TOOLTIPS = (
+        "The grid the sampler starts from: B is also copied into the B' cell. Encode it "
+        "with the mask (VAE Encode for Inpainting / InpaintModelConditioning) and sample "
+        "with denoise about 0.98.",
+        "The grid with the B' cell black: what a vision-language model should see (feed "
+        "it to Analogist Mark and Arrow first).",
+        "1 on the whole B' cell, 0 elsewhere: the inpainting mask.",
+        "Where each cell is and how each B was fitted. Connect it to the attention nodes, "
+        "Mark and Arrow and Grid Crop.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "a": (
+                    "IMAGE",
+                    {"tooltip": "A: the example before the change. 1 image, or one per grid."},
+                ),
+                "a_prime": (
+                    "IMAGE",
+                    {"tooltip": "A': the example after the change. 1 image, or one per grid."},
+                ),
+                "b": (
+                    "IMAGE",
+                    {"tooltip": "B: the image(s) to change the same way. N images give N grids."},
+                ),
+                "cell_width": _cell_input(_CELL_TOOLTIP),
+                "cell_height": _cell_input(_CELL_TOOLTIP.replace("Width", "Height")),
+                "border": (
+                    "INT",
+                    {
+                        "default": 2,
+                        "min": 1,
+                        "max": grid_math.MAX_CELL // 4,
+                        "step": 1,
+                        "tooltip": "White margin around each image, in px (paper: 2). Each "
+                        "image is cell - 1.5 x border px wide (253 for 256 / 2).",
+                    },
+                ),
+                "fit": (
+                    list(FITS),
+                    {
+                        "default": FITS[0],
+                        "tooltip": "How an image of another shape fills its cell. stretch: "
+                        "resize to the cell (the paper; distorts other aspect ratios). "
+                        "letterbox: keep the aspect ratio, white bands around. crop: keep the "
+                        "aspect ratio, cut the centre out. Grid Crop undoes it for B'.",
+                    },
+                ),
+                "arrangement": (
+                    list(ARRANGEMENTS),
+                    {
+                        "default": ARRANGEMENTS[0],
+                        "tooltip": "Where A' and B go. The paper puts A' right of A and B "
+                        "below A. 'A aligned with B' swaps A' and B, for examples where A "
+                        "matches B in layout rather than A' (the paper's corgi example).",
+                    },
+                ),
+            }
+        }
+
+    def compose(
+        self,
+        a: torch.Tensor,
+        a_prime: torch.Tensor,
+        b: torch.Tensor,
+        cell_width: int = 256,
+        cell_height: int = 256,
+        border: int = 2,
+        fit: str = FITS[0],
+        arrangement: str = ARRANGEMENTS[0],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GridLayout]:
+        out = grid_math.compose_grids(
+            a, a_prime, b, cell_width, cell_height, border, fit, arrangement
+        )
+        return (out.grid, out.grid_blank, out.mask, out.layout)
+
+
+class AnalogistMarkAndArrow:
+    """The grid with labelled cells and A -> A', B -> B' arrows, for the VLM."""
+
+    DESCRIPTION = (
+        "Draws what the paper shows GPT-4V: a black square with a white 'A', 'A'', 'B', "
+        "'B'' at each cell's corner and two red arrows from A to A' and from B to B'. Sizes "
+        "follow the cell (36 px labels and 4 px arrows at cell 256). The font ships with "
+        "Pillow, so the result is the same on every machine."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "mark"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("marked_grid",)
+    OUTPUT_TOOLTIPS = ("The grid with labels and arrows: send it to the vision-language model.",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        def color(default: str, what: str) -> tuple[str, dict]:
+            return (
+                "STRING",
+                {"default": default, "tooltip": f"{what}, as #RRGGBB or R, G, B (0-255)."},
+            )
+
+        return {
+            "required": {
+                "grid": (
+                    "IMAGE",
+                    {
+                        "tooltip": "The grid to label, usually grid_blank from Grid Compose (B' black)."
+                    },
+                ),
+                "layout": (LAYOUT_TYPE, {"tooltip": _LAYOUT_TOOLTIP}),
+                "label_size": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": grid_math.MAX_CELL // 2,
+                        "step": 1,
+                        "tooltip": "Side of the label squares in px. 0 = the paper's: 36 px "
+                        "at cell 256, scaled with the cell.",
+                    },
+                ),
+                "label_color": color("#000000", "Colour of the label squares (paper: black)"),
+                "text_color": color("#FFFFFF", "Colour of the label text (paper: white)"),
+                "arrow_color": color("#E60000", "Colour of the arrows (paper: 230, 0, 0)"),
+                "arrow_width": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": grid_math.MAX_CELL // 8,
+                        "step": 1,
+                        "tooltip": "Line width of the arrows in px. 0 = the paper's: cell / 64 "
+                        "(4 px at cell 256).",
+                    },
+                ),
+                "draw_labels": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Draw the A, A', B, B' labels."},
+                ),
+                "draw_arrows": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Draw the A -> A' and B -> B' arrows."},
+                ),
+            }
+        }
+
+    def mark(
+        self,
+        grid: torch.Tensor,
+        layout: GridLayout,
+        label_size: int = 0,
+        label_color: str = "#000000",
+        text_color: str = "#FFFFFF",
+        arrow_color: str = "#E60000",
+        arrow_width: int = 0,
+        draw_labels: bool = True,
+        draw_arrows: bool = True,
+    ) -> tuple[torch.Tensor]:
+        marked = marks.mark_grids(
+            grid,
+            _check_layout(layout),
+            label_side=label_size,
+            label_background=marks.parse_color(label_color, "label_color"),
+            label_text=marks.parse_color(text_color, "text_color"),
+            arrow_color=marks.parse_color(arrow_color, "arrow_color"),
+            arrow_width=arrow_width,
+            labels=draw_labels,
+            arrows=draw_arrows,
+        )
+        return (marked,)
+
+
+class AnalogistGridCrop:
+    """B' out of the sampled grid, back at B's size; plus an A | A' | B | B' strip."""
+
+    DESCRIPTION = (
+        "Cuts B' out of the decoded grid. By default it is restored to B's original size "
+        "and aspect ratio, undoing the letterbox or crop of Grid Compose. Several samples "
+        "per grid are fine: image i belongs to grid i mod N. Also gives a side-by-side strip "
+        "A | A' | B | B' for a quick look."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "crop"
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("b_prime", "strip")
+    OUTPUT_TOOLTIPS = (
+        "The generated B', one per input image.",
+        "The four cells side by side, A | A' | B | B', one row per input image.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "grid": (
+                    "IMAGE",
+                    {
+                        "tooltip": "The decoded grid(s) from VAE Decode, same size as the layout's grid."
+                    },
+                ),
+                "layout": (LAYOUT_TYPE, {"tooltip": _LAYOUT_TOOLTIP}),
+                "output_size": (
+                    list(grid_math.OUTPUT_SIZES),
+                    {
+                        "default": grid_math.SIZE_ORIGINAL,
+                        "tooltip": "original size of B: undo the fit (stretch and letterbox "
+                        "give B's full size; crop gives the part of B that was kept, at its "
+                        "own resolution). as placed in the grid: the B' pixels as generated, "
+                        "no resize. whole cell: the whole B' cell, border included. B images "
+                        "of different sizes in one batch are all resized to the first one's size.",
+                    },
+                ),
+            }
+        }
+
+    def crop(
+        self, grid: torch.Tensor, layout: GridLayout, output_size: str = grid_math.SIZE_ORIGINAL
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        layout = _check_layout(layout)
+        return (
+            grid_math.crop_b_prime(grid, layout, output_size),
+            grid_math.strip(grid, layout),
+        )
+
+
+def _check_layout(layout: object) -> GridLayout:
+    """ComfyUI checks socket types by name only; make sure a layout really is one.
+
+    By class name, not identity: the same module imported under two names (the pack
+    package and a bare ``analogist_attn`` on sys.path) gives two equal classes.
+    """
+    if type(layout).__name__ != GridLayout.__name__:
+        raise TypeError(
+            f"layout: expected the {LAYOUT_TYPE} output of Analogist Grid Compose, got "
+            f"{type(layout).__name__}."
+        )
+    return layout
+
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "AnalogistGridCompose": AnalogistGridCompose,
+    "AnalogistMarkAndArrow": AnalogistMarkAndArrow,
+    "AnalogistGridCrop": AnalogistGridCrop,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    "AnalogistGridCompose": "Analogist Grid Compose (A, A', B -> grid)",
+    "AnalogistMarkAndArrow": "Analogist Mark and Arrow (labels for the VLM)",
+    "AnalogistGridCrop": "Analogist Grid Crop (B' out of the grid)",
+}
