@@ -1,6 +1,9 @@
 """Host-independent math of the Analogist method, in plain torch (no ComfyUI import).
 
 * ``layout``: the 2x2 grid geometry shared by every node.
+* ``grid``: builds the grid from A, A', B (the paper's construction, byte for byte, plus
+  letterbox/crop fits) and cuts B' back out at B's original size.
+* ``marks``: the label squares and arrows drawn for the vision-language model.
 * ``tokens``: where the grid's regions fall on a transformer block's token map (cached
   index tensors), and the block's map size inferred from the latent shape.
 * ``attention``: plain fused attention in ComfyUI's ``[batch, tokens, heads * dim]``
