@@ -1,0 +1,311 @@
+"""AnalogistGPT4VPrompt as ComfyUI sees it: declaration, image round trip, outputs,
+IS_CHANGED, the user directory, the frontend extension, and life without ``openai``.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+import string
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import gpt4v_chat_server as helper
+import numpy as np
+import pytest
+import torch
+from comfyui_analogist.nodes import gpt4v
+from comfyui_analogist.nodes import vlm_client as vlm
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY_ENV = "ANALOGIST_TEST_NODE_KEY"
+
+
+@pytest.fixture
+def server():
+    srv = helper.ChatServer().start()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def fake_key(monkeypatch):
+    key = "sk-test-" + "".join(
+        secrets.choice(string.ascii_letters + string.digits) for _ in range(40)
+    )
+    monkeypatch.setenv(KEY_ENV, key)
+    return key
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpt4v, "user_directory", lambda: tmp_path / "user")
+    monkeypatch.setattr(gpt4v, "RETRY_POLICY", vlm.RetryPolicy(1, 0.01, 0.01))
+    return tmp_path / "user"
+
+
+def grid_batch(batch=2, height=40, width=56, seed=0):
+    """Float images made from uint8 pixels, as LoadImage makes them; and those pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+    return torch.from_numpy(pixels.astype(np.float32) / 255.0), pixels
+
+
+def run(server, image, **changes):
+    inputs = dict(
+        image=image,
+        model="gpt-4o",
+        instruction=vlm.DEFAULT_INSTRUCTION,
+        num_prompts=1,
+        max_words=5,
+        suffix=", best quality, extremely detailed",
+        base_url=server.base_url,
+        seed=0,
+        api_key_env=KEY_ENV,
+        timeout=5.0,
+    )
+    inputs.update(changes)
+    return gpt4v.AnalogistGPT4VPrompt().ask(**inputs)
+
+
+def is_changed(image=None, **changes):
+    inputs = dict(
+        image=image,
+        model="gpt-4o",
+        instruction=vlm.DEFAULT_INSTRUCTION,
+        num_prompts=1,
+        max_words=5,
+        suffix=", best quality, extremely detailed",
+        base_url="",
+        seed=0,
+        api_key_env="OPENAI_API_KEY",
+        timeout=60.0,
+    )
+    inputs.update(changes)
+    return gpt4v.AnalogistGPT4VPrompt.IS_CHANGED(**inputs)
+
+
+# --------------------------------------------------------------------------- declaration
+
+
+def test_node_is_registered_with_a_tooltip_on_every_input_and_output():
+    assert gpt4v.NODE_CLASS_MAPPINGS == {"AnalogistGPT4VPrompt": gpt4v.AnalogistGPT4VPrompt}
+    assert gpt4v.NODE_DISPLAY_NAME_MAPPINGS["AnalogistGPT4VPrompt"] == "Analogist GPT-4V Prompt"
+    node = gpt4v.AnalogistGPT4VPrompt
+    required = node.INPUT_TYPES()["required"]
+    assert list(required) == [
+        "image",
+        "model",
+        "instruction",
+        "num_prompts",
+        "max_words",
+        "suffix",
+        "base_url",
+        "seed",
+        "api_key_env",
+        "timeout",
+    ]
+    for name, (_, options) in required.items():
+        assert options.get("tooltip"), name
+    assert node.CATEGORY == "Analogist" and node.DESCRIPTION
+    assert node.RETURN_TYPES == ("STRING", "STRING") and node.RETURN_NAMES == ("prompt", "prompts")
+    assert node.OUTPUT_IS_LIST == (False, True) and len(node.OUTPUT_TOOLTIPS) == 2
+    assert required["model"][1]["default"] == "gpt-4o"
+    assert required["num_prompts"][1]["default"] == 1 and required["max_words"][1]["default"] == 5
+    assert required["suffix"][1]["default"] == ", best quality, extremely detailed"
+    assert required["base_url"][1]["default"] == ""
+    assert required["api_key_env"][1]["default"] == "OPENAI_API_KEY"
+    assert "{request}" in required["instruction"][1]["tooltip"]
+    # Braces in the instruction must reach Python untouched by the frontend's {a|b} syntax.
+    assert all(
+        opts.get("dynamicPrompts") is False for kind, opts in required.values() if kind == "STRING"
+    )
+    # A randomizing seed would defeat the cache on every queue.
+    assert required["seed"][1]["control_after_generate"] is False
+
+
+def test_no_input_can_hold_the_key():
+    names = set(gpt4v.AnalogistGPT4VPrompt.INPUT_TYPES()["required"])
+    assert not names & {"api_key", "key", "token", "secret"}
+
+
+# --------------------------------------------------------------------------- running
+
+
+def test_node_sends_the_first_image_at_its_resolution_as_exact_png_pixels(
+    server, user_dir, fake_key, caplog
+):
+    images, pixels = grid_batch(batch=2)
+    with caplog.at_level(logging.WARNING, logger="analogist.gpt4v"):
+        run(server, images)
+    assert "batch of 2 grids; only the first" in caplog.text
+    content = server.requests[0].body["messages"][0]["content"]
+    url = content[1]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.format == "PNG" and sent.size == (56, 40) and sent.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(sent), pixels[0])
+    assert content[0]["text"] == vlm.render_instruction(vlm.DEFAULT_INSTRUCTION, 1, 5)
+    assert server.requests[0].body["model"] == "gpt-4o"
+    assert server.requests[0].headers["authorization"] == f"Bearer {fake_key}"
+
+
+def test_node_outputs_prompt_with_suffix_the_list_and_ui_text(server, user_dir, fake_key):
+    server.script(helper.Reply(text="1. smiling woman\n2. cartoon woman\n3. caricature woman"))
+    images, _ = grid_batch(batch=1)
+    out = run(server, images, num_prompts=3)
+    expected = [
+        p + ", best quality, extremely detailed"
+        for p in ("smiling woman", "cartoon woman", "caricature woman")
+    ]
+    assert out["result"] == (expected[0], expected)
+    assert out["ui"] == {"text": expected}
+    assert fake_key not in json.dumps(out)
+
+
+def test_requeue_and_restart_use_the_disk_cache_keyed_like_is_changed(server, user_dir, fake_key):
+    images, _ = grid_batch(batch=1)
+    first = run(server, images, seed=3)
+    again = run(server, images, seed=3)  # a new node object each time, as after a restart
+    assert again == first and server.count == 1
+    key = is_changed(images, base_url=server.base_url, seed=3)
+    assert (user_dir / "__analogist" / "vlm_cache" / f"{key}.json").is_file()
+    run(server, images, seed=4)
+    assert server.count == 2
+
+
+def test_node_key_file_in_the_user_directory_is_used(server, user_dir, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    key = "sk-test-" + secrets.token_hex(20)
+    (user_dir / "__analogist").mkdir(parents=True)
+    (user_dir / "__analogist" / f"{KEY_ENV.lower()}.txt").write_text(key + "\n")
+    run(server, grid_batch(batch=1)[0])
+    assert server.requests[0].headers["authorization"] == f"Bearer {key}"
+
+
+def test_node_refuses_a_key_typed_into_api_key_env(server, user_dir, fake_key):
+    with pytest.raises(vlm.VLMError, match="NAME of an environment variable") as info:
+        run(server, grid_batch(batch=1)[0], api_key_env=fake_key)
+    assert fake_key not in str(info.value) and server.count == 0
+
+
+def test_node_errors_are_clear_and_keyless(server, user_dir, fake_key):
+    server.script(helper.Reply(401, helper.error_json(f"bad key {fake_key}", "x", None)))
+    with pytest.raises(vlm.VLMError) as info:
+        run(server, grid_batch(batch=1)[0])
+    assert f"environment variable {KEY_ENV}" in str(info.value) and fake_key not in str(info.value)
+
+
+def test_node_times_out_within_bounded_time(server, user_dir, fake_key):
+    server.script(*[helper.Reply(delay=30)] * 2)
+    with pytest.raises(vlm.VLMError, match="timeout"):
+        run(server, grid_batch(batch=1)[0], timeout=0.3)
+    assert server.count == 2  # one retry (the test policy)
+
+
+# --------------------------------------------------------------------------- IS_CHANGED
+
+
+def test_is_changed_is_stable_for_same_inputs_and_changes_with_each_cache_field():
+    images, _ = grid_batch(batch=1)
+    base = is_changed(images)
+    assert is_changed(images) == base
+    assert is_changed(images.clone()) == base
+    assert is_changed(images, suffix=", other", api_key_env="OTHER", timeout=5.0) == base
+    other_image = images.clone()
+    other_image[0, 0, 0, 0] = 1.0 - other_image[0, 0, 0, 0]
+    assert is_changed(other_image) != base
+    for field, value in [
+        ("model", "gpt-4.1"),
+        ("instruction", "Describe B'."),
+        ("num_prompts", 3),
+        ("max_words", 6),
+        ("seed", 1),
+        ("base_url", "http://127.0.0.1:11434/v1"),
+    ]:
+        assert is_changed(images, **{field: value}) != base, field
+
+
+def test_is_changed_without_the_linked_image_and_with_bad_input_never_raises():
+    # Current ComfyUI calls IS_CHANGED with constants only: the image is a link.
+    assert is_changed(None) == is_changed(None)
+    assert is_changed(None, seed=2) != is_changed(None)
+    assert is_changed(None, num_prompts="x").startswith("invalid input")
+
+
+# --------------------------------------------------------------------------- host glue
+
+
+def test_user_directory_comes_from_folder_paths_old_or_new(monkeypatch, tmp_path):
+    new = types.ModuleType("folder_paths")
+    new.get_user_directory = lambda: str(tmp_path / "new")
+    monkeypatch.setitem(sys.modules, "folder_paths", new)
+    assert gpt4v.user_directory() == tmp_path / "new"
+    assert gpt4v.analogist_directory() == tmp_path / "new" / "__analogist"
+    old = types.ModuleType("folder_paths")  # comfyui 0.0.1: an attribute, no getter
+    old.user_directory = str(tmp_path / "old")
+    monkeypatch.setitem(sys.modules, "folder_paths", old)
+    assert gpt4v.user_directory() == tmp_path / "old"
+
+
+def test_web_extension_shows_ui_text_on_this_node_only():
+    source = (ROOT / "web" / "js" / "gpt4v_prompt.js").read_text()
+    assert '"AnalogistGPT4VPrompt"' in source and "registerExtension" in source
+    assert "onExecuted" in source and "serialize = false" in source
+    node = shutil.which("node")
+    if node:
+        subprocess.run([node, "--check", str(ROOT / "web" / "js" / "gpt4v_prompt.js")], check=True)
+
+
+# --------------------------------------------------------------------------- without openai
+
+
+def test_without_openai_the_node_registers_disabled_and_says_how_to_fix(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "openai", None)  # makes `import openai` raise
+    name = "comfyui_analogist.nodes._gpt4v_without_openai"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "nodes" / "gpt4v.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    with caplog.at_level(logging.WARNING, logger="analogist.gpt4v"):
+        spec.loader.exec_module(module)
+
+    assert [r.getMessage() for r in caplog.records if "disabled" in r.getMessage()] != []
+    assert len([r for r in caplog.records if r.name == "analogist.gpt4v"]) == 1
+    assert "disabled" in module.NODE_DISPLAY_NAME_MAPPINGS["AnalogistGPT4VPrompt"]
+    node = module.NODE_CLASS_MAPPINGS["AnalogistGPT4VPrompt"]
+    assert node.DESCRIPTION.startswith("DISABLED") and "pip install openai" in node.DESCRIPTION
+    assert node.INPUT_TYPES()["required"]  # still loads in the menu, widgets intact
+    with pytest.raises(vlm.VLMError, match="pip install openai"):
+        node().ask(grid_batch(batch=1)[0], "gpt-4o", "x", 1, 5, "", "", 0)
+    with pytest.raises(vlm.VLMError, match="pip install openai"):
+        vlm.import_openai()
+
+
+def test_the_pack_loads_without_openai():
+    code = (
+        "import sys, importlib.util\n"
+        "sys.modules['openai'] = None\n"
+        f"spec = importlib.util.spec_from_file_location('comfyui_analogist', {str(ROOT / '__init__.py')!r},"
+        f" submodule_search_locations=[{str(ROOT)!r}])\n"
+        "sys.modules['comfyui_analogist'] = importlib.util.module_from_spec(spec)\n"
+        "import comfyui_analogist.nodes as nodes\n"
+        "print(nodes.NODE_DISPLAY_NAME_MAPPINGS.get('AnalogistGPT4VPrompt'))\n"
+        "print('gpt4v' in nodes.FAILED_FAMILIES)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2] == "Analogist GPT-4V Prompt (disabled: openai missing)"
+    assert lines[-1] == "False"
+    assert "pip install openai" in done.stderr
