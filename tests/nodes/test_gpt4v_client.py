@@ -17,7 +17,7 @@ import string
 import time
 import traceback
 
-import gpt4v_chat_server as helper
+import support.chat_server as helper
 import numpy as np
 import pytest
 from comfyui_analogist.nodes import vlm_client as vlm

@@ -18,7 +18,7 @@ import sys
 import types
 from pathlib import Path
 
-import gpt4v_chat_server as helper
+import support.chat_server as helper
 import numpy as np
 import pytest
 import torch

@@ -15,7 +15,7 @@ from comfyui_analogist.analogist_attn.layout import (
     Rect,
 )
 from comfyui_analogist.nodes import grid
-from grid_images import image, pattern, pixels
+from support.grid_images import image, pattern, pixels
 from PIL import Image
 
 compose = grid.AnalogistGridCompose().compose

@@ -10,7 +10,7 @@ import pytest
 import torch
 from comfyui_analogist.analogist_attn.layout import ARRANGEMENTS, FITS, Rect, make_layout
 from comfyui_analogist.nodes import grid
-from grid_images import image, pattern
+from support.grid_images import image, pattern
 
 compose = grid.AnalogistGridCompose().compose
 crop = grid.AnalogistGridCrop().crop

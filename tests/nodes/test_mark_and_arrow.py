@@ -8,7 +8,7 @@ import torch
 from comfyui_analogist.analogist_attn import marks
 from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS, REGIONS
 from comfyui_analogist.nodes import grid
-from grid_images import image, pattern, pixels
+from support.grid_images import image, pattern, pixels
 from PIL import ImageFont
 
 compose = grid.AnalogistGridCompose().compose
