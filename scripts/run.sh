@@ -8,12 +8,14 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 
 ws=${ANALOGIST_COMFYUI_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/analogist-comfyui}
-mkdir -p "$ws/custom_nodes" "$ws/models/checkpoints" "$ws/user/default/workflows"
+mkdir -p "$ws/custom_nodes" "$ws/models/checkpoints" "$ws/user/default/workflows" "$ws/input"
 ln -sfn "$PWD" "$ws/custom_nodes/comfyui-analogist"
 # The example workflows appear in ComfyUI's workflow browser.
 if compgen -G "workflows/*.json" >/dev/null; then
   cp workflows/*.json "$ws/user/default/workflows/"
 fi
+# The example images the shipped workflows' Load Image nodes name (made by the pack).
+cp -n workflows/images/*.png "$ws/input/" 2>/dev/null || true
 
 device=()
 if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then

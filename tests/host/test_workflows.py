@@ -1,0 +1,205 @@
+"""The shipped workflows, end to end through the real ComfyUI server.
+
+Each UI workflow from ``workflows/`` is converted to the API prompt the way the frontend
+does it (``analogist.workflow_format.ui_to_api`` with the server's ``/object_info``), with
+small settings for CPU (cells 64, so 128x128 grids; 1 sampling step) and the random
+checkpoint, then queued. Where SAC and CAM fired is read by a test-only probe node
+(``tests/support/patch_probe``) that the test graph connects to the KSampler's model and
+result: it reports the patches' call counters per transformer block.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from support.comfy_server import ComfyServer, make_workspace
+from support.sd15 import checkpoint_name
+
+from analogist.workflow_format import nodes_of_type, set_widget, ui_to_api
+
+pytestmark = pytest.mark.host
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / "workflows"
+PROBE = ROOT / "tests" / "support" / "patch_probe"
+CELL = 64
+STEPS = 1  # a full-size SD1.5 UNet step takes ~15 s on a 2-core CPU
+# The paper's blocks 3..10 of SD1.5 (0-5 = input 1, 2, 4, 5, 7, 8; 6 = middle; 7-15 = output 3..11).
+PAPER_BLOCKS = sorted(["input:5:0", "input:7:0", "input:8:0", "middle:0:0",
+                       "output:3:0", "output:4:0", "output:5:0", "output:6:0"])
+ALIGNED_BLOCKS = sorted(["input:7:0", "input:8:0", "middle:0:0", "output:3:0"])  # 4..7
+
+
+def chat_server_module():
+    """The GPT-4V tests' fake chat-completions server (its module has moved once)."""
+    import importlib
+    import importlib.util
+
+    try:
+        return importlib.import_module("support.chat_server")
+    except ImportError:
+        path = ROOT / "tests" / "nodes" / "gpt4v_chat_server.py"
+        spec = importlib.util.spec_from_file_location("analogist_test_chat_server", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+
+@pytest.fixture(scope="module")
+def chat():
+    server = chat_server_module().ChatServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, sd15_checkpoint):
+    workspace = make_workspace(tmp_path_factory.mktemp("comfyui-workflows"),
+                               models={"checkpoints": [sd15_checkpoint]})
+    (workspace / "custom_nodes" / "analogist-test-probe").symlink_to(PROBE, target_is_directory=True)
+    for image in (WORKFLOWS / "images").glob("*.png"):
+        shutil.copy(image, workspace / "input" / image.name)
+    comfy = ComfyServer(workspace).start()
+    comfy.info = comfy.object_info()
+    yield comfy
+    comfy.stop()
+
+
+def load(name: str) -> dict:
+    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+
+
+def small(workflow: dict, info: dict, **sampler) -> dict:
+    """The workflow as shipped, with test-size settings and the random checkpoint."""
+    for node in nodes_of_type(workflow, "CheckpointLoaderSimple"):
+        set_widget(workflow, node["id"], "ckpt_name", checkpoint_name(0), info)
+    for node in nodes_of_type(workflow, "AnalogistGridCompose"):
+        set_widget(workflow, node["id"], "cell_width", CELL, info)
+        set_widget(workflow, node["id"], "cell_height", CELL, info)
+    for node in nodes_of_type(workflow, "KSampler"):
+        set_widget(workflow, node["id"], "steps", STEPS, info)
+        for name, value in sampler.items():
+            set_widget(workflow, node["id"], name, value, info)
+    return workflow
+
+
+def bypass(workflow: dict, *kinds: str) -> dict:
+    for node in workflow["nodes"]:
+        if node["type"] in kinds:
+            node["mode"] = 4
+    return workflow
+
+
+def with_probe(prompt: dict) -> dict:
+    """Add the probe: the KSampler's model and its result in, call counters out."""
+    (sampler_id,) = [k for k, v in prompt.items() if v["class_type"] == "KSampler"]
+    prompt["probe"] = {
+        "class_type": "AnalogistTestPatchProbe",
+        "inputs": {"model": prompt[sampler_id]["inputs"]["model"], "samples": [sampler_id, 0]},
+    }
+    return prompt
+
+
+def run(server: ComfyServer, workflow: dict):
+    prompt = with_probe(ui_to_api(workflow, server.info))
+    result = server.run(prompt)
+    assert result.ok, result.error_text() + "\n" + server.log_tail()
+    return prompt, result
+
+
+def saved_image(server: ComfyServer, result, prompt: dict) -> Image.Image:
+    (save_id,) = [k for k, v in prompt.items() if v["class_type"] == "SaveImage"]
+    (image,) = result.images(save_id)
+    return Image.open(io.BytesIO(server.view(image)))
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def probe_report(result) -> dict:
+    return json.loads(result.outputs["probe"]["text"][0])
+
+
+def assert_fired_on(report: dict, blocks: list[str]) -> None:
+    assert report["sac"]["slot"] == "attn1" and report["cam"]["slot"] == "attn2"
+    for kind in ("sac", "cam"):
+        assert report[kind]["registered"] == blocks, kind
+        calls = report[kind]["calls"]
+        assert sorted(calls) == blocks, f"{kind} fired on {sorted(calls)}, expected {blocks}"
+        # One call per model evaluation: cond and uncond go through in one batch per step.
+        assert set(calls.values()) == {STEPS}, f"{kind}: {calls}"
+
+
+@pytest.fixture(scope="module")
+def manual_run(server):
+    workflow = small(load("analogist_manual_prompt"), server.info)
+    return run(server, workflow)
+
+
+def test_manual_prompt_workflow_runs_with_sac_and_cam_on_the_paper_blocks(server, manual_run):
+    prompt, result = manual_run
+    image = saved_image(server, result, prompt)
+    # Grid Crop restores B' to B's own size (the example B is 256x256), whatever the cell.
+    assert image.size == (256, 256)
+    assert pixels(image).std() > 0
+    assert_fired_on(probe_report(result), PAPER_BLOCKS)
+    # The shipped paper defaults reached the server unchanged (only steps and cells shrunk).
+    by_type = {v["class_type"]: v["inputs"] for v in prompt.values()}
+    assert by_type["KSampler"]["cfg"] == 15.0 and by_type["KSampler"]["denoise"] == 0.98
+    assert by_type["KSampler"]["sampler_name"] == "ddim"
+    assert by_type["AnalogistSACPatch"]["sac_scale"] == 1.3
+    assert (by_type["AnalogistSACPatch"]["start_layer"], by_type["AnalogistSACPatch"]["end_layer"]) == (3, 11)
+    assert by_type["AnalogistCAMPatch"]["start_layer"] == 3 and by_type["AnalogistCAMPatch"]["end_layer"] == 11
+
+
+def test_bypassing_sac_and_cam_changes_the_result(server, manual_run):
+    prompt, result = manual_run
+    patched = pixels(saved_image(server, result, prompt))
+    workflow = bypass(small(load("analogist_manual_prompt"), server.info),
+                      "AnalogistSACPatch", "AnalogistCAMPatch")
+    plain_prompt, plain_result = run(server, workflow)
+    # Bypassed like the frontend does it: the KSampler now takes the checkpoint's model.
+    (sampler,) = [v for v in plain_prompt.values() if v["class_type"] == "KSampler"]
+    assert plain_prompt[sampler["inputs"]["model"][0]]["class_type"] == "CheckpointLoaderSimple"
+    assert probe_report(plain_result) == {}
+    plain = pixels(saved_image(server, plain_result, plain_prompt))
+    assert plain.shape == patched.shape
+    assert np.abs(plain - patched).max() > 0, "SAC/CAM made no difference to the image"
+
+
+def test_vlm_workflow_sends_the_labelled_grid_and_its_answer_becomes_the_prompt(server, chat):
+    workflow = small(load("analogist"), server.info)
+    (vlm,) = nodes_of_type(workflow, "AnalogistGPT4VPrompt")
+    set_widget(workflow, vlm["id"], "base_url", chat.base_url, server.info)
+    chat.default_text = "a pencil sketch of triangle"
+    before = chat.count
+
+    prompt, result = run(server, workflow)
+
+    # The labelled grid went to the model once, as an image...
+    assert chat.count == before + 1
+    parts = chat.requests[-1].body["messages"][-1]["content"]
+    assert any(p.get("type") == "image_url" for p in parts), "no image sent to the model"
+    # ...its answer came back with the paper's suffix...
+    expected = "a pencil sketch of triangle, best quality, extremely detailed"
+    assert result.outputs[str(vlm["id"])]["text"] == [expected]
+    # ...and the graph the server executed feeds that output into the positive encoder.
+    executed = server.get_json(f"/history/{result.prompt_id}")[result.prompt_id]["prompt"][2]
+    cond = next(v for v in executed.values() if v["class_type"] == "InpaintModelConditioning")
+    positive = executed[cond["inputs"]["positive"][0]]
+    assert positive["class_type"] == "CLIPTextEncode"
+    assert positive["inputs"]["text"] == [str(vlm["id"]), 0]
+    assert_fired_on(probe_report(result), PAPER_BLOCKS)
+    assert saved_image(server, result, prompt).size == (256, 256)
+    # The labelled grid is previewed at the grid's size.
+    (preview,) = [k for k, v in prompt.items() if v["class_type"] == "PreviewImage"
+                  and prompt[v["inputs"]["images"][0]]["class_type"] == "AnalogistMarkAndArrow"]
+    (marked,) = result.images(preview)
+    assert Image.open(io.BytesIO(server.view(marked))).size == (2 * CELL, 2 * CELL)

@@ -1,0 +1,162 @@
+"""UI workflow -> API prompt, as the ComfyUI frontend does it; and the shipped workflows."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from analogist.workflow_format import (
+    WorkflowError,
+    set_widget,
+    ui_to_api,
+    widget_values_by_name,
+    widgets_values_for,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / "workflows"
+
+INFO = {
+    "Loader": {"input": {"required": {"ckpt_name": [["a.ckpt", "b.ckpt"]]}},
+               "output": ["MODEL", "CLIP"], "output_name": ["MODEL", "CLIP"]},
+    "Image": {"input": {"required": {"image": [["x.png"], {"image_upload": True}]}},
+              "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"]},
+    "Patch": {"input": {"required": {"model": ["MODEL"], "scale": ["FLOAT", {"default": 1.3}]}},
+              "output": ["MODEL"], "output_name": ["MODEL"]},
+    "Encode": {"input": {"required": {"text": ["STRING", {"multiline": True}], "clip": ["CLIP"]}},
+               "output": ["CONDITIONING"], "output_name": ["CONDITIONING"]},
+    "Sampler": {
+        "input": {
+            "required": {
+                "model": ["MODEL"],
+                "seed": ["INT", {"default": 0}],
+                "steps": ["INT", {"default": 20}],
+                "positive": ["CONDITIONING"],
+                "sampler_name": [["euler", "ddim"]],
+            },
+            "optional": {"denoise": ["FLOAT", {"default": 1.0}],
+                         "extra": ["INT", {"forceInput": True}]},
+        },
+        "output": ["LATENT"], "output_name": ["LATENT"],
+    },
+}
+
+
+def node(id_, type_, widgets=None, inputs=(), outputs=(), mode=0):
+    return {"id": id_, "type": type_, "mode": mode, "widgets_values": widgets or [],
+            "inputs": [dict(i) for i in inputs], "outputs": [dict(o) for o in outputs]}
+
+
+def graph(mode_patch=0):
+    return {
+        "nodes": [
+            node(1, "Loader", ["b.ckpt"], outputs=[{"name": "MODEL", "type": "MODEL", "links": [1]},
+                                                     {"name": "CLIP", "type": "CLIP", "links": [2]}]),
+            node(2, "Patch", [2.0], inputs=[{"name": "model", "type": "MODEL", "link": 1}],
+                 outputs=[{"name": "MODEL", "type": "MODEL", "links": [3]}], mode=mode_patch),
+            node(3, "Encode", ["typed text"], inputs=[{"name": "clip", "type": "CLIP", "link": 2}]),
+            node(4, "Sampler", [7, "randomize", 3, "ddim", 0.5],
+                 inputs=[{"name": "model", "type": "MODEL", "link": 3},
+                         {"name": "positive", "type": "CONDITIONING", "link": 4}]),
+            node(5, "Note", ["read me"]),
+        ],
+        "links": [[1, 1, 0, 2, 0, "MODEL"], [2, 1, 1, 3, 0, "CLIP"], [3, 2, 0, 4, 0, "MODEL"],
+                  [4, 3, 0, 4, 1, "CONDITIONING"]],
+        "version": 0.4,
+    }
+
+
+def test_widget_values_map_to_inputs_in_definition_order_skipping_the_seed_control():
+    prompt = ui_to_api(graph(), INFO)
+    assert prompt["4"] == {
+        "class_type": "Sampler",
+        "inputs": {"seed": 7, "steps": 3, "sampler_name": "ddim", "denoise": 0.5,
+                   "model": ["2", 0], "positive": ["3", 0]},
+    }
+    assert prompt["1"]["inputs"] == {"ckpt_name": "b.ckpt"}
+    assert "5" not in prompt, "Note nodes are frontend-only"
+
+
+def test_widgets_values_written_like_the_frontend_read_back_by_name():
+    values = widgets_values_for(INFO["Sampler"], {"seed": 5, "denoise": 0.7})
+    assert values == [5, "fixed", 20, "euler", 0.7]  # forceInput 'extra' is a socket
+    upload = widgets_values_for(INFO["Image"], {"image": "x.png"})
+    assert upload == ["x.png", "image"]
+    assert widget_values_by_name({"widgets_values": upload}, INFO["Image"]) == {"image": "x.png"}
+
+
+def test_a_bypassed_node_passes_its_same_type_input_through():
+    prompt = ui_to_api(graph(mode_patch=4), INFO)
+    assert "2" not in prompt
+    assert prompt["4"]["inputs"]["model"] == ["1", 0]
+
+
+def test_a_muted_source_leaves_the_input_unconnected():
+    prompt = ui_to_api(graph(mode_patch=2), INFO)
+    assert "2" not in prompt and "model" not in prompt["4"]["inputs"]
+
+
+def test_a_converted_widget_takes_the_linked_value_and_primitives_and_reroutes_resolve():
+    wf = graph()
+    wf["nodes"].append(node(6, "PrimitiveNode", ["from primitive"],
+                            outputs=[{"name": "STRING", "type": "STRING", "links": [5]}]))
+    wf["nodes"].append(node(7, "Reroute", [], inputs=[{"name": "", "type": "*", "link": 6}],
+                            outputs=[{"name": "", "type": "CONDITIONING", "links": [7]}]))
+    wf["nodes"][2]["inputs"].append({"name": "text", "type": "STRING", "link": 5, "widget": {"name": "text"}})
+    wf["nodes"][3]["inputs"][1]["link"] = 7
+    wf["links"] += [[5, 6, 0, 3, 1, "STRING"], [6, 3, 0, 7, 0, "CONDITIONING"], [7, 7, 0, 4, 1, "CONDITIONING"]]
+    prompt = ui_to_api(wf, INFO)
+    assert prompt["3"]["inputs"]["text"] == "from primitive"
+    assert prompt["4"]["inputs"]["positive"] == ["3", 0]
+    assert "6" not in prompt and "7" not in prompt
+
+
+def test_unknown_node_type_is_named_in_the_error():
+    wf = graph()
+    wf["nodes"][1]["type"] = "SomePackNode"
+    with pytest.raises(WorkflowError, match=r"node 2 \(SomePackNode\).*Install"):
+        ui_to_api(wf, INFO)
+
+
+def test_set_widget_changes_one_value_and_keeps_the_rest():
+    wf = graph()
+    set_widget(wf, 4, "steps", 1, INFO)
+    assert wf["nodes"][3]["widgets_values"] == [7, "randomize", 1, "ddim", 0.5]
+    with pytest.raises(WorkflowError, match="no widget 'model'"):
+        set_widget(wf, 4, "model", 1, INFO)
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_workflows", WORKFLOWS / "build_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_workflows_images_and_thumbnails_are_what_the_generator_makes():
+    builder = _builder()
+    files = builder.render_all(builder.node_definitions())
+    stale = [str(p.relative_to(ROOT)) for p, data in files.items() if not builder.is_current(p, data)]
+    assert not stale, f"run: .venv/bin/python workflows/build_workflows.py  (stale: {stale})"
+    assert {p.name for p in files} >= {f"{name}.json" for name in builder.WORKFLOWS} | {
+        f"{name}.jpg" for name in builder.WORKFLOWS}
+
+
+@pytest.mark.parametrize("name", ["analogist_manual_prompt", "analogist", "analogist_aligned_with_b",
+                                  "analogist_lora_controlnet"])
+def test_shipped_workflow_links_connect_matching_types_and_carry_a_note(name):
+    wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    assert wf["version"] == 0.4
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for link_id, origin, slot, target, target_slot, kind in wf["links"]:
+        assert nodes[origin]["outputs"][slot]["type"] == kind
+        assert link_id in nodes[origin]["outputs"][slot]["links"]
+        socket = nodes[target]["inputs"][target_slot]
+        assert socket["link"] == link_id and socket["type"] == kind
+    notes = [n for n in wf["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1 and "checkpoint" in notes[0]["widgets_values"][0].lower()

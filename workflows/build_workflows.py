@@ -1,0 +1,503 @@
+"""Build the example workflows (ComfyUI UI format), their example images and thumbnails.
+
+    .venv/bin/python workflows/build_workflows.py          # (re)write everything
+    .venv/bin/python workflows/build_workflows.py --check  # exit 1 if a file is stale
+
+This file is the source of truth: the JSON files next to it are generated, never edited by
+hand. Each workflow is a short Python description (nodes, widget values by input name,
+links by output name); the UI details (``widgets_values`` order, the "control after
+generate" value after a seed, the upload button value after LoadImage's image, socket
+lists, link ids) come from the node classes' own ``INPUT_TYPES`` through
+``analogist.workflow_format``, so they match what the ComfyUI frontend saves.
+
+Everything here is deterministic: the example images are drawn with Pillow from fixed
+shapes, the thumbnails are the paper's labelled grid built from them by the pack's own
+grid code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+IMAGES = HERE / "images"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from analogist.workflow_format import socket_inputs, widget_inputs, widgets_values_for  # noqa: E402
+
+# -- paper defaults (DESIGN.md) ------------------------------------------------------------
+NEGATIVE_PROMPT = (
+    "Messy,Disordered,Chaotic,Cluttered,Haphazard,Unkempt,Scattered,Disheveled,Tangled,Random"
+)
+QUALITY_SUFFIX = ", best quality, extremely detailed"
+CHECKPOINT = "sd-v1-5-inpainting.ckpt"
+LORA = "your_sd15_lora.safetensors"
+CONTROLNET = "control_v11p_sd15_canny.pth"
+SAMPLER = {"seed": 0, "steps": 50, "cfg": 15.0, "sampler_name": "ddim", "scheduler": "ddim_uniform"}
+
+# The example images every workflow loads (generated below, shipped in workflows/images/).
+IMAGE_A = "analogist_example_a.png"
+IMAGE_A_PRIME = "analogist_example_a_prime.png"
+IMAGE_B = "analogist_example_b.png"
+EXAMPLE_PROMPT = "a black triangle line drawing" + QUALITY_SUFFIX  # 5 words, like a VLM answer
+
+USED_NODES = (
+    "LoadImage", "CheckpointLoaderSimple", "LoraLoader", "CLIPTextEncode", "Canny",
+    "ControlNetLoader", "ControlNetApplyAdvanced", "InpaintModelConditioning", "KSampler",
+    "VAEDecode", "SaveImage", "PreviewImage", "AnalogistGridCompose", "AnalogistMarkAndArrow",
+    "AnalogistGPT4VPrompt", "AnalogistSACPatch", "AnalogistCAMPatch", "AnalogistGridCrop",
+)
+WORKFLOWS = (
+    "analogist_manual_prompt",
+    "analogist",
+    "analogist_aligned_with_b",
+    "analogist_lora_controlnet",
+)
+
+
+# -- node definitions ----------------------------------------------------------------------
+def node_definitions() -> dict[str, dict]:
+    """``/object_info``-shaped definitions of the nodes the workflows use, from the classes.
+
+    Imports the installed ComfyUI (on the CPU) and this pack the way ComfyUI does.
+    """
+    import importlib
+    import importlib.util
+
+    if "comfy.cli_args" not in sys.modules:
+        from comfy import options
+
+        options.enable_args_parsing()
+        saved, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
+        try:
+            import comfy.cli_args  # noqa: F401
+        finally:
+            sys.argv = saved
+    from comfy.nodes import base_nodes
+    from comfy_extras.nodes import nodes_canny
+
+    if "comfyui_analogist" not in sys.modules:  # the pack, under the name the tests use
+        spec = importlib.util.spec_from_file_location(
+            "comfyui_analogist", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+        )
+        sys.modules["comfyui_analogist"] = importlib.util.module_from_spec(spec)
+    pack = importlib.import_module("comfyui_analogist.nodes")
+    classes = {**base_nodes.NODE_CLASS_MAPPINGS, **nodes_canny.NODE_CLASS_MAPPINGS}
+    classes.update(pack.NODE_CLASS_MAPPINGS)
+    defs = {}
+    for name in USED_NODES:
+        cls = classes[name]
+        types = cls.INPUT_TYPES()
+        outputs = list(getattr(cls, "RETURN_TYPES", ()))
+        defs[name] = {
+            "input": {k: v for k, v in types.items() if k in ("required", "optional")},
+            "output": outputs,
+            "output_name": list(getattr(cls, "RETURN_NAMES", None) or outputs),
+        }
+    return json.loads(json.dumps(defs))  # tuples -> lists, as over HTTP
+
+
+# -- a compact description of a UI graph -----------------------------------------------------
+@dataclass(frozen=True)
+class Out:
+    node: Node
+    slot: int
+
+    @property
+    def type(self) -> str:
+        return self.node.info["output"][self.slot]
+
+
+@dataclass(eq=False)
+class Node:
+    id: int
+    type: str
+    pos: tuple[int, int]
+    info: dict
+    title: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, Out] = field(default_factory=dict)
+    size: tuple[int, int] | None = None
+    text: str | None = None  # Note nodes
+    color: tuple[str, str] | None = None
+
+    def out(self, name: str | int) -> Out:
+        if isinstance(name, int):
+            return Out(self, name)
+        names = self.info["output_name"]
+        if name in names:
+            return Out(self, names.index(name))
+        return Out(self, self.info["output"].index(name))
+
+
+class Graph:
+    def __init__(self, defs: dict[str, dict]):
+        self.defs = defs
+        self.nodes: list[Node] = []
+
+    def add(self, kind: str, pos: tuple[int, int], title: str | None = None, **inputs: Any) -> Node:
+        info = self.defs[kind]
+        widgets = dict(widget_inputs(info))
+        sockets = dict(socket_inputs(info))
+        node = Node(len(self.nodes) + 1, kind, pos, info, title)
+        for name, value in inputs.items():
+            if isinstance(value, Out):
+                if name not in widgets and name not in sockets:
+                    raise KeyError(f"{kind} has no input {name!r}")
+                node.links[name] = value
+            elif name in widgets:
+                node.values[name] = value
+            else:
+                raise KeyError(f"{kind} has no widget {name!r}")
+        self.nodes.append(node)
+        return node
+
+    def note(self, pos: tuple[int, int], text: str, size: tuple[int, int] = (440, 330)) -> Node:
+        node = Node(len(self.nodes) + 1, "Note", pos, {"input": {}, "output": [], "output_name": []},
+                    title="Read me", size=size, text=text, color=("#432", "#653"))
+        self.nodes.append(node)
+        return node
+
+    # -- serialisation ---------------------------------------------------------------------
+    def _order(self) -> list[Node]:
+        done: list[Node] = []
+        pending = list(self.nodes)
+        while pending:
+            ready = [n for n in pending if all(o.node in done for o in n.links.values())]
+            if not ready:
+                raise ValueError("cycle in workflow description")
+            done.extend(ready)
+            pending = [n for n in pending if n not in ready]
+        return done
+
+    def to_ui(self, extra_info: dict | None = None) -> dict:
+        order = {n.id: i for i, n in enumerate(self._order())}
+        links: list[list] = []
+        out_links: dict[tuple[int, int], list[int]] = {}
+        serial_nodes = []
+        for node in self.nodes:
+            entry: dict[str, Any] = {
+                "id": node.id,
+                "type": node.type,
+                "pos": list(node.pos),
+                "size": list(node.size or self._size(node)),
+                "flags": {},
+                "order": order[node.id],
+                "mode": 0,
+            }
+            if node.type == "Note":
+                entry.update(properties={"text": ""}, widgets_values=[node.text])
+            else:
+                inputs = []
+                widget_names = {name for name, _ in widget_inputs(node.info)}
+                for name, kind in socket_inputs(node.info):
+                    inputs.append({"name": name, "type": kind, "link": None})
+                for name in node.links:  # widgets converted to inputs, after the sockets
+                    if name in widget_names:
+                        spec_type = dict(widget_inputs(node.info))[name][0]
+                        inputs.append({"name": name, "type": spec_type, "link": None, "widget": {"name": name}})
+                for slot, socket in enumerate(inputs):
+                    source = node.links.get(socket["name"])
+                    if source is None:
+                        continue
+                    link_id = len(links) + 1
+                    links.append([link_id, source.node.id, source.slot, node.id, slot, source.type])
+                    socket["link"] = link_id
+                    out_links.setdefault((source.node.id, source.slot), []).append(link_id)
+                entry["inputs"] = inputs
+                entry["outputs"] = [
+                    {"name": name, "type": kind, "links": None, "slot_index": i}
+                    for i, (name, kind) in enumerate(zip(node.info["output_name"], node.info["output"]))
+                ]
+                entry["properties"] = {"Node name for S&R": node.type}
+                entry["widgets_values"] = widgets_values_for(node.info, node.values)
+            if node.title:
+                entry["title"] = node.title
+            if node.color:
+                entry["color"], entry["bgcolor"] = node.color
+            serial_nodes.append(entry)
+        for entry in serial_nodes:
+            for slot, output in enumerate(entry.get("outputs", [])):
+                output["links"] = out_links.get((entry["id"], slot)) or None
+        return {
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(links),
+            "nodes": serial_nodes,
+            "links": links,
+            "groups": [],
+            "config": {},
+            "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}, **(extra_info or {})},
+            "version": 0.4,
+        }
+
+    @staticmethod
+    def _size(node: Node) -> tuple[int, int]:
+        widgets = widget_inputs(node.info)
+        sockets = max(len(socket_inputs(node.info)), len(node.info["output"]))
+        height = 30 + 22 * sockets + 26 * len(widgets)
+        width = 320
+        for _, spec in widgets:
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if options.get("multiline"):
+                height += 90
+                width = 400
+        if node.type in ("LoadImage", "PreviewImage", "SaveImage"):
+            height += 240
+        return width, height
+
+
+# -- the workflows -------------------------------------------------------------------------
+X = (0, 360, 720, 1100, 1480, 1860)  # columns
+
+
+@dataclass
+class Recipe:
+    cell: int = 256
+    arrangement: str = "A' right of A (paper)"
+    start_layer: int = 3
+    end_layer: int = 11
+    sac_scale: float = 1.3
+    denoise: float = 0.98
+    vlm: bool = False
+    lora_controlnet: bool = False
+    note: str = ""
+
+
+NOTE_LOADING = (
+    "WHAT TO LOAD WHERE\n"
+    "* Load Checkpoint: an SD1.5 *inpainting* checkpoint (9-channel UNet), e.g. "
+    "sd-v1-5-inpainting.ckpt from the runwayml/stable-diffusion-inpainting model card "
+    "(mirror: stable-diffusion-v1-5/stable-diffusion-inpainting), in ComfyUI/models/checkpoints/.\n"
+    "* A, A', B: the three Load Image nodes. A -> A' is the example change; B is the image "
+    "to change the same way. The example images ship with the pack (workflows/images/; "
+    "copy them into ComfyUI/input/ or pick your own).\n"
+    "* The result (B') is saved by Save Image; the preview shows A | A' | B | B'.\n"
+)
+
+
+def build(defs: dict[str, dict], recipe: Recipe) -> dict:
+    g = Graph(defs)
+    g.note((X[0], -380), recipe.note + "\n\n" + NOTE_LOADING)
+    a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
+    a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
+    b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B)
+    grid = g.add(
+        "AnalogistGridCompose", (X[1], 0), a=a.out("IMAGE"), a_prime=a2.out("IMAGE"),
+        b=b.out("IMAGE"), cell_width=recipe.cell, cell_height=recipe.cell, border=2,
+        fit="stretch", arrangement=recipe.arrangement,
+    )
+    ckpt = g.add("CheckpointLoaderSimple", (X[1], 420), ckpt_name=CHECKPOINT)
+    model, clip = ckpt.out("MODEL"), ckpt.out("CLIP")
+    if recipe.lora_controlnet:
+        lora = g.add("LoraLoader", (X[1], 580), model=model, clip=clip, lora_name=LORA,
+                     strength_model=0.8, strength_clip=0.8)
+        model, clip = lora.out("MODEL"), lora.out("CLIP")
+    sac = g.add(
+        "AnalogistSACPatch", (X[2], 0), model=model, layout=grid.out("layout"),
+        sac_scale=recipe.sac_scale, start_layer=recipe.start_layer, end_layer=recipe.end_layer,
+    )
+    cam = g.add(
+        "AnalogistCAMPatch", (X[2], 330), model=sac.out("MODEL"), layout=grid.out("layout"),
+        start_layer=recipe.start_layer, end_layer=recipe.end_layer,
+    )
+    if recipe.vlm:
+        marked = g.add("AnalogistMarkAndArrow", (X[1], 760), grid=grid.out("grid_blank"),
+                       layout=grid.out("layout"))
+        g.add("PreviewImage", (X[1], 1080), "Labelled grid (what the VLM sees)",
+              images=marked.out("marked_grid"))
+        vlm = g.add("AnalogistGPT4VPrompt", (X[2], 640), image=marked.out("marked_grid"))
+        positive = g.add("CLIPTextEncode", (X[3], 0), "Positive prompt (from the VLM)",
+                         text="", clip=clip)
+        positive.links["text"] = vlm.out("prompt")
+    else:
+        positive = g.add("CLIPTextEncode", (X[3], 0), "Positive prompt: describe B'",
+                         text=EXAMPLE_PROMPT, clip=clip)
+    negative = g.add("CLIPTextEncode", (X[3], 260), "Negative prompt (paper)",
+                     text=NEGATIVE_PROMPT, clip=clip)
+    pos_cond, neg_cond = positive.out(0), negative.out(0)
+    if recipe.lora_controlnet:
+        canny = g.add("Canny", (X[2], 640), "B's structure (edges of the grid)",
+                      image=grid.out("grid"), low_threshold=0.4, high_threshold=0.8)
+        g.add("PreviewImage", (X[2], 840), "Edges", images=canny.out("IMAGE"))
+        cnet = g.add("ControlNetLoader", (X[3], 520), control_net_name=CONTROLNET)
+        apply = g.add(
+            "ControlNetApplyAdvanced", (X[3], 640), positive=pos_cond, negative=neg_cond,
+            control_net=cnet.out("CONTROL_NET"), image=canny.out("IMAGE"), strength=0.6,
+            start_percent=0.0, end_percent=1.0,
+        )
+        pos_cond, neg_cond = apply.out(0), apply.out(1)
+    cond = g.add(
+        "InpaintModelConditioning", (X[4], 0), positive=pos_cond, negative=neg_cond,
+        vae=ckpt.out("VAE"), pixels=grid.out("grid"), mask=grid.out("mask"),
+    )
+    sampler = g.add(
+        "KSampler", (X[4], 200), model=cam.out("MODEL"), positive=cond.out(0),
+        negative=cond.out(1), latent_image=cond.out(2), denoise=recipe.denoise, **SAMPLER,
+    )
+    decoded = g.add("VAEDecode", (X[4], 520), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    crop = g.add("AnalogistGridCrop", (X[5], 0), grid=decoded.out(0), layout=grid.out("layout"))
+    g.add("SaveImage", (X[5], 180), "B' (result)", images=crop.out("b_prime"),
+          filename_prefix="analogist/b_prime")
+    g.add("PreviewImage", (X[5], 560), "A | A' | B | B'", images=crop.out("strip"))
+    return g.to_ui()
+
+
+RECIPES: dict[str, Callable[[], Recipe]] = {
+    "analogist_manual_prompt": lambda: Recipe(
+        note="ANALOGIST, MANUAL PROMPT (no API key, works offline)\n"
+        "A : A' :: B : ?  The three images go into a 2x2 grid; the inpainting model fills "
+        "the fourth cell (B') while Self-Attention Cloning copies the A->A' relation and "
+        "Cross-Attention Masking lets only B' read the prompt. Type what B' should show "
+        "in the positive prompt (keep ', best quality, extremely detailed'). Paper "
+        "settings: cells 256, SAC/CAM blocks 3-10 (start 3, end 11), scale 1.3, DDIM 50 "
+        "steps, CFG 15, denoise 0.98."
+    ),
+    "analogist": lambda: Recipe(
+        vlm=True,
+        note="ANALOGIST, FULL METHOD (vision-language model writes the prompt)\n"
+        "As in the paper: Mark and Arrow labels the grid, GPT-4V Prompt asks a vision "
+        "model what B' should be and appends ', best quality, extremely detailed'. "
+        "API key: set OPENAI_API_KEY in ComfyUI's environment (never in a widget), or "
+        "run a local model: set base_url to http://127.0.0.1:11434/v1 (Ollama) or "
+        "http://127.0.0.1:1234/v1 (LM Studio) and model to a vision model (llava, "
+        "qwen2.5vl). Paper settings: cells 256, SAC/CAM blocks 3-10, scale 1.3, DDIM 50, "
+        "CFG 15, denoise 0.98."
+    ),
+    "analogist_aligned_with_b": lambda: Recipe(
+        cell=512, arrangement="A aligned with B", start_layer=4, end_layer=8, denoise=0.8,
+        note="ANALOGIST, 'A ALIGNED WITH B' (the paper's corgi example)\n"
+        "Use it when A matches B in layout (pose, outline) rather than A': the grid "
+        "swaps A' and B. Paper settings for it: 1024 grid (cells 512), SAC/CAM on "
+        "blocks 4-7 (start 4, end 8), scale 1.3, CFG 15, denoise 0.8. A 1024 grid needs "
+        "a GPU with about 8 GB; lower the cells to 256 on a small card."
+    ),
+    "analogist_lora_controlnet": lambda: Recipe(
+        lora_controlnet=True,
+        note="ANALOGIST + LORA + CONTROLNET\n"
+        "The paper's method with a style LoRA (Load LoRA, between the checkpoint and SAC) "
+        "and a ControlNet that holds B's structure: Canny edges of the sampling grid "
+        "(whose B' cell is a copy of B) feed Apply ControlNet. Load an SD1.5 LoRA into "
+        "ComfyUI/models/loras/ and an SD1.5 ControlNet (e.g. control_v11p_sd15_canny.pth "
+        "from lllyasviel/ControlNet-v1-1) into ComfyUI/models/controlnet/. Lower the "
+        "ControlNet strength if B' copies B too literally."
+    ),
+}
+
+
+# -- example images and thumbnails ------------------------------------------------------------
+def example_images(size: int = 256) -> dict[str, Any]:
+    """A: an orange disc; A': the same disc as a black line drawing; B: a green triangle.
+
+    The analogy is "colour shape -> line drawing"; the expected B' is a triangle outline.
+    """
+    from PIL import Image, ImageDraw
+
+    paper = (250, 247, 240)
+    s = size
+
+    def canvas():
+        img = Image.new("RGB", (s, s), paper)
+        return img, ImageDraw.Draw(img)
+
+    disc = (s * 0.2, s * 0.2, s * 0.8, s * 0.8)
+    a, draw = canvas()
+    draw.ellipse(disc, fill=(240, 140, 40), outline=(170, 80, 20), width=max(2, s // 64))
+    draw.ellipse((s * 0.32, s * 0.3, s * 0.45, s * 0.42), fill=(252, 200, 130))  # highlight
+    a_prime, draw = canvas()
+    draw.ellipse(disc, outline=(20, 20, 20), width=max(2, s // 40))
+    b, draw = canvas()
+    triangle = [(s * 0.5, s * 0.16), (s * 0.84, s * 0.8), (s * 0.16, s * 0.8)]
+    draw.polygon(triangle, fill=(60, 170, 90), outline=(30, 100, 50))
+    draw.line(triangle + [triangle[0]], fill=(30, 100, 50), width=max(2, s // 64))
+    return {IMAGE_A: a, IMAGE_A_PRIME: a_prime, IMAGE_B: b}
+
+
+def png_bytes(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def thumbnail(images: dict[str, Any], arrangement: str, side: int = 384) -> bytes:
+    """The labelled grid (what the paper shows GPT-4V), as a JPEG."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from analogist_attn import grid as grid_math
+    from analogist_attn import marks
+
+    def tensor(img):
+        return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+
+    composed = grid_math.compose_grids(
+        tensor(images[IMAGE_A]), tensor(images[IMAGE_A_PRIME]), tensor(images[IMAGE_B]),
+        256, 256, 2, "stretch", arrangement,
+    )
+    marked = marks.mark_grids(composed.grid_blank, composed.layout)
+    pixels = (marked[0].clamp(0, 1).numpy() * 255).round().astype("uint8")
+    img = Image.fromarray(pixels).resize((side, side), Image.LANCZOS)
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=85, optimize=True)
+    return buffer.getvalue()
+
+
+def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
+    """Every generated file: path -> exact bytes."""
+    files: dict[Path, bytes] = {}
+    images = example_images()
+    for name, image in images.items():
+        files[IMAGES / name] = png_bytes(image)
+    for name in WORKFLOWS:
+        recipe = RECIPES[name]()
+        workflow = build(defs, recipe)
+        files[HERE / f"{name}.json"] = (json.dumps(workflow, indent=2) + "\n").encode()
+        files[HERE / f"{name}.jpg"] = thumbnail(images, recipe.arrangement)
+    return files
+
+
+def is_current(path: Path, data: bytes) -> bool:
+    """JSON byte for byte; images by their pixels (encoders differ between Pillow builds)."""
+    if not path.exists():
+        return False
+    if path.suffix == ".json":
+        return path.read_bytes() == data
+    import numpy as np
+    from PIL import Image
+
+    old, new = Image.open(path), Image.open(io.BytesIO(data))
+    if old.size != new.size:
+        return False
+    tolerance = 0 if path.suffix == ".png" else 8  # JPEG decoders round differently
+    diff = np.abs(np.asarray(old, np.int16) - np.asarray(new, np.int16))
+    return int(diff.max()) <= tolerance
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if a generated file is stale")
+    args = parser.parse_args(argv)
+    files = render_all(node_definitions())
+    stale = [p for p, data in files.items() if not is_current(p, data)]
+    if args.check:
+        for path in stale:
+            print(f"stale: {path.relative_to(ROOT)}")
+        return 1 if stale else 0
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(files[path])
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
