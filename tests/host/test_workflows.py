@@ -58,10 +58,32 @@ def chat():
     server.close()
 
 
+LORA_NAME = "random-sd15-lora.safetensors"
+
+
+def random_sd15_lora(folder: Path) -> Path:
+    """A random LoRA on every attention projection of SD1.5's UNet (names from a meta-device UNet)."""
+    import torch
+    from comfy import ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    from support.lora import random_unet_lora, write_lora
+    from support.sd15 import SD15_INPAINT_UNET
+
+    with torch.device("meta"):
+        unet = UNetModel(**SD15_INPAINT_UNET, device="meta", operations=ops.disable_weight_init)
+    return write_lora(folder / LORA_NAME, random_unet_lora(unet, seed=5))
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, sd15_checkpoint):
-    workspace = make_workspace(tmp_path_factory.mktemp("comfyui-workflows"),
-                               models={"checkpoints": [sd15_checkpoint]})
+    from support.controlnet import cached_sd15_controlnet
+
+    models = tmp_path_factory.mktemp("models")
+    workspace = make_workspace(
+        tmp_path_factory.mktemp("comfyui-workflows"),
+        models={"checkpoints": [sd15_checkpoint], "loras": [random_sd15_lora(models)],
+                "controlnet": [cached_sd15_controlnet(0)]},
+    )
     (workspace / "custom_nodes" / "analogist-test-probe").symlink_to(PROBE, target_is_directory=True)
     for image in (WORKFLOWS / "images").glob("*.png"):
         shutil.copy(image, workspace / "input" / image.name)
@@ -203,3 +225,37 @@ def test_vlm_workflow_sends_the_labelled_grid_and_its_answer_becomes_the_prompt(
                   and prompt[v["inputs"]["images"][0]]["class_type"] == "AnalogistMarkAndArrow"]
     (marked,) = result.images(preview)
     assert Image.open(io.BytesIO(server.view(marked))).size == (2 * CELL, 2 * CELL)
+
+
+def test_aligned_with_b_workflow_swaps_a_prime_and_b_and_patches_blocks_4_to_7(server):
+    workflow = small(load("analogist_aligned_with_b"), server.info)
+    prompt, result = run(server, workflow)
+    by_type = {v["class_type"]: v["inputs"] for v in prompt.values()}
+    assert by_type["AnalogistGridCompose"]["arrangement"] == "A aligned with B"
+    assert by_type["KSampler"]["denoise"] == 0.8 and by_type["KSampler"]["cfg"] == 15.0
+    assert by_type["AnalogistSACPatch"]["sac_scale"] == 1.3
+    assert_fired_on(probe_report(result), ALIGNED_BLOCKS)
+    strip_id = next(k for k, v in prompt.items() if v["class_type"] == "PreviewImage")
+    (strip,) = result.images(strip_id)
+    # A | A' | B | B' strip, one cell each, whatever the arrangement in the grid.
+    assert Image.open(io.BytesIO(server.view(strip))).size == (4 * CELL, CELL)
+    assert saved_image(server, result, prompt).size == (256, 256)
+
+
+def test_lora_controlnet_workflow_runs_with_both_and_keeps_sac_and_cam(server):
+    from support.controlnet import cached_sd15_controlnet
+
+    workflow = small(load("analogist_lora_controlnet"), server.info)
+    (lora,) = nodes_of_type(workflow, "LoraLoader")
+    set_widget(workflow, lora["id"], "lora_name", LORA_NAME, server.info)
+    (cnet,) = nodes_of_type(workflow, "ControlNetLoader")
+    set_widget(workflow, cnet["id"], "control_net_name", cached_sd15_controlnet(0).name, server.info)
+    prompt, result = run(server, workflow)
+    # The LoRA sits between the checkpoint and SAC; the ControlNet conditions the sampler.
+    sac = next(v for v in prompt.values() if v["class_type"] == "AnalogistSACPatch")
+    assert prompt[sac["inputs"]["model"][0]]["class_type"] == "LoraLoader"
+    cond = next(v for v in prompt.values() if v["class_type"] == "InpaintModelConditioning")
+    assert prompt[cond["inputs"]["positive"][0]]["class_type"] == "ControlNetApplyAdvanced"
+    assert "missing controlnet keys" not in server.log_text()
+    assert_fired_on(probe_report(result), PAPER_BLOCKS)
+    assert saved_image(server, result, prompt).size == (256, 256)
