@@ -1,0 +1,91 @@
+"""``python -m analogist run ...``: solve A : A' :: B : ? with a shipped workflow, headless."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "workflows" / "images"
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="python -m analogist",
+        description="Analogist for ComfyUI: visual image analogies A : A' :: B : ? without the UI.",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="run a shipped workflow on your images and save B'",
+        description="Run workflows/analogist_manual_prompt.json (or analogist.json with "
+        "--workflow vlm) on A, A', B and save B' (plus the A | A' | B | B' strip) into --out. "
+        "Without --server it starts the ComfyUI installed in this Python; with --server it "
+        "uses running ComfyUI servers and spreads a folder of B images over them.",
+    )
+    run.add_argument("--a", type=Path, default=EXAMPLES / "analogist_example_a.png",
+                     help="A, the example before the change (default: the pack's example)")
+    run.add_argument("--a-prime", type=Path, default=EXAMPLES / "analogist_example_a_prime.png",
+                     help="A', the example after the change (default: the pack's example)")
+    run.add_argument("--b", type=Path, default=EXAMPLES / "analogist_example_b.png",
+                     help="B, the image to change; or a folder of B images (default: the pack's example)")
+    run.add_argument("--checkpoint", help="SD1.5 inpainting checkpoint: a file path; with --server, "
+                     "the name the servers list (a local path is checked, then its file name is used)")
+    run.add_argument("--out", type=Path, required=True, help="folder for the results")
+    run.add_argument("--workflow", choices=("manual", "vlm"), default="manual",
+                     help="manual: you give the B' prompt (default, offline); vlm: a vision model writes it")
+    run.add_argument("--prompt", help="B' prompt for the manual workflow; keep the paper's "
+                     "', best quality, extremely detailed' at the end (default: the workflow's)")
+    run.add_argument("--server", action="append", default=[], metavar="URL",
+                     help="a running ComfyUI with this pack (repeat for several)")
+    run.add_argument("--steps", type=int, help="sampling steps (paper: 50)")
+    run.add_argument("--cell", type=int, help="grid cell size in px, multiple of 64 (paper: 256)")
+    run.add_argument("--seed", type=int, help="sampler seed (default 0)")
+    run.add_argument("--denoise", type=float, help="paper: 0.98; deblur/denoise tasks: 0.7")
+    run.add_argument("--vlm-base-url", help="OpenAI-compatible server for --workflow vlm, e.g. "
+                     "http://127.0.0.1:11434/v1 (Ollama); default OpenAI (OPENAI_API_KEY in the "
+                     "server's environment)")
+    run.add_argument("--vlm-model", help="vision model name for --workflow vlm (default gpt-4o)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .checkpoints import CheckpointError
+    from .client import ServerError
+    from .runner import InputError, Settings, b_images, check_image, checkpoint_for, main_run
+    from .workflow_format import WorkflowError
+
+    try:
+        if args.steps is not None and args.steps < 1:
+            raise InputError(f"--steps must be at least 1, got {args.steps}")
+        if args.cell is not None and (args.cell < 64 or args.cell % 64):
+            raise InputError(f"--cell must be a multiple of 64 (64, 128, 256, 512...), got {args.cell}")
+        if args.prompt is not None and args.workflow != "manual":
+            raise InputError("--prompt goes with --workflow manual (the vlm workflow asks a model)")
+        settings = Settings(
+            a=check_image(args.a, "--a"),
+            a_prime=check_image(args.a_prime, "--a-prime"),
+            b=b_images(args.b),
+            out=args.out.expanduser(),
+            checkpoint=checkpoint_for(args.checkpoint, args.server),
+            workflow=args.workflow,
+            prompt=args.prompt,
+            steps=args.steps,
+            cell=args.cell,
+            seed=args.seed,
+            denoise=args.denoise,
+            vlm_base_url=args.vlm_base_url,
+            vlm_model=args.vlm_model,
+        )
+        return main_run(settings, args.server)
+    except (InputError, CheckpointError, ServerError, WorkflowError) as exc:
+        print(f"analogist: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("analogist: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

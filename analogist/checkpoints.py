@@ -1,0 +1,147 @@
+"""Is a file an SD inpainting checkpoint? Answered from the file's header, no model load.
+
+An inpainting UNet's first convolution takes 9 channels (4 latent + 1 mask + 4 latent of
+the masked image); a plain one takes 4. In the single-file layout that
+``CheckpointLoaderSimple`` reads, that weight is
+``model.diffusion_model.input_blocks.0.0.weight`` with shape ``[320, 9, 3, 3]`` for SD1.5.
+
+* ``.safetensors``: the shape is in the JSON header (8-byte length, then JSON).
+* ``.ckpt`` / ``.pt`` / ``.pth`` (PyTorch zip): the shape is in ``data.pkl``, read with an
+  unpickler that builds nothing but shape records (no torch import, no code from the file
+  is run, the tensor data is never read).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+FIRST_CONV = "model.diffusion_model.input_blocks.0.0.weight"
+INPAINT_CHANNELS = 9
+DOWNLOAD_HINT = (
+    "Analogist needs a Stable Diffusion 1.5 *inpainting* checkpoint (its UNet takes 9 input "
+    "channels). Download sd-v1-5-inpainting.ckpt (4.3 GB) from the model card "
+    "runwayml/stable-diffusion-inpainting on Hugging Face (mirrored at "
+    "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-inpainting), put it into "
+    "ComfyUI/models/checkpoints/ (for scripts/run.sh: ~/.cache/analogist-comfyui/models/"
+    "checkpoints/), and pass its path with --checkpoint."
+)
+
+
+class CheckpointError(ValueError):
+    """The file is missing, unreadable, or not an SD inpainting checkpoint."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    unet_in_channels: int
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    with open(path, "rb") as file:
+        head = file.read(8)
+        if len(head) != 8:
+            raise CheckpointError(f"{path}: too short to be a .safetensors file")
+        (length,) = struct.unpack("<Q", head)
+        if length <= 0 or length > 100_000_000:
+            raise CheckpointError(f"{path}: not a .safetensors file (header length {length})")
+        try:
+            header = json.loads(file.read(length))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: not a .safetensors file (bad header: {exc})") from exc
+    return {k: v["shape"] for k, v in header.items() if isinstance(v, dict) and "shape" in v}
+
+
+class _Shape:
+    def __init__(self, size):
+        self.shape = list(size)
+
+
+class _Stub:
+    """Stands in for any class a checkpoint's pickle names; records nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Stub()
+
+
+def _rebuild_tensor(storage, offset, size, *args, **kwargs):
+    return _Shape(size)
+
+
+class _ShapeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module == "torch._utils" and name.startswith("_rebuild_tensor"):
+            return _rebuild_tensor
+        if module == "collections" and name == "OrderedDict":
+            return dict
+        return _Stub
+
+    def persistent_load(self, pid):
+        return None
+
+
+def _torch_zip_shapes(path: Path) -> dict[str, list[int]]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(
+            f"{path}: not a PyTorch zip checkpoint ({exc}); convert it to .safetensors"
+        ) from exc
+    with archive:
+        names = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if not names:
+            raise CheckpointError(f"{path}: no data.pkl inside; not a PyTorch checkpoint")
+        try:
+            data = _ShapeUnpickler(archive.open(names[0])).load()
+        except Exception as exc:
+            raise CheckpointError(f"{path}: could not read its layout ({type(exc).__name__}: {exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: no state dict inside")
+    return {k: v.shape for k, v in data.items() if isinstance(v, _Shape)}
+
+
+def tensor_shapes(path: Path) -> dict[str, list[int]]:
+    if path.suffix.lower() == ".safetensors":
+        return _safetensors_shapes(path)
+    if path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
+        return _torch_zip_shapes(path)
+    raise CheckpointError(f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors or .ckpt")
+
+
+def check_inpainting_checkpoint(path: str | Path) -> CheckpointInfo:
+    """The checkpoint's UNet input channels, or a :class:`CheckpointError` saying what is wrong."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}\n{DOWNLOAD_HINT}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint is not a file: {path}")
+    try:
+        shapes = tensor_shapes(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc})") from exc
+    shape = shapes.get(FIRST_CONV)
+    if shape is None:
+        raise CheckpointError(
+            f"{path}: no {FIRST_CONV} in it, so it is not a single-file Stable Diffusion "
+            f"1.x/2.x checkpoint (a LoRA, a VAE, a diffusers folder's part?).\n{DOWNLOAD_HINT}"
+        )
+    channels = int(shape[1])
+    if channels != INPAINT_CHANNELS:
+        raise CheckpointError(
+            f"{path}: its UNet takes {channels} input channels, so it is not an inpainting model "
+            f"(those take {INPAINT_CHANNELS}). Analogist fills the B' cell by inpainting.\n{DOWNLOAD_HINT}"
+        )
+    return CheckpointInfo(path, channels)

@@ -1,0 +1,386 @@
+"""Run a shipped Analogist workflow headless: your A, A', B in, B' files out.
+
+Two ways to reach ComfyUI:
+
+* **embedded** (default): start the ComfyUI installed in this Python (``comfyui``) as a
+  child process on a free loopback port, in a temporary workspace with this pack linked
+  into ``custom_nodes`` and the checkpoint linked into ``models/checkpoints``; stop it at
+  the end.
+* **servers** (``--server URL``, repeatable): send the graph to running ComfyUI servers
+  (with this pack installed and the checkpoint in their ``models/checkpoints``); a folder
+  of B images is spread over them, one worker per server.
+
+Either way the graph is the shipped UI workflow (``workflows/*.json``), converted to the
+API prompt with the server's own ``/object_info``, so what runs is what an artist would
+run by dragging that file into ComfyUI. Every input is checked before anything is queued.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoints import DOWNLOAD_HINT, CheckpointError, check_inpainting_checkpoint
+from .client import ComfyClient, ServerError
+from .workflow_format import WorkflowError, nodes_of_type, set_widget, ui_to_api
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = {
+    "manual": PACK_ROOT / "workflows" / "analogist_manual_prompt.json",
+    "vlm": PACK_ROOT / "workflows" / "analogist.json",
+}
+EXAMPLES = PACK_ROOT / "workflows" / "images"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+PACK_LINK_NAME = "comfyui-analogist"
+
+
+class InputError(ValueError):
+    """Bad user input: the message says which and how to fix it."""
+
+
+@dataclass
+class Settings:
+    a: Path
+    a_prime: Path
+    b: list[Path]
+    out: Path
+    checkpoint: str  # a path (embedded) or the server's checkpoint name
+    workflow: str = "manual"
+    prompt: str | None = None
+    steps: int | None = None
+    cell: int | None = None
+    seed: int | None = None
+    denoise: float | None = None
+    vlm_base_url: str | None = None
+    vlm_model: str | None = None
+
+
+@dataclass
+class Job:
+    b: Path
+    index: int
+
+
+@dataclass
+class Outcome:
+    job: Job
+    server: str
+    files: list[Path] = field(default_factory=list)
+    error: str | None = None
+
+
+# -- input checks --------------------------------------------------------------------------
+def check_image(path: Path, role: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"{role}: file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"{role}: not a file: {path}")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{role}: cannot read {path} as an image ({exc})") from exc
+    return path
+
+
+def b_images(path: Path) -> list[Path]:
+    """One image, or every image in a folder (sorted by name)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise InputError(f"--b: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
+        return [check_image(p, "--b") for p in found]
+    return [check_image(path, "--b")]
+
+
+# -- the graph -----------------------------------------------------------------------------
+def load_workflow(kind: str) -> dict:
+    if kind not in WORKFLOW_FILES:
+        raise InputError(f"--workflow must be one of {sorted(WORKFLOW_FILES)}, got {kind!r}")
+    return json.loads(WORKFLOW_FILES[kind].read_text())
+
+
+def build_prompt(settings: Settings, info: dict, images: dict[str, str]) -> dict:
+    """The API prompt for one B: the shipped workflow with the user's inputs and options."""
+    workflow = load_workflow(settings.workflow)
+    titles = {"A (example, before)": "a", "A' (example, after)": "a_prime", "B (to change)": "b"}
+    for node in nodes_of_type(workflow, "LoadImage"):
+        set_widget(workflow, node["id"], "image", images[titles[node["title"]]], info)
+    for node in nodes_of_type(workflow, "CheckpointLoaderSimple"):
+        set_widget(workflow, node["id"], "ckpt_name", settings.checkpoint, info)
+    if settings.prompt is not None:
+        if settings.workflow != "manual":
+            raise InputError("--prompt goes with --workflow manual (the vlm workflow asks a model)")
+        (positive,) = [n for n in nodes_of_type(workflow, "CLIPTextEncode")
+                       if n.get("title", "").startswith("Positive")]
+        set_widget(workflow, positive["id"], "text", settings.prompt, info)
+    for node in nodes_of_type(workflow, "AnalogistGridCompose"):
+        if settings.cell is not None:
+            set_widget(workflow, node["id"], "cell_width", settings.cell, info)
+            set_widget(workflow, node["id"], "cell_height", settings.cell, info)
+    for node in nodes_of_type(workflow, "KSampler"):
+        for name in ("steps", "seed", "denoise"):
+            value = getattr(settings, name)
+            if value is not None:
+                set_widget(workflow, node["id"], name, value, info)
+    for node in nodes_of_type(workflow, "AnalogistGPT4VPrompt"):
+        if settings.vlm_base_url is not None:
+            set_widget(workflow, node["id"], "base_url", settings.vlm_base_url, info)
+        if settings.vlm_model is not None:
+            set_widget(workflow, node["id"], "model", settings.vlm_model, info)
+    return ui_to_api(workflow, info)
+
+
+def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str) -> None:
+    missing = [n for n in ("AnalogistGridCompose", "AnalogistSACPatch", "AnalogistCAMPatch",
+                           "AnalogistGridCrop") if n not in info]
+    if missing:
+        raise ServerError(
+            f"{client.url} does not have the Analogist nodes ({', '.join(missing)} missing): "
+            "install this pack into its custom_nodes and restart it"
+        )
+    names = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+    if checkpoint not in names:
+        listed = ", ".join(names[:10]) or "none"
+        raise ServerError(
+            f"{client.url} has no checkpoint {checkpoint!r} (it lists: {listed}). Put the "
+            f"file into that ComfyUI's models/checkpoints/.\n{DOWNLOAD_HINT}"
+        )
+
+
+# -- running -------------------------------------------------------------------------------
+def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploaded: dict[str, str]) -> list[Path]:
+    stem = f"{job.index:03d}_{job.b.stem}" if len(settings.b) > 1 else job.b.stem
+    b_name = client.upload_image(job.b, f"analogist_b_{stem}{job.b.suffix.lower()}")
+    prompt = build_prompt(settings, info, {**uploaded, "b": b_name})
+    finished = client.wait(client.queue(prompt))
+    files = []
+    for node_id, node in prompt.items():
+        kind = node["class_type"]
+        if kind not in ("SaveImage", "PreviewImage"):
+            continue
+        title = node.get("_meta", {}).get("title", "")
+        label = "b_prime" if kind == "SaveImage" else (
+            "strip" if title.startswith("A |") else "labelled_grid" if "Labelled" in title else f"preview{node_id}")
+        for i, image in enumerate(finished.outputs.get(node_id, {}).get("images", [])):
+            suffix = f"_{i}" if i else ""
+            target = settings.out / f"{stem}_{label}{suffix}.png"
+            target.write_bytes(client.view(image))
+            files.append(target)
+    if not any("_b_prime" in f.name for f in files):
+        raise ServerError(f"{client.url}: the run finished but saved no B' image")
+    return files
+
+
+class Progress:
+    """One status line per finished job, with a bar: ``[####------] 4/10``."""
+
+    def __init__(self, total: int, stream=None):
+        self.total = total
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.lock = threading.Lock()
+
+    def update(self, outcome: Outcome) -> None:
+        with self.lock:
+            self.done += 1
+            width = 20
+            filled = width * self.done // self.total
+            status = "ok" if outcome.error is None else "FAILED"
+            print(f"[{'#' * filled}{'-' * (width - filled)}] {self.done}/{self.total} "
+                  f"{outcome.job.b.name}: {status} ({outcome.server})", file=self.stream, flush=True)
+
+
+def spread(jobs: list[Job], workers: dict[str, Callable[[Job], list[Path]]], progress: Progress) -> list[Outcome]:
+    """Run jobs on the workers (one thread per worker, each takes the next job when free)."""
+    pending: queue.Queue[Job] = queue.Queue()
+    for job in jobs:
+        pending.put(job)
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+
+    def work(name: str, fn: Callable[[Job], list[Path]]) -> None:
+        while True:
+            try:
+                job = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                outcome = Outcome(job, name, files=fn(job))
+            except (ServerError, WorkflowError, InputError, OSError, KeyError, ValueError) as exc:
+                outcome = Outcome(job, name, error=str(exc))
+            with lock:
+                outcomes.append(outcome)
+            progress.update(outcome)
+
+    threads = [threading.Thread(target=work, args=item, daemon=True) for item in workers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(outcomes, key=lambda o: o.job.index)
+
+
+def prepare_server(client: ComfyClient, settings: Settings) -> tuple[dict, dict[str, str]]:
+    client.check()
+    info = client.object_info()
+    check_server_can_run(client, info, settings.checkpoint)
+    uploaded = {
+        "a": client.upload_image(settings.a, f"analogist_a{settings.a.suffix.lower()}"),
+        "a_prime": client.upload_image(settings.a_prime, f"analogist_a_prime{settings.a_prime.suffix.lower()}"),
+    }
+    return info, uploaded
+
+
+def run_on_servers(settings: Settings, urls: list[str], stream=None) -> list[Outcome]:
+    clients = [ComfyClient(url) for url in urls]
+    prepared = {}
+    for index, client in enumerate(clients):  # all up and able before anything is queued
+        prepared[f"{client.url}#{index}" if urls.count(urls[index]) > 1 else client.url] = (
+            client, *prepare_server(client, settings))
+    workers = {
+        name: (lambda job, c=c, i=i, u=u: run_job(c, i, settings, job, u))
+        for name, (c, i, u) in prepared.items()
+    }
+    jobs = [Job(b, index) for index, b in enumerate(settings.b)]
+    return spread(jobs, workers, Progress(len(jobs), stream))
+
+
+# -- embedded ComfyUI ------------------------------------------------------------------------
+def comfyui_command() -> list[str]:
+    script = Path(sys.executable).with_name("comfyui")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("comfyui")
+    if found:
+        return [found]
+    raise ServerError(
+        "no ComfyUI installed in this Python (the `comfyui` command is missing). Run "
+        "`bash scripts/run.sh` once (it installs .venv) and use .venv/bin/python, or send the "
+        "work to your own running ComfyUI with --server http://127.0.0.1:8188"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _has_cuda() -> bool:
+    probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+@contextmanager
+def embedded_comfyui(checkpoint: Path, log=None, workspace: Path | None = None) -> Iterator[str]:
+    """A ComfyUI child process with this pack and ``checkpoint``; yields its URL."""
+    command = comfyui_command()
+    owned = workspace is None
+    workspace = Path(workspace or tempfile.mkdtemp(prefix="analogist-comfyui-"))
+    try:
+        for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
+            (workspace / sub).mkdir(parents=True, exist_ok=True)
+        pack = workspace / "custom_nodes" / PACK_LINK_NAME
+        if not pack.exists():
+            pack.symlink_to(PACK_ROOT, target_is_directory=True)
+        model = workspace / "models" / "checkpoints" / checkpoint.name
+        if not model.exists():
+            model.symlink_to(checkpoint.resolve())
+        port = _free_port()
+        args = command + ["--cwd", str(workspace), "--listen", "127.0.0.1", "--port", str(port)]
+        if not _has_cuda():
+            args.append("--cpu")  # the registry's torch is a CUDA build; without a GPU say so
+        log_path = workspace / "comfyui.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        hf = workspace / "hf-cache"
+        hf.mkdir(exist_ok=True)
+        env.setdefault("HF_HUB_CACHE", str(hf))
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(args, cwd=workspace, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                client = ComfyClient(url)
+                deadline = time.monotonic() + 300
+                if log:
+                    print(f"[analogist] starting ComfyUI ({' '.join(args[:1])}) on {url}, log: {log_path}",
+                          file=log, flush=True)
+                while True:
+                    if process.poll() is not None:
+                        tail = log_path.read_text(errors="replace")[-3000:]
+                        raise ServerError(f"ComfyUI exited with {process.returncode} while starting:\n{tail}")
+                    try:
+                        client.check()
+                        break
+                    except ServerError:
+                        if time.monotonic() > deadline:
+                            raise ServerError(f"ComfyUI did not start within 300 s; see {log_path}") from None
+                        time.sleep(0.5)
+                yield url
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+    finally:
+        if owned:
+            shutil.rmtree(workspace, ignore_errors=True)
+
+
+def summarize(outcomes: list[Outcome], stream=None) -> int:
+    """Print result paths (stdout) and failures (stderr); the exit code."""
+    stream = stream or sys.stdout
+    failed = [o for o in outcomes if o.error is not None]
+    for outcome in outcomes:
+        for path in outcome.files:
+            print(path, file=stream, flush=True)
+    if failed:
+        print(f"\n{len(failed)} of {len(outcomes)} failed:", file=sys.stderr)
+        for outcome in failed:
+            print(f"  {outcome.job.b}: {outcome.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_run(settings: Settings, servers: list[str], log=None) -> int:
+    log = log or sys.stderr
+    settings.out.mkdir(parents=True, exist_ok=True)
+    if servers:
+        outcomes = run_on_servers(settings, servers, log)
+    else:
+        checkpoint = Path(settings.checkpoint)
+        with embedded_comfyui(checkpoint, log) as url:
+            settings.checkpoint = checkpoint.name
+            outcomes = run_on_servers(settings, [url], log)
+    return summarize(outcomes)
+
+
+def checkpoint_for(settings_checkpoint: str | None, servers: list[str]) -> str:
+    """The checkpoint argument checked for the mode: a local inpainting file, or a name."""
+    if not settings_checkpoint:
+        raise CheckpointError(f"no --checkpoint given.\n{DOWNLOAD_HINT}")
+    path = Path(settings_checkpoint).expanduser()
+    if servers:
+        if path.exists():  # a local file: check it, the servers know it by its name
+            check_inpainting_checkpoint(path)
+        return path.name
+    check_inpainting_checkpoint(path)
+    return str(path.resolve())

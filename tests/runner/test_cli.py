@@ -1,0 +1,138 @@
+"""``python -m analogist run``: bad input gets a clear error before anything runs; jobs are
+spread over servers with a failure summary. (End-to-end runs: tests/host/test_runner.py.)"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from analogist.__main__ import main
+from analogist.checkpoints import FIRST_CONV, CheckpointError, check_inpainting_checkpoint
+from analogist.runner import Job, Progress, spread, summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "workflows" / "images"
+A, A2, B = (EXAMPLES / f"analogist_example_{n}.png" for n in ("a", "a_prime", "b"))
+
+
+def safetensors_with(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    import safetensors.torch
+
+    safetensors.torch.save_file(tensors, str(path))
+    return path
+
+
+@pytest.fixture
+def inpainting(tmp_path) -> Path:
+    return safetensors_with(tmp_path / "inpaint.safetensors", {FIRST_CONV: torch.zeros(8, 9, 1, 1)})
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main(["run", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_missing_image_is_named(capsys, tmp_path, inpainting):
+    code, out, err = cli(capsys, "--a", tmp_path / "nope.png", "--checkpoint", inpainting, "--out", tmp_path)
+    assert code == 2 and "--a: file not found" in err and "nope.png" in err and not out
+
+
+def test_unreadable_image_is_named(capsys, tmp_path, inpainting):
+    bad = tmp_path / "b.png"
+    bad.write_text("not an image")
+    code, _, err = cli(capsys, "--b", bad, "--checkpoint", inpainting, "--out", tmp_path)
+    assert code == 2 and "--b: cannot read" in err and str(bad) in err
+
+
+def test_empty_b_folder_is_an_error(capsys, tmp_path, inpainting):
+    (tmp_path / "bs").mkdir()
+    code, _, err = cli(capsys, "--b", tmp_path / "bs", "--checkpoint", inpainting, "--out", tmp_path)
+    assert code == 2 and "no images" in err
+
+
+def test_without_checkpoint_it_says_what_to_download_and_where(capsys, tmp_path):
+    code, _, err = cli(capsys, "--out", tmp_path)
+    assert code == 2
+    assert "sd-v1-5-inpainting.ckpt" in err and "runwayml/stable-diffusion-inpainting" in err
+    assert "models/checkpoints" in err and "--checkpoint" in err
+
+
+def test_a_plain_sd_checkpoint_is_refused_from_its_header(capsys, tmp_path):
+    plain = safetensors_with(tmp_path / "v1-5.safetensors", {FIRST_CONV: torch.zeros(8, 4, 1, 1)})
+    code, _, err = cli(capsys, "--checkpoint", plain, "--out", tmp_path)
+    assert code == 2 and "takes 4 input channels" in err and "not an inpainting model" in err
+
+
+def test_a_file_that_is_no_sd_checkpoint_is_refused(capsys, tmp_path):
+    lora = safetensors_with(tmp_path / "lora.safetensors", {"lora_unet_x.alpha": torch.zeros(1)})
+    code, _, err = cli(capsys, "--checkpoint", lora, "--out", tmp_path)
+    assert code == 2 and "not a single-file Stable Diffusion" in err
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\xff" * 64)
+    with pytest.raises(CheckpointError, match="not a .safetensors file"):
+        check_inpainting_checkpoint(junk)
+
+
+@pytest.mark.parametrize("channels, ok", [(9, True), (4, False)])
+def test_ckpt_files_are_read_without_loading_the_model(tmp_path, channels, ok):
+    path = tmp_path / "model.ckpt"
+    torch.save({"global_step": 1, "state_dict": {FIRST_CONV: torch.zeros(8, channels, 1, 1)}}, path)
+    if ok:
+        assert check_inpainting_checkpoint(path).unet_in_channels == 9
+    else:
+        with pytest.raises(CheckpointError, match=f"takes {channels} input channels"):
+            check_inpainting_checkpoint(path)
+
+
+def test_a_server_that_is_down_is_reported(capsys, tmp_path, inpainting):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, out, err = cli(capsys, "--checkpoint", inpainting, "--out", tmp_path / "out",
+                         "--server", f"http://127.0.0.1:{port}")
+    assert code == 2 and f"cannot reach ComfyUI at http://127.0.0.1:{port}" in err and not out
+
+
+def test_bad_cell_and_prompt_with_vlm_are_refused(capsys, tmp_path, inpainting):
+    code, _, err = cli(capsys, "--cell", 100, "--checkpoint", inpainting, "--out", tmp_path)
+    assert code == 2 and "multiple of 64" in err
+    code, _, err = cli(capsys, "--workflow", "vlm", "--prompt", "x", "--checkpoint", inpainting, "--out", tmp_path)
+    assert code == 2 and "--prompt goes with --workflow manual" in err
+
+
+def test_jobs_spread_over_workers_and_failures_are_summarized(tmp_path, capsys):
+    seen: dict[str, list[int]] = {"s1": [], "s2": []}
+    gate = threading.Barrier(2)
+
+    def worker(name):
+        def run(job: Job):
+            if not seen[name]:
+                gate.wait(timeout=5)  # both workers hold a job at the same time
+            seen[name].append(job.index)
+            time.sleep(0.01)
+            if job.b.name == "bad.png":
+                raise ValueError("node 12 (KSampler): out of memory")
+            out = tmp_path / f"{job.b.stem}_b_prime.png"
+            out.write_bytes(b"x")
+            return [out]
+        return run
+
+    jobs = [Job(Path(f"{n}.png"), i) for i, n in enumerate(["b0", "b1", "bad", "b3", "b4"])]
+    log = io.StringIO()
+    outcomes = spread(jobs, {"s1": worker("s1"), "s2": worker("s2")}, Progress(len(jobs), log))
+    assert [o.job.index for o in outcomes] == [0, 1, 2, 3, 4]
+    assert seen["s1"] and seen["s2"], "both servers got work"
+    assert sorted(seen["s1"] + seen["s2"]) == [0, 1, 2, 3, 4]
+    assert "5/5" in log.getvalue() and "bad.png: FAILED" in log.getvalue()
+    code = summarize(outcomes)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out.count("_b_prime.png") == 4
+    assert "1 of 5 failed" in err and "bad.png: node 12 (KSampler): out of memory" in err
