@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..analogist_attn.attention import batch_mask_from_cond_or_uncond, plain_attention
 from ..analogist_attn.blocks import (
     PAPER_END_LAYER,
     PAPER_START_LAYER,
@@ -26,7 +27,6 @@ from ..analogist_attn.cam import cam_attention, cam_mask_output
 from ..analogist_attn.layout import LAYOUT_TYPE, GridLayout
 from ..analogist_attn.sac import PAPER_SAC_SCALE, sac_attention
 from ..analogist_attn.tokens import regions_for_block
-from ..analogist_attn.attention import batch_mask_from_cond_or_uncond, plain_attention
 
 log = logging.getLogger("analogist")
 
@@ -176,8 +176,25 @@ def warn_if_not_inpainting(model: Any, node: str) -> None:
         )
 
 
-def _ours(patch: Any, kind: str) -> bool:
-    return getattr(patch, "analogist_kind", None) == kind
+def plan(
+    model: Any, node: str, start_layer: int, end_layer: int, start_percent: float, end_percent: float
+) -> tuple[list[BlockKey], float, float]:
+    """Validate a patch node's inputs: the blocks to patch and the sigma range to act in."""
+    blocks = chosen_blocks(model, start_layer, end_layer, node)
+    warn_if_not_inpainting(model, node)
+    return (blocks, *sigma_range(model, start_percent, end_percent))
+
+
+def _replacing_ours(patch: Any, kind: str, key: BlockKey) -> bool:
+    """True (with a warning) when ``patch`` is our own ``kind`` patch, about to be replaced."""
+    if getattr(patch, "analogist_kind", None) != kind:
+        return False
+    log.warning(
+        "[Analogist] %s is already on block %s of this model; the new settings replace it.",
+        kind.upper(),
+        key,
+    )
+    return True
 
 
 def _describe(patch: Any) -> str:
@@ -200,21 +217,16 @@ def _tooltip_layers(what: str) -> tuple[str, str]:
     return start, end
 
 
-_COMMON_INPUTS_DOC = (
-    "Connect the layout from the same GridCompose whose grid is sampled."
-)
-
-
 def _common_inputs(what: str) -> dict:
     start_tip, end_tip = _tooltip_layers(what)
     return {
         "model": ("MODEL", {"tooltip": "The diffusion model to patch (an SD1.5 inpainting checkpoint in the paper). It is cloned; the input stays unpatched."}),
-        "layout": (LAYOUT_TYPE, {"tooltip": "Where A, A', B and B' sit in the grid. " + _COMMON_INPUTS_DOC}),
+        "layout": (LAYOUT_TYPE, {"tooltip": "Where A, A', B and B' sit in the grid. Connect the layout from the same GridCompose whose grid is sampled."}),
     }, {
         "start_layer": ("INT", {"default": PAPER_START_LAYER, "min": 0, "max": MAX_LAYER, "tooltip": start_tip}),
         "end_layer": ("INT", {"default": PAPER_END_LAYER, "min": 1, "max": MAX_LAYER, "tooltip": end_tip}),
         "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": f"Part of the sampling schedule where {what} acts: from this fraction (0 = first step)."}),
-        "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": f"...to this fraction (1 = last step). Paper: the whole schedule, 0 to 1."}),
+        "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "...to this fraction (1 = last step). Paper: the whole schedule, 0 to 1."}),
         "passes": (list(PASSES), {"default": PASSES[0], "tooltip": f"Which CFG passes get {what}: both (the paper), only the prompt (cond) pass, or only the negative (uncond) pass."}),
     }
 
@@ -241,16 +253,11 @@ class AnalogistSACPatch:
 
     def patch(self, model, layout, sac_scale, start_layer, end_layer, start_percent, end_percent, passes):
         node = "Analogist SAC"
-        blocks = chosen_blocks(model, start_layer, end_layer, node)
-        warn_if_not_inpainting(model, node)
-        sigma_start, sigma_end = sigma_range(model, start_percent, end_percent)
+        blocks, sigma_start, sigma_end = plan(model, node, start_layer, end_layer, start_percent, end_percent)
         slots = replace_slots(model, "attn1")
         for key in blocks:
             existing = _existing(slots, key)
-            if existing is None:
-                continue
-            if _ours(existing, "sac"):
-                log.warning("[Analogist] SAC is already on block %s of this model; the new settings replace it.", key)
+            if existing is None or _replacing_ours(existing, "sac", key):
                 continue
             raise ValueError(
                 f"{node}: block {key} already has a self-attention replacement "
@@ -286,17 +293,14 @@ class AnalogistCAMPatch:
 
     def patch(self, model, layout, start_layer, end_layer, start_percent, end_percent, passes):
         node = "Analogist CAM"
-        blocks = chosen_blocks(model, start_layer, end_layer, node)
-        warn_if_not_inpainting(model, node)
-        sigma_start, sigma_end = sigma_range(model, start_percent, end_percent)
+        blocks, sigma_start, sigma_end = plan(model, node, start_layer, end_layer, start_percent, end_percent)
         slots = replace_slots(model, "attn2")
         inner: dict[BlockKey, ReplaceFn] = {}
         for key in blocks:
             existing = _existing(slots, key)
             if existing is None:
                 continue
-            if _ours(existing, "cam"):
-                log.warning("[Analogist] CAM is already on block %s of this model; the new settings replace it.", key)
+            if _replacing_ours(existing, "cam", key):
                 if key in existing.inner:  # keep what the earlier CAM wrapped
                     inner[key] = existing.inner[key]
             else:

@@ -14,7 +14,6 @@ from support import sd15
 from support.comfy_server import ComfyServer, make_workspace
 
 
-
 @pytest.fixture(scope="session")
 def sd15_checkpoint() -> Path:
     return sd15.cached_sd15_inpainting_checkpoint(seed=0)

@@ -11,9 +11,6 @@ import logging
 
 import pytest
 import torch
-from support.lora import random_unet_lora
-from support.sd15 import tiny_inpaint_model_patcher
-
 from comfyui_analogist.analogist_attn.blocks import transformer_block_keys
 from comfyui_analogist.analogist_attn.cam import cam_mask_output
 from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, make_layout
@@ -25,6 +22,8 @@ from comfyui_analogist.nodes.attention import (
     AnalogistSACPatch,
     block_key,
 )
+from support.lora import random_unet_lora
+from support.sd15 import tiny_inpaint_model_patcher
 
 CONTEXT_DIM = 64
 LATENT = 16  # a 128 x 128 px grid of 64 px cells: the deepest level has 1 token per cell

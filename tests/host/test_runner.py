@@ -1,0 +1,67 @@
+"""``python -m analogist run`` end to end: its own embedded ComfyUI, and running servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+from support.sd15 import checkpoint_name
+
+pytestmark = pytest.mark.host
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "workflows" / "images"
+SMALL = ["--steps", "1", "--cell", "64"]
+
+
+def analogist(*args, timeout=600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "analogist", "run", *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def printed_paths(stdout: str) -> list[Path]:
+    return [Path(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_runner_starts_its_own_comfyui_and_saves_b_prime_for_the_examples(tmp_path, sd15_checkpoint):
+    out = tmp_path / "out"
+    done = analogist("--checkpoint", sd15_checkpoint, "--out", out, *SMALL)
+    assert done.returncode == 0, done.stderr[-4000:]
+    paths = printed_paths(done.stdout)
+    assert sorted(p.name for p in paths) == ["analogist_example_b_b_prime.png", "analogist_example_b_strip.png"]
+    assert all(p.parent == out and p.exists() for p in paths)
+    by_name = {p.name: Image.open(p) for p in paths}
+    assert by_name["analogist_example_b_b_prime.png"].size == (256, 256)  # B's own size
+    assert by_name["analogist_example_b_strip.png"].size == (4 * 64, 64)
+    assert "starting ComfyUI" in done.stderr and "1/1" in done.stderr
+
+
+def test_runner_spreads_a_folder_of_b_over_servers(tmp_path, comfy_server):
+    folder = tmp_path / "bs"
+    folder.mkdir()
+    b = Image.open(EXAMPLES / "analogist_example_b.png")
+    b.save(folder / "green.png")
+    ImageOps.mirror(b).resize((192, 128)).save(folder / "mirrored.png")
+    out = tmp_path / "out"
+    done = analogist("--server", comfy_server.url, "--server", comfy_server.url,
+                     "--checkpoint", checkpoint_name(0), "--b", folder, "--out", out,
+                     "--prompt", "a triangle outline, best quality, extremely detailed", *SMALL)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = {p.name: p for p in printed_paths(done.stdout) if p.name.endswith("_b_prime.png")}
+    assert sorted(results) == ["000_green_b_prime.png", "001_mirrored_b_prime.png"]
+    assert Image.open(results["001_mirrored_b_prime.png"]).size == (192, 128)  # back to B's size
+    assert "2/2" in done.stderr and "FAILED" not in done.stderr
+
+
+def test_runner_names_a_checkpoint_the_server_does_not_have(tmp_path, comfy_server):
+    done = analogist("--server", comfy_server.url, "--checkpoint", "sd-v1-5-inpainting.ckpt",
+                     "--out", tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert "has no checkpoint 'sd-v1-5-inpainting.ckpt'" in done.stderr
+    assert checkpoint_name(0) in done.stderr  # it lists what the server has
+    assert not list(tmp_path.glob("*.png"))
