@@ -157,7 +157,9 @@ def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str) -> No
         )
     names = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
     if checkpoint not in names:
-        listed = ", ".join(names[:10]) or "none"
+        # Inpainting models first: some ComfyUI builds also list downloadable models here.
+        ranked = sorted(names, key=lambda n: "inpaint" not in n.lower())
+        listed = ", ".join(ranked[:12]) + (", ..." if len(ranked) > 12 else "") or "none"
         raise ServerError(
             f"{client.url} has no checkpoint {checkpoint!r} (it lists: {listed}). Put the "
             f"file into that ComfyUI's models/checkpoints/.\n{DOWNLOAD_HINT}"

@@ -377,8 +377,8 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         note="ANALOGIST, 'A ALIGNED WITH B' (the paper's corgi example)\n"
         "Use it when A matches B in layout (pose, outline) rather than A': the grid "
         "swaps A' and B. Paper settings for it: 1024 grid (cells 512), SAC/CAM on "
-        "blocks 4-7 (start 4, end 8), scale 1.3, CFG 15, denoise 0.8. A 1024 grid needs "
-        "a GPU with about 8 GB; lower the cells to 256 on a small card."
+        "blocks 4-7 (start 4, end 8), scale 1.3, CFG 15, denoise 0.8. A 1024 grid is four "
+        "times the work of a 512 one: lower the cells to 256 on a small GPU or a CPU."
     ),
     "analogist_lora_controlnet": lambda: Recipe(
         lora_controlnet=True,
