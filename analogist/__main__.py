@@ -29,9 +29,11 @@ def parser() -> argparse.ArgumentParser:
                      help="A', the example after the change (default: the pack's example)")
     run.add_argument("--b", type=Path, default=EXAMPLES / "analogist_example_b.png",
                      help="B, the image to change; or a folder of B images (default: the pack's example)")
-    run.add_argument("--checkpoint", help="SD1.5 inpainting checkpoint: a file path; with --server, "
-                     "the name the servers list (a local path is checked, then its file name is used)")
-    run.add_argument("--out", type=Path, required=True, help="folder for the results")
+    run.add_argument("--checkpoint", help="SD1.5 inpainting checkpoint: a file path (default: the "
+                     "one in scripts/run.sh's ComfyUI folder, ~/.cache/analogist-comfyui/models/"
+                     "checkpoints); with --server, the name the servers list")
+    run.add_argument("--out", type=Path, default=Path("analogist-results"),
+                     help="folder for the results (default: ./analogist-results)")
     run.add_argument("--workflow", choices=("manual", "vlm"), default="manual",
                      help="manual: you give the B' prompt (default, offline); vlm: a vision model writes it")
     run.add_argument("--prompt", help="B' prompt for the manual workflow; keep the paper's "

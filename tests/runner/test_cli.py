@@ -14,7 +14,7 @@ import torch
 
 from analogist.__main__ import main
 from analogist.checkpoints import FIRST_CONV, CheckpointError, check_inpainting_checkpoint
-from analogist.runner import Job, Progress, spread, summarize
+from analogist.runner import Job, Progress, checkpoint_for, spread, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "workflows" / "images"
@@ -57,11 +57,25 @@ def test_empty_b_folder_is_an_error(capsys, tmp_path, inpainting):
     assert code == 2 and "no images" in err
 
 
-def test_without_checkpoint_it_says_what_to_download_and_where(capsys, tmp_path):
+def test_without_checkpoint_it_says_what_to_download_and_where(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANALOGIST_COMFYUI_DIR", str(tmp_path / "comfy"))
     code, _, err = cli(capsys, "--out", tmp_path)
     assert code == 2
     assert "sd-v1-5-inpainting.ckpt" in err and "runwayml/stable-diffusion-inpainting" in err
     assert "models/checkpoints" in err and "--checkpoint" in err
+    assert str(tmp_path / "comfy" / "models" / "checkpoints") in err
+
+
+def test_without_checkpoint_it_uses_the_inpainting_one_in_run_sh_folder(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "comfy" / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    safetensors_with(folder / "a-plain.safetensors", {FIRST_CONV: torch.zeros(8, 4, 1, 1)})
+    inpaint = safetensors_with(folder / "b-inpainting.safetensors", {FIRST_CONV: torch.zeros(8, 9, 1, 1)})
+    monkeypatch.setenv("ANALOGIST_COMFYUI_DIR", str(tmp_path / "comfy"))
+    assert checkpoint_for(None, []) == str(inpaint.resolve())
+    assert str(inpaint) in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="no --checkpoint given"):
+        checkpoint_for(None, ["http://127.0.0.1:1"])  # servers know their models by name
 
 
 def test_a_plain_sd_checkpoint_is_refused_from_its_header(capsys, tmp_path):
