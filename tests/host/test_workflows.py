@@ -155,8 +155,9 @@ def assert_fired_on(report: dict, blocks: list[str]) -> None:
         assert report[kind]["registered"] == blocks, kind
         calls = report[kind]["calls"]
         assert sorted(calls) == blocks, f"{kind} fired on {sorted(calls)}, expected {blocks}"
-        # One call per model evaluation: cond and uncond go through in one batch per step.
-        assert set(calls.values()) == {STEPS}, f"{kind}: {calls}"
+        # Every block once per model evaluation: one per step when cond and uncond share a
+        # batch (as here), two when ComfyUI splits them for lack of memory.
+        assert len(set(calls.values())) == 1 and set(calls.values()) <= {STEPS, 2 * STEPS}, f"{kind}: {calls}"
 
 
 @pytest.fixture(scope="module")
