@@ -160,3 +160,41 @@ def test_shipped_workflow_links_connect_matching_types_and_carry_a_note(name):
         assert socket["link"] == link_id and socket["type"] == kind
     notes = [n for n in wf["nodes"] if n["type"] == "Note"]
     assert len(notes) == 1 and "checkpoint" in notes[0]["widgets_values"][0].lower()
+
+
+@pytest.fixture(scope="module")
+def definitions():
+    return _builder().node_definitions()
+
+
+def test_runner_puts_the_users_inputs_into_the_manual_workflow(definitions, tmp_path):
+    from analogist.runner import Settings, build_prompt
+
+    settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
+                        out=tmp_path, checkpoint="model.safetensors", prompt="a fox, best quality",
+                        steps=3, cell=128, seed=7, denoise=0.7)
+    prompt = build_prompt(settings, definitions, {"a": "ua.png", "a_prime": "ua2.png", "b": "ub.png"})
+    loads = {v["_meta"]["title"]: v["inputs"]["image"] for v in prompt.values() if v["class_type"] == "LoadImage"}
+    assert loads == {"A (example, before)": "ua.png", "A' (example, after)": "ua2.png", "B (to change)": "ub.png"}
+    by_type = {v["class_type"]: v["inputs"] for v in prompt.values()}
+    assert by_type["CheckpointLoaderSimple"]["ckpt_name"] == "model.safetensors"
+    assert (by_type["KSampler"]["steps"], by_type["KSampler"]["seed"], by_type["KSampler"]["denoise"]) == (3, 7, 0.7)
+    assert by_type["KSampler"]["cfg"] == 15.0  # untouched paper value
+    assert by_type["AnalogistGridCompose"]["cell_width"] == 128 == by_type["AnalogistGridCompose"]["cell_height"]
+    texts = sorted(v["inputs"]["text"] for v in prompt.values() if v["class_type"] == "CLIPTextEncode")
+    assert texts[1] == "a fox, best quality" and texts[0].startswith("Messy,")
+
+
+def test_runner_points_the_vlm_workflow_at_the_chosen_server(definitions, tmp_path):
+    from analogist.runner import Settings, build_prompt
+
+    settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
+                        out=tmp_path, checkpoint="m.ckpt", workflow="vlm",
+                        vlm_base_url="http://127.0.0.1:11434/v1", vlm_model="qwen2.5vl")
+    prompt = build_prompt(settings, definitions, {"a": "a.png", "a_prime": "a2.png", "b": "b.png"})
+    (vlm_id,) = [k for k, v in prompt.items() if v["class_type"] == "AnalogistGPT4VPrompt"]
+    assert prompt[vlm_id]["inputs"]["base_url"] == "http://127.0.0.1:11434/v1"
+    assert prompt[vlm_id]["inputs"]["model"] == "qwen2.5vl"
+    assert prompt[vlm_id]["inputs"]["suffix"] == ", best quality, extremely detailed"
+    assert [str(v["inputs"]["text"]) for v in prompt.values() if v["class_type"] == "CLIPTextEncode"
+            and isinstance(v["inputs"]["text"], list)] == [str([vlm_id, 0])]
