@@ -216,7 +216,7 @@ class Graph:
                 entry["inputs"] = inputs
                 entry["outputs"] = [
                     {"name": name, "type": kind, "links": None, "slot_index": i}
-                    for i, (name, kind) in enumerate(zip(node.info["output_name"], node.info["output"]))
+                    for i, (name, kind) in enumerate(zip(node.info["output_name"], node.info["output"], strict=True))
                 ]
                 entry["properties"] = {"Node name for S&R": node.type}
                 entry["widgets_values"] = widgets_values_for(node.info, node.values)
@@ -351,6 +351,13 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     return g.to_ui()
 
 
+CAPTIONS = {
+    "analogist_manual_prompt": "Analogist: typed prompt",
+    "analogist": "Analogist: GPT-4V prompt",
+    "analogist_aligned_with_b": "Analogist: A aligned with B",
+    "analogist_lora_controlnet": "Analogist + LoRA + ControlNet",
+}
+
 RECIPES: dict[str, Callable[[], Recipe]] = {
     "analogist_manual_prompt": lambda: Recipe(
         note="ANALOGIST, MANUAL PROMPT (no API key, works offline)\n"
@@ -427,11 +434,11 @@ def png_bytes(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def thumbnail(images: dict[str, Any], arrangement: str, side: int = 384) -> bytes:
-    """The labelled grid (what the paper shows GPT-4V), as a JPEG."""
+def thumbnail(images: dict[str, Any], arrangement: str, caption: str, side: int = 384) -> bytes:
+    """The labelled grid (what the paper shows GPT-4V) over a caption band, as a JPEG."""
     import numpy as np
     import torch
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     from analogist_attn import grid as grid_math
     from analogist_attn import marks
@@ -445,7 +452,14 @@ def thumbnail(images: dict[str, Any], arrangement: str, side: int = 384) -> byte
     )
     marked = marks.mark_grids(composed.grid_blank, composed.layout)
     pixels = (marked[0].clamp(0, 1).numpy() * 255).round().astype("uint8")
-    img = Image.fromarray(pixels).resize((side, side), Image.LANCZOS)
+    grid = Image.fromarray(pixels).resize((side, side), Image.LANCZOS)
+    band = 44
+    img = Image.new("RGB", (side, side + band), (32, 32, 36))
+    img.paste(grid, (0, 0))
+    font = marks.label_font(22)
+    draw = ImageDraw.Draw(img)
+    width = draw.textlength(caption, font=font)
+    draw.text(((side - width) / 2, side + 9), caption, font=font, fill=(240, 240, 240))
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=85, optimize=True)
     return buffer.getvalue()
@@ -461,7 +475,7 @@ def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
         recipe = RECIPES[name]()
         workflow = build(defs, recipe)
         files[HERE / f"{name}.json"] = (json.dumps(workflow, indent=2) + "\n").encode()
-        files[HERE / f"{name}.jpg"] = thumbnail(images, recipe.arrangement)
+        files[HERE / f"{name}.jpg"] = thumbnail(images, recipe.arrangement, CAPTIONS[name])
     return files
 
 
