@@ -14,8 +14,10 @@ in A' each logit is still one dot product, of *augmented* vectors of length ``2d
 giving ``q_{A'_i}.k_j`` outside B' and ``s * q_{A_i}.k_{B_j}`` inside, exactly SAC's
 logits. Values are unchanged, so one fused attention call with the real softmax scale
 ``1/sqrt(d)`` yields the A' rows; B' rows are the mirror image (A' <-> B', A <-> B).
-Memory stays O(N d): the largest extra tensor is one augmented key set, twice ``k``.
-Compute is about 1.25x plain attention (the logits of half the rows cost twice).
+Values are zero-padded to ``2d`` as well, because fused kernels want equal query and
+value head dims (see ``_sac_all``). Memory stays O(N d): the largest extra tensors are
+one augmented key set and the padded values, each twice ``k``. Compute is about 1.5x
+plain attention (the rows of A' and B', half of all rows, cost twice).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .attention import (
     batch_mask_tensor,
@@ -85,6 +88,12 @@ def _sac_all(
     if untouched.numel():
         out.index_copy_(1, untouched, sdpa(q4.index_select(1, untouched), k4, v4, softmax_scale))
 
+    # PyTorch's flash kernels (CPU and CUDA) need the value head dim equal to the query's;
+    # with 2d-long q/k and d-long v, SDPA on CPU silently falls back to its math path,
+    # which materialises the logit matrix (+600 MB per call at a 512 grid). So v is
+    # zero-padded to 2d and the padding's output columns are dropped.
+    head_dim = v4.shape[-1]
+    v_aug = F.pad(v4, (0, k4.shape[-1]))
     # (query rows, their source rows, keys whose logits are cloned, the source keys)
     clones = (
         (regions.a_prime, regions.a, regions.b_prime, regions.b),
@@ -93,7 +102,7 @@ def _sac_all(
     for rows, source_rows, cloned_keys, source_keys in clones:
         q_aug = torch.cat((q4.index_select(1, rows), q4.index_select(1, source_rows)), dim=-1)
         k_aug = _augmented_keys(k4, cloned_keys, source_keys, scale)
-        out.index_copy_(1, rows, sdpa(q_aug, k_aug, v4, softmax_scale))
+        out.index_copy_(1, rows, sdpa(q_aug, k_aug, v_aug, softmax_scale)[..., :head_dim])
         del q_aug, k_aug  # keep one augmented key set alive at a time
     return out.reshape(q.shape[0], q.shape[1], -1)
 
