@@ -110,8 +110,15 @@ def _sac_all(
 def _augmented_keys(
     k4: torch.Tensor, cloned_keys: torch.Tensor, source_keys: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """``[k_j, 0]`` everywhere except ``[0, s * k_source]`` at the cloned keys."""
-    k_aug = torch.cat((k4, torch.zeros_like(k4)), dim=-1)
-    source = k4.index_select(1, source_keys) * scale
-    k_aug.index_copy_(1, cloned_keys, torch.cat((torch.zeros_like(source), source), dim=-1))
+    """``[k_j, 0]`` everywhere except ``[0, s * k_source]`` at the cloned keys.
+
+    Filled in place, so the only tensor of ``k``'s size or more is the result itself.
+    """
+    head_dim = k4.shape[-1]
+    k_aug = k4.new_empty(k4.shape[:-1] + (2 * head_dim,))
+    first, second = k_aug[..., :head_dim], k_aug[..., head_dim:]
+    first.copy_(k4)
+    first.index_fill_(1, cloned_keys, 0)
+    second.zero_()
+    second.index_copy_(1, cloned_keys, k4.index_select(1, source_keys).mul_(scale))
     return k_aug
