@@ -36,24 +36,11 @@ PAPER_BLOCKS = sorted(["input:5:0", "input:7:0", "input:8:0", "middle:0:0",
 ALIGNED_BLOCKS = sorted(["input:7:0", "input:8:0", "middle:0:0", "output:3:0"])  # 4..7
 
 
-def chat_server_module():
-    """The GPT-4V tests' fake chat-completions server (its module has moved once)."""
-    import importlib
-    import importlib.util
-
-    try:
-        return importlib.import_module("support.chat_server")
-    except ImportError:
-        path = ROOT / "tests" / "nodes" / "gpt4v_chat_server.py"
-        spec = importlib.util.spec_from_file_location("analogist_test_chat_server", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-
 @pytest.fixture(scope="module")
 def chat():
-    server = chat_server_module().ChatServer().start()
+    from support.chat_server import ChatServer
+
+    server = ChatServer().start()
     yield server
     server.close()
 
