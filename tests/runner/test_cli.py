@@ -150,3 +150,28 @@ def test_jobs_spread_over_workers_and_failures_are_summarized(tmp_path, capsys):
     assert code == 1
     assert out.count("_b_prime.png") == 4
     assert "1 of 5 failed" in err and "bad.png: node 12 (KSampler): out of memory" in err
+
+
+def test_the_comfyui_checkout_the_pack_lives_in_is_found(tmp_path):
+    from analogist.runner import host_comfyui
+
+    pack = tmp_path / "ComfyUI" / "custom_nodes" / "comfyui-analogist"
+    pack.mkdir(parents=True)
+    assert host_comfyui(pack) is None  # no main.py: not a ComfyUI checkout
+    (tmp_path / "ComfyUI" / "main.py").write_text("")
+    assert host_comfyui(pack) == tmp_path / "ComfyUI"
+    assert host_comfyui(ROOT) is None  # this repo is not inside custom_nodes
+
+
+def test_launch_in_a_checkout_adds_the_checkpoint_folder_as_a_model_path(tmp_path, inpainting):
+    from analogist.runner import launch_args
+
+    checkout = tmp_path / "ComfyUI"
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    args, cwd = launch_args(workspace, inpainting, 8190, checkout)
+    assert cwd == checkout and args[1] == str(checkout / "main.py")
+    assert args[args.index("--input-directory") + 1] == str(workspace / "input")
+    yaml = (workspace / "extra_model_paths.yaml").read_text()
+    assert f'base_path: "{inpainting.parent}"' in yaml and "checkpoints: ." in yaml
+    assert not (workspace / "custom_nodes").exists()  # the checkout has the pack already
