@@ -14,6 +14,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui_analogist"
 
@@ -41,12 +43,22 @@ def _register_pack() -> None:
         PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
     )
     assert spec is not None
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = pack
-    # The repo root has an __init__.py, so pytest sees it as a package named after the
-    # clone's folder and imports it before the first test. Point that name at the same
-    # module: the pack is then imported once, under one identity.
-    sys.modules.setdefault(ROOT.name, pack)
+    sys.modules[PACK_NAME] = importlib.util.module_from_spec(spec)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Keep pytest from importing the repo root's ``__init__.py`` before the tests.
+
+    The root is a ComfyUI custom node, so pytest collects it as a package and, when
+    setting it up, imports its ``__init__.py`` under a name taken from the clone's folder
+    (which fails for names like ``comfyui-analogist`` and would import the pack twice).
+    The tests import the pack as ``comfyui_analogist`` instead; the root needs no set-up.
+    """
+    for item in session.items:
+        for node in item.listchain():
+            if isinstance(node, pytest.Package) and Path(node.path) == ROOT:
+                node.setup = lambda: None  # type: ignore[method-assign]
+                return
 
 
 _comfy_on_cpu()
