@@ -39,9 +39,11 @@ class RegionTokens:
     """Token indices of the four regions on one ``h x w`` map (cached, read-only).
 
     ``sac_untouched`` lists the tokens whose self-attention rows SAC leaves as they are
-    (everything outside A' and B'). CAM silences the text for A, A' and B; ``cam_rows``
-    lists the tokens it still computes (B', plus any token outside the four regions,
-    which the paper's quadrant grids never have) and ``cam_keep`` marks them.
+    (everything outside A' and B'); ``outside_a_prime`` / ``outside_b_prime`` list every
+    token but A' / B', the keys whose logits the rows of B' / A' keep. CAM silences the
+    text for A, A' and B; ``cam_rows`` lists the tokens it still computes (B', plus any
+    token outside the four regions, which the paper's quadrant grids never have) and
+    ``cam_keep`` marks them.
     """
 
     h: int
@@ -51,6 +53,8 @@ class RegionTokens:
     b: torch.Tensor
     b_prime: torch.Tensor
     sac_untouched: torch.Tensor
+    outside_a_prime: torch.Tensor
+    outside_b_prime: torch.Tensor
     cam_rows: torch.Tensor
     cam_keep: torch.Tensor
 
@@ -224,9 +228,18 @@ def _cached_region_tokens(key: _FractionKey, h: int, w: int, device: torch.devic
         b=b.to(device),
         b_prime=b_prime.to(device),
         sac_untouched=(~sac_edited).nonzero().flatten().to(device),
+        outside_a_prime=_complement(a_prime, h * w).to(device),
+        outside_b_prime=_complement(b_prime, h * w).to(device),
         cam_rows=cam_keep.nonzero().flatten().to(device),
         cam_keep=cam_keep.to(device),
     )
+
+
+def _complement(tokens: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Every token index in ``0..n_tokens-1`` that is not in ``tokens``, ascending."""
+    keep = torch.ones(n_tokens, dtype=torch.bool)
+    keep[tokens] = False
+    return keep.nonzero().flatten()
 
 
 def _token_span(name: str, key: _FractionKey, h: int, w: int) -> tuple[int, int, int, int]:
