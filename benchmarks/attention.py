@@ -1,0 +1,428 @@
+"""Time and peak memory of one SD1.5-inpainting UNet call, plain vs. SAC+CAM (issue 3).
+
+    python benchmarks/attention.py                      # CPU, 512 px grid, fp32
+    python benchmarks/attention.py --device cuda        # 512, 1024, 2048 px grids, fp16
+
+Builds the full-size SD1.5 inpainting UNet (random weights, ComfyUI's own classes, see
+``tests/support/sd15.py``) in a ``ModelPatcher``, patches clones of it through the real
+``AnalogistSACPatch`` and ``AnalogistCAMPatch`` nodes, and times one UNet call at batch 2
+(cond + uncond, as CFG runs it) for three models: plain, SAC+CAM on the paper's layers
+(3..10) and SAC+CAM on all 16 transformer blocks. Timed calls of the three models are
+interleaved, so a load change on the machine hits all of them alike; the table gives the
+median time, and the ratios to the plain model measured in the same run.
+
+Peak memory is measured in separate calls after the timed ones. On CUDA: the caching
+allocator's counters (``max_memory_allocated``). On CPU there is no allocator counter, so
+the kernel's peak-RSS counter is reset before each call (``5`` into
+``/proc/self/clear_refs``) and ``VmHWM`` read after it. glibc keeps freed blocks below its
+(dynamic, up to 32 MiB) mmap threshold in the heap, where a later call reuses them without
+raising RSS, so before the memory calls the script sets that threshold to 64 KiB: every
+large tensor is then mapped and unmapped, and each call's peak is its own. That costs page
+faults, which is why the timed calls come first, with glibc as ComfyUI runs it.
+
+This is a script, not a test: pytest only collects ``tests/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import importlib.util
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK_NAME = "comfyui_analogist"
+
+CUDA_GRIDS = (512, 1024, 2048)
+# (label, start_layer, end_layer, time target, peak-memory target); None = the baseline.
+VARIANTS = (
+    ("plain", None, None, None, None),
+    ("SAC+CAM paper layers 3..10", 3, 11, 1.03, 1.02),
+    ("SAC+CAM all 16 blocks", 0, 16, 1.10, 1.05),
+)
+# ComfyUI 0.0.1's attention choice, by command-line flag (read once, when comfy is imported).
+ATTENTION_FLAGS = {
+    "pytorch": ["--use-pytorch-cross-attention"],
+    "sub-quad": ["--use-quad-cross-attention", "--disable-xformers"],
+    "split": ["--use-split-cross-attention", "--disable-xformers"],
+    "comfy-default": [],
+}
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", default=None, help="grid side in px (cell = grid/2), or 'all' for 512, 1024, 2048. Default: 512 on CPU, all on CUDA.")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="Default: fp32 on CPU, fp16 on CUDA.")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (median reported); default 5")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per model first; default 1")
+    parser.add_argument("--memory-repeats", type=int, default=2, help="calls per model for peak memory, after the timed ones; default 2")
+    parser.add_argument(
+        "--attention",
+        choices=tuple(ATTENTION_FLAGS),
+        default="pytorch",
+        help="ComfyUI's attention backend for the plain attention (default pytorch: SDPA, the "
+        "kernel SAC/CAM call, so plain and patched use the same kernels). 'comfy-default' is "
+        "ComfyUI's own choice: sub-quadratic on CPU, SDPA (or xformers) on CUDA.",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.memory_repeats < 1 or args.warmup < 0:
+        parser.error("--repeats and --memory-repeats must be >= 1, --warmup >= 0")
+    args.dtype = args.dtype or ("fp16" if args.device == "cuda" else "fp32")
+    grid = args.grid or ("all" if args.device == "cuda" else "512")
+    if grid == "all":
+        args.grids = list(CUDA_GRIDS)
+    else:
+        try:
+            args.grids = [int(grid)]
+        except ValueError:
+            parser.error(f"--grid {grid!r}: give a size in px (a multiple of 128) or 'all'")
+    bad = [g for g in args.grids if g <= 0 or g % 128]
+    if bad:
+        parser.error(f"--grid {bad[0]}: cells (grid/2) must be multiples of 64 px, so the grid a multiple of 128")
+    return args
+
+
+def configure_comfy(device: str, attention: str) -> None:
+    """Hand ComfyUI its command-line flags before anything imports ``comfy``."""
+    if "comfy.cli_args" in sys.modules:
+        raise RuntimeError("comfy was imported before its flags were set")
+    from comfy import options
+
+    options.enable_args_parsing()
+    flags = (["--cpu"] if device == "cpu" else []) + ATTENTION_FLAGS[attention]
+    saved = sys.argv
+    sys.argv = [saved[0], *flags]
+    try:
+        import comfy.cli_args  # noqa: F401  (parses sys.argv once, at import)
+    finally:
+        sys.argv = saved
+
+
+def register_pack() -> None:
+    """Import the repo as the package ``comfyui_analogist``, as tests/conftest.py does."""
+    if PACK_NAME in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+    )
+    assert spec is not None and spec.loader is not None
+    sys.modules[PACK_NAME] = importlib.util.module_from_spec(spec)
+
+
+def map_every_large_block() -> bool:
+    """glibc: serve allocations >= 64 KiB by mmap (and return them on free); see module doc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024))
+
+
+# --- memory probes ----------------------------------------------------------------------
+
+
+class CpuMemory:
+    """Peak resident memory of this process around one call (Linux ``/proc``)."""
+
+    unit = "RSS"
+
+    def __init__(self) -> None:
+        self.reset()
+        if self._status("VmHWM") > self._status("VmRSS") + (1 << 20):
+            raise RuntimeError("writing 5 to /proc/self/clear_refs did not reset VmHWM on this kernel")
+
+    @staticmethod
+    def _status(field: str) -> int:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError(f"/proc/self/status has no {field}")
+
+    @staticmethod
+    def reset() -> None:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+
+    @staticmethod
+    def prepare() -> None:
+        if not map_every_large_block():
+            raise RuntimeError("could not set glibc's mmap threshold (mallopt); is this glibc?")
+
+    def start(self) -> int:
+        before = self._status("VmRSS")
+        self.reset()
+        return before
+
+    def peak(self) -> int:
+        return self._status("VmHWM")
+
+
+class CudaMemory:
+    """Peak memory of the caching allocator around one call."""
+
+    unit = "allocated"
+
+    def __init__(self, torch_module) -> None:
+        self.torch = torch_module
+
+    def prepare(self) -> None:
+        self.torch.cuda.empty_cache()
+
+    def start(self) -> int:
+        self.torch.cuda.synchronize()
+        self.torch.cuda.reset_peak_memory_stats()
+        return self.torch.cuda.memory_allocated()
+
+    def peak(self) -> int:
+        self.torch.cuda.synchronize()
+        return self.torch.cuda.max_memory_allocated()
+
+
+# --- the benchmark ----------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    label: str
+    times: list[float]  # wall-clock seconds of each timed call
+    cpu_times: list[float]  # this process's CPU seconds (all threads) in each timed call
+    peaks: list[int]  # whole-process (CPU) / whole-allocator (CUDA) peak during the call
+    deltas: list[int]  # that peak minus the memory in use just before the call
+    time_target: float | None
+    memory_target: float | None
+    patch_calls: str = ""
+
+    @property
+    def time(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def cpu_time(self) -> float:
+        return statistics.median(self.cpu_times)
+
+    @property
+    def peak(self) -> int:
+        return max(self.peaks)
+
+    @property
+    def delta(self) -> int:
+        return max(self.deltas)
+
+
+def build_model(seed: int, dtype, device: str):
+    """Full-size SD1.5 inpainting (9-channel UNet) with random weights, in a ModelPatcher."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.sd15 import SD15_INPAINT_UNET, tiny_inpaint_model_patcher
+
+    # The "tiny" builder at SD1.5's own widths is the full model: same config, same code.
+    model = tiny_inpaint_model_patcher(
+        seed,
+        dtype,
+        model_channels=SD15_INPAINT_UNET["model_channels"],
+        context_dim=SD15_INPAINT_UNET["context_dim"],
+        heads=SD15_INPAINT_UNET["num_heads"],
+    )
+    unet = model.model.diffusion_model
+    assert unet.model_channels == 320 and unet.in_channels == 9, "not the full SD1.5 inpainting UNet"
+    model.model.to(device)  # the clones below share this BaseModel
+    return model
+
+
+def patched(base, layout, start: int, end: int):
+    from comfyui_analogist.analogist_attn.sac import PAPER_SAC_SCALE
+    from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch, AnalogistSACPatch
+
+    (model,) = AnalogistSACPatch().patch(base, layout, PAPER_SAC_SCALE, start, end, 0.0, 1.0, PASSES[0])
+    (model,) = AnalogistCAMPatch().patch(model, layout, start, end, 0.0, 1.0, PASSES[0])
+    return model
+
+
+def unet_caller(model, grid: int, seed: int, device: str) -> Callable[[], object]:
+    """One CFG-style UNet evaluation (cond + uncond at batch 2) with the model's patches."""
+    import torch
+
+    latent = grid // 8
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, latent, latent, generator=gen).to(device)
+    concat = torch.randn(2, 5, latent, latent, generator=gen).to(device)  # mask + masked image
+    context = torch.randn(2, 77, 768, generator=gen).to(device)
+    sampling = model.get_model_object("model_sampling")
+    sigma = torch.full((2,), sampling.percent_to_sigma(0.5), device=device)
+    options = {**model.model_options["transformer_options"], "cond_or_uncond": [0, 1], "sigmas": sigma}
+
+    def call():
+        with torch.inference_mode():
+            return model.model.apply_model(
+                x, sigma, c_concat=concat, c_crossattn=context, transformer_options=options
+            )
+
+    return call
+
+
+def patch_call_counts(model) -> str:
+    """How often our SAC and CAM patches applied their edit (proves they fired)."""
+    counts = {"sac": 0, "cam": 0}
+    for patch in _our_patches(model):
+        counts[patch.analogist_kind] += sum(patch.calls.values())
+    return f"SAC {counts['sac']}, CAM {counts['cam']}"
+
+
+def run_grid(args, base, grid: int, memory, torch) -> list[Result]:
+    from comfyui_analogist.analogist_attn.layout import make_layout
+
+    layout = make_layout(cell_width=grid // 2, cell_height=grid // 2)
+    models = [base if start is None else patched(base, layout, start, end) for _, start, end, _, _ in VARIANTS]
+    calls = [unet_caller(m, grid, args.seed, args.device) for m in models]
+    results = [Result(label, [], [], [], [], tt, mt) for label, _, _, tt, mt in VARIANTS]
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+
+    for call in calls:
+        for _ in range(args.warmup):
+            call()
+            sync()
+    for model in models[1:]:  # count the timed calls only
+        for patch in _our_patches(model):
+            patch.calls.clear()
+    # Time first, with the allocator as ComfyUI runs it. Calls are interleaved across
+    # models, and the order rotates each repeat so no model always runs first or last.
+    for repeat in range(args.repeats):
+        order = [(repeat + i) % len(calls) for i in range(len(calls))]
+        for index in order:
+            gc.collect()
+            sync()
+            cpu_start, start = time.process_time(), time.perf_counter()
+            out = calls[index]()
+            sync()
+            results[index].times.append(time.perf_counter() - start)
+            results[index].cpu_times.append(time.process_time() - cpu_start)
+            del out
+        print(f"  repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{r.times[-1]:.3f}s" for r in results), flush=True)
+    for model, result in zip(models, results, strict=True):
+        result.patch_calls = patch_call_counts(model) if model is not base else "-"
+    # Then memory (on CPU this switches glibc to mmap for large blocks: see module doc).
+    memory.prepare()
+    for _ in range(args.memory_repeats):
+        for call, result in zip(calls, results, strict=True):
+            gc.collect()
+            before = memory.start()
+            out = call()
+            peak = memory.peak()
+            del out
+            result.peaks.append(peak)
+            result.deltas.append(peak - before)
+    return results
+
+
+def _our_patches(model):
+    slots = model.model_options["transformer_options"].get("patches_replace", {})
+    seen = {}
+    for slot in slots.values():
+        for patch in slot.values():
+            if hasattr(patch, "calls"):
+                seen[id(patch)] = patch
+    return seen.values()
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.3f} GiB"
+
+
+def verdict(ratio: float, target: float | None) -> str:
+    if target is None:
+        return "-"
+    return f"{'PASS' if ratio <= target else 'MISS'} (<= {target:.2f})"
+
+
+def print_table(results: list[Result], memory_unit: str) -> None:
+    plain = results[0]
+    print(
+        f"| model | time (median) | time ratio | time target | min time (ratio) | CPU time (ratio) "
+        f"| peak {memory_unit} | peak ratio | memory target | call's extra {memory_unit} "
+        f"(ratio) | patch calls |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        time_ratio = r.time / plain.time
+        peak_ratio = r.peak / plain.peak
+        delta_ratio = r.delta / plain.delta if plain.delta > 0 else float("nan")
+        print(
+            f"| {r.label} | {r.time:.3f} s | {time_ratio:.3f} | {verdict(time_ratio, r.time_target)} "
+            f"| {min(r.times):.3f} s ({min(r.times) / min(plain.times):.3f}) "
+            f"| {r.cpu_time:.2f} s ({r.cpu_time / plain.cpu_time:.3f}) "
+            f"| {gib(r.peak)} | {peak_ratio:.3f} | {verdict(peak_ratio, r.memory_target)} "
+            f"| {gib(r.delta)} ({delta_ratio:.3f}) | {r.patch_calls} |"
+        )
+    print("time = wall clock of the call (median of the repeats); CPU time = this process's CPU")
+    print("seconds in the call, all threads (median); peak = whole process (CPU) / allocator (CUDA),")
+    print("weights included; extra = that peak minus the memory in use just before the call.")
+    print("  wall times of every repeat:")
+    for r in results:
+        print(f"    {r.label}: " + " ".join(f"{t:.3f}" for t in r.times))
+
+
+def machine_description(device: str, torch) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)"
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} torch threads"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: torch sees no CUDA device", file=sys.stderr)
+        return 2
+    configure_comfy(args.device, args.attention)
+    register_pack()
+
+    import importlib.metadata
+
+    import comfy.ldm.modules.attention as comfy_attention
+    dtype = getattr(torch, DTYPES[args.dtype])
+    memory = CudaMemory(torch) if args.device == "cuda" else CpuMemory()
+
+    print(f"machine: {machine_description(args.device, torch)}")
+    print(f"torch {torch.__version__}, ComfyUI {importlib.metadata.version('comfyui')}")
+    print(f"ComfyUI attention backend: {comfy_attention.optimized_attention.__name__} (--attention {args.attention})")
+    print(
+        f"dtype {args.dtype}, batch 2 (cond + uncond); per model {args.warmup} warm-up, "
+        f"{args.repeats} timed (median), {args.memory_repeats} memory (max) calls"
+    )
+    if args.device == "cpu":
+        print("memory: peak RSS via /proc/self/clear_refs + VmHWM, glibc mmap threshold 64 KiB in the memory calls")
+    else:
+        print("memory: torch.cuda.max_memory_allocated")
+
+    start = time.perf_counter()
+    base = build_model(args.seed, dtype, args.device)
+    print(f"built the full SD1.5 inpainting UNet in {time.perf_counter() - start:.0f} s", flush=True)
+
+    for grid in args.grids:
+        print(f"\n## grid {grid} x {grid} px (cells {grid // 2}, latent {grid // 8} x {grid // 8}), {args.dtype}, {args.device}")
+        results = run_grid(args, base, grid, memory, torch)
+        print_table(results, memory.unit)
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
