@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from analogist_attn import sac as sac_module
 from analogist_attn.attention import plain_attention
 from analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENT_DEFAULT, make_layout
 from analogist_attn.reference import plain_reference, sac_reference
@@ -41,18 +42,29 @@ def _check_against_reference(
         assert _relative_error(fast, oracle) <= 1e-5, (heads, dim, batch)
 
 
+@pytest.fixture(params=["key split (CPU)", "augmented vectors (CUDA, fallback)"])
+def sac_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on both exact SAC paths: CPU takes the log-sum-exp key split where the
+    kernel allows it, every other device the augmented vectors; CI has only a CPU."""
+    if request.param.startswith("augmented"):
+        monkeypatch.setattr(sac_module, "_attention_with_lse", lambda like: None)
+    elif sac_module._attention_with_lse(torch.zeros(1)) is None:
+        pytest.skip("this torch has no CPU flash kernel returning the log-sum-exp")
+    return request.param
+
+
 @pytest.mark.parametrize("arrangement", [ARRANGEMENT_DEFAULT, ARRANGEMENT_ALIGNED])
 @pytest.mark.parametrize("scale", [1.0, 1.3, 2.0])
 @pytest.mark.parametrize("hw", MAPS)
 def test_fast_sac_equals_naive_definition(
-    hw: tuple[int, int], scale: float, arrangement: str
+    hw: tuple[int, int], scale: float, arrangement: str, sac_path: str
 ) -> None:
     regions = region_tokens(make_layout(arrangement=arrangement).cell_fractions(), *hw)
     _check_against_reference(regions, scale, None, seed=hw[0] * 31 + hw[1])
 
 
 @pytest.mark.parametrize("mask", [[True, False, True], [False, True, False], [False] * 3])
-def test_sac_on_selected_batch_entries_only(mask: list[bool]) -> None:
+def test_sac_on_selected_batch_entries_only(mask: list[bool], sac_path: str) -> None:
     regions = region_tokens(make_layout().cell_fractions(), 4, 8)
     _check_against_reference(regions, 1.3, torch.tensor(mask), seed=7)
 
@@ -66,7 +78,7 @@ def test_unselected_entries_get_plain_attention() -> None:
 
 
 @pytest.mark.parametrize("arrangement", [ARRANGEMENT_DEFAULT, ARRANGEMENT_ALIGNED])
-def test_non_square_grid(arrangement: str) -> None:
+def test_non_square_grid(arrangement: str, sac_path: str) -> None:
     layout = make_layout(cell_width=384, cell_height=256, arrangement=arrangement)
     regions = region_tokens(layout.cell_fractions(), 8, 12)  # 512 x 768 grid at 64 px/token
     _check_against_reference(regions, 1.3, torch.tensor([True, False, True]), seed=11)
@@ -115,7 +127,9 @@ def test_scale_one_on_a_grid_whose_a_prime_repeats_a_changes_nothing() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("upcast", [False, True])
-def test_half_precision_stays_finite_and_close(dtype: torch.dtype, upcast: bool) -> None:
+def test_half_precision_stays_finite_and_close(
+    dtype: torch.dtype, upcast: bool, sac_path: str
+) -> None:
     regions = region_tokens(make_layout().cell_fractions(), 16, 12)
     q, k, v = _qkv(2, 192, 4, 16, seed=9)
     oracle = sac_reference(q.double(), k.double(), v.double(), 4, regions, 1.3)
