@@ -9,6 +9,7 @@ lives next to other packs' patches in the same replace slots.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +66,8 @@ class AnalogistAttentionPatch:
         # Other packs' attn2 patches that CAM wraps, by block.
         self.inner: dict[BlockKey, ReplaceFn] = dict(inner or {})
         self.calls: Counter[BlockKey] = Counter()
+        self._last_sigmas: weakref.ref[torch.Tensor] | None = None
+        self._last_active = True
 
     def __repr__(self) -> str:
         return f"Analogist {self.analogist_kind.upper()} patch"
@@ -92,8 +95,13 @@ class AnalogistAttentionPatch:
         sigmas = extra_options.get("sigmas")
         if sigmas is None:
             return True
-        sigma = float(sigmas.detach().flatten()[0])
-        return self.sigma_end <= sigma <= self.sigma_start
+        # Every block of one UNet call gets the same sigmas tensor; reading its value
+        # once per call (not once per block) spares a GPU sync in each patched block.
+        if self._last_sigmas is None or self._last_sigmas() is not sigmas:
+            self._last_sigmas = weakref.ref(sigmas)  # no tensor kept alive or deep-copied
+            sigma = float(sigmas.detach().flatten()[0])
+            self._last_active = self.sigma_end <= sigma <= self.sigma_start
+        return self._last_active
 
     def _check_latent(self, extra_options: dict) -> None:
         height, width = extra_options["original_shape"][-2:]
