@@ -266,6 +266,7 @@ def run_on_servers(settings: Settings, urls: list[str], stream=None) -> list[Out
 
 # -- embedded ComfyUI ------------------------------------------------------------------------
 def comfyui_command() -> list[str]:
+    """The ``comfyui`` command of the registry packaging installed in this Python (0.0.1)."""
     script = Path(sys.executable).with_name("comfyui")
     if script.exists():
         return [str(script)]
@@ -273,11 +274,27 @@ def comfyui_command() -> list[str]:
     if found:
         return [found]
     raise ServerError(
-        "no ComfyUI to start: this pack is not inside a ComfyUI checkout's custom_nodes, and "
-        "this Python has no `comfyui` command. Run `bash scripts/run.sh` once (it installs "
-        ".venv) and use .venv/bin/python, or send the work to your own running ComfyUI with "
-        "--server http://127.0.0.1:8188"
+        "no ComfyUI to start: this pack is not inside a ComfyUI checkout's custom_nodes, "
+        "ANALOGIST_COMFYUI_HOST names no ComfyUI folder, and this Python has no `comfyui` "
+        "command. Run `bash scripts/analogy.sh` (it sets up ComfyUI 0.30.0 in .cache/hosts), "
+        "or send the work to your own running ComfyUI with --server http://127.0.0.1:8188"
     )
+
+
+def workspace_command(workspace: Path) -> list[str]:
+    """Command that starts ComfyUI with ``workspace`` as its base folder.
+
+    The base folder holds custom_nodes/, models/, input/, output/ and user/. The ComfyUI
+    is the source tree named by ANALOGIST_COMFYUI_HOST (scripts/setup_env.sh sets up
+    0.30.0 and the scripts name it), else the installed ``comfyui`` package.
+    """
+    tree = os.environ.get("ANALOGIST_COMFYUI_HOST")
+    if tree:
+        main = Path(tree) / "main.py"
+        if not main.is_file():
+            raise ServerError(f"ANALOGIST_COMFYUI_HOST={tree} is not a ComfyUI folder (it has no main.py)")
+        return [sys.executable, str(main), "--base-directory", str(workspace)]
+    return comfyui_command() + ["--cwd", str(workspace)]
 
 
 def host_comfyui(pack_dir: Path | None = None) -> Path | None:
@@ -297,8 +314,8 @@ def launch_args(workspace: Path, checkpoint: Path, port: int, comfyui_dir: Path 
 
     * In a ComfyUI checkout: its own ``main.py`` with its custom nodes and models, plus the
       checkpoint's folder as an extra model path; inputs and outputs in ``workspace``.
-    * Otherwise the installed ``comfyui`` with ``workspace`` as its base folder, this pack
-      linked into its ``custom_nodes`` and the checkpoint into ``models/checkpoints``.
+    * Otherwise the ComfyUI of ``workspace_command`` with ``workspace`` as its base folder,
+      this pack linked into its ``custom_nodes`` and the checkpoint into ``models/checkpoints``.
     """
     base = ["--listen", "127.0.0.1", "--port", str(port)]
     if comfyui_dir is not None:
@@ -320,7 +337,7 @@ def launch_args(workspace: Path, checkpoint: Path, port: int, comfyui_dir: Path 
     model = workspace / "models" / "checkpoints" / checkpoint.name
     if not model.exists():
         model.symlink_to(checkpoint.resolve())
-    return comfyui_command() + ["--cwd", str(workspace), *base], workspace
+    return workspace_command(workspace) + base, workspace
 
 
 def _free_port() -> int:

@@ -276,12 +276,8 @@ class AnalogistGridCrop:
 
 
 def _check_layout(layout: object) -> GridLayout:
-    """ComfyUI checks socket types by name only; make sure a layout really is one.
-
-    By class name, not identity: the same module imported under two names (the pack
-    package and a bare ``analogist_attn`` on sys.path) gives two equal classes.
-    """
-    if type(layout).__name__ != GridLayout.__name__:
+    """ComfyUI checks socket types by name only; make sure a layout really is one."""
+    if not isinstance(layout, GridLayout):
         raise TypeError(
             f"layout: expected the {LAYOUT_TYPE} output of Analogist Grid Compose, got "
             f"{type(layout).__name__}."

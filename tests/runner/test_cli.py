@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from analogist.__main__ import main
-from analogist.checkpoints import FIRST_CONV, CheckpointError, check_inpainting_checkpoint
-from analogist.runner import Job, Progress, checkpoint_for, spread, summarize
+from comfyui_analogist.analogist.__main__ import main
+from comfyui_analogist.analogist.checkpoints import FIRST_CONV, CheckpointError, check_inpainting_checkpoint
+from comfyui_analogist.analogist.runner import Job, Progress, checkpoint_for, spread, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "workflows" / "images"
@@ -153,7 +153,7 @@ def test_jobs_spread_over_workers_and_failures_are_summarized(tmp_path, capsys):
 
 
 def test_the_comfyui_checkout_the_pack_lives_in_is_found(tmp_path):
-    from analogist.runner import host_comfyui
+    from comfyui_analogist.analogist.runner import host_comfyui
 
     pack = tmp_path / "ComfyUI" / "custom_nodes" / "comfyui-analogist"
     pack.mkdir(parents=True)
@@ -164,7 +164,7 @@ def test_the_comfyui_checkout_the_pack_lives_in_is_found(tmp_path):
 
 
 def test_launch_in_a_checkout_adds_the_checkpoint_folder_as_a_model_path(tmp_path, inpainting):
-    from analogist.runner import launch_args
+    from comfyui_analogist.analogist.runner import launch_args
 
     checkout = tmp_path / "ComfyUI"
     workspace = tmp_path / "ws"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from analogist.workflow_format import (
+from comfyui_analogist.analogist.workflow_format import (
     WorkflowError,
     set_widget,
     ui_to_api,
@@ -168,7 +168,7 @@ def definitions():
 
 
 def test_runner_puts_the_users_inputs_into_the_manual_workflow(definitions, tmp_path):
-    from analogist.runner import Settings, build_prompt
+    from comfyui_analogist.analogist.runner import Settings, build_prompt
 
     settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
                         out=tmp_path, checkpoint="model.safetensors", prompt="a fox, best quality",
@@ -186,7 +186,7 @@ def test_runner_puts_the_users_inputs_into_the_manual_workflow(definitions, tmp_
 
 
 def test_runner_points_the_vlm_workflow_at_the_chosen_server(definitions, tmp_path):
-    from analogist.runner import Settings, build_prompt
+    from comfyui_analogist.analogist.runner import Settings, build_prompt
 
     settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
                         out=tmp_path, checkpoint="m.ckpt", workflow="vlm",

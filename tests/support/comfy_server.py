@@ -1,7 +1,7 @@
 """A real ComfyUI server for end-to-end tests, and a small client for its HTTP API.
 
-The server is the ``comfyui`` installed from the registry, started as its own process on a
-free loopback port, with a workspace folder of its own: this pack linked into
+The server is the host under test (ComfyUI 0.30.0's ``main.py`` when ANALOGIST_COMFYUI_DIR
+names it, else the 2024 ``comfyui`` package), started as its own process on a free loopback port, with a workspace folder of its own: this pack linked into
 ``custom_nodes``, models linked into ``models/``. Nothing here imitates ComfyUI.
 """
 
@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analogist.runner import comfyui_command  # the runner starts ComfyUI the same way
+from comfyui_analogist.analogist.runner import workspace_command  # the runner starts ComfyUI the same way
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK_DIR_NAME = "comfyui-analogist"
@@ -102,9 +102,8 @@ class ComfyServer:
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
-        cmd = comfyui_command() + [
+        cmd = workspace_command(self.workspace) + [
             "--cpu",
-            "--cwd", str(self.workspace),
             "--listen", "127.0.0.1",
             "--port", str(self.port),
         ]
