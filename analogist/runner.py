@@ -293,7 +293,9 @@ def workspace_command(workspace: Path) -> list[str]:
         main = Path(tree) / "main.py"
         if not main.is_file():
             raise ServerError(f"ANALOGIST_COMFYUI_HOST={tree} is not a ComfyUI folder (it has no main.py)")
-        return [sys.executable, str(main), "--base-directory", str(workspace)]
+        # Its database otherwise lives in the tree's own user/ folder (shared, maybe read-only).
+        database = "sqlite:///" + str((workspace / "user" / "comfyui.db").resolve())
+        return [sys.executable, str(main), "--base-directory", str(workspace), "--database-url", database]
     return comfyui_command() + ["--cwd", str(workspace)]
 
 

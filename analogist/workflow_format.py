@@ -9,8 +9,8 @@ position, not by name. The server runs an *API prompt* instead:
 ``graphToPrompt`` does, using the node definitions from ``/object_info``:
 
 * widget values are matched to the node's widget inputs in definition order (required,
-  then optional); an ``INT`` named ``seed``/``noise_seed`` (or declaring
-  ``control_after_generate``) is followed by its "control after generate" value, and an
+  then optional); an input declaring ``control_after_generate`` (or, when it does not say,
+  an ``INT`` named ``seed``/``noise_seed``) is followed by its "control after generate" value, and an
   ``image_upload`` combo by its upload button's value, both of which are skipped;
 * a link into an input, including a widget converted to an input, wins over the widget;
 * Note / MarkdownNote nodes are dropped; Reroute and PrimitiveNode are resolved;
@@ -68,13 +68,13 @@ def socket_inputs(node_info: dict) -> list[tuple[str, str]]:
 def has_control_value(name: str, spec: list) -> bool:
     """Does the frontend add a "control after generate" widget after this one?
 
-    Both the legacy and the current frontend attach one to every INT named seed or
-    noise_seed (whatever the node says) and to any input declaring control_after_generate.
+    An input's own ``control_after_generate`` option decides when it has one (the current
+    frontend honours ``False``); otherwise every INT named seed or noise_seed gets one.
     """
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if spec[0] == "INT" and name in SEED_NAMES:
-        return True
-    return bool(options.get("control_after_generate"))
+    if "control_after_generate" in options:
+        return bool(options["control_after_generate"])
+    return spec[0] == "INT" and name in SEED_NAMES
 
 
 def has_upload_value(spec: list) -> bool:

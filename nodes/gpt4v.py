@@ -209,10 +209,15 @@ class AnalogistGPT4VPrompt:
                         "default": 0,
                         "min": 0,
                         "max": SEED_MAX,
-                        "control_after_generate": False,
+                        # Every frontend gives a `seed` its "control after generate"
+                        # widget unless told otherwise, and some ignore "otherwise":
+                        # declaring it keeps saved widget values in the same places in
+                        # all of them. The shipped workflows save it as "fixed".
+                        "control_after_generate": True,
                         "tooltip": "Sent to the model (best-effort repeatability) and "
                         "part of the cache key: keep it to reuse the cached answer, "
-                        "change it to ask again.",
+                        "change it to ask again (keep 'control after generate' on "
+                        "'fixed', or every run asks again).",
                     },
                 ),
                 "api_key_env": (

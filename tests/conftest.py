@@ -24,6 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui_analogist"
 
 
+def _repo_root_off_sys_path() -> None:
+    """``python -m pytest`` puts the working folder (the repo root) on sys.path.
+
+    There the pack's ``nodes/`` would pass for ComfyUI's top-level ``nodes`` module, and
+    ``analogist_attn`` would be importable a second time, outside the pack.
+    """
+    sys.path[:] = [p for p in sys.path if (Path(p or os.getcwd()).resolve() != ROOT)]
+
+
 def _use_host_tree() -> None:
     """Import ``comfy`` from the ComfyUI tree named by ANALOGIST_COMFYUI_HOST, if any.
 
@@ -81,6 +90,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 return
 
 
+_repo_root_off_sys_path()
 _use_host_tree()
 _comfy_on_cpu()
 _register_pack()

@@ -3,6 +3,10 @@
     .venv/bin/python workflows/build_workflows.py          # (re)write everything
     .venv/bin/python workflows/build_workflows.py --check  # exit 1 if a file is stale
 
+The node definitions come from ComfyUI 0.30.0 (the source tree scripts/setup_env.sh puts in
+.cache/hosts, or the one ANALOGIST_COMFYUI_HOST names): the files are made for the current
+frontend, and load in older ones too (extra trailing widget values are ignored there).
+
 This file is the source of truth: the JSON files next to it are generated, never edited by
 hand. Each workflow is a short Python description (nodes, widget values by input name,
 links by output name); the UI details (``widgets_values`` order, the "control after
@@ -29,10 +33,30 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 IMAGES = HERE / "images"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+PACK = "comfyui_analogist"  # the name the pack is imported under (as in the tests)
+DEFAULT_HOST = ROOT / ".cache" / "hosts" / "ComfyUI-0.30.0"
 
-from analogist.workflow_format import socket_inputs, widget_inputs, widgets_values_for  # noqa: E402
+
+def _import_pack() -> None:
+    """Register the repo as the package ``comfyui_analogist`` without running its ``__init__``.
+
+    Not by putting the repo root on sys.path: its ``nodes/`` would shadow ComfyUI's ``nodes``.
+    """
+    import importlib.util
+
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+        )
+        sys.modules[PACK] = importlib.util.module_from_spec(spec)
+
+
+_import_pack()
+from comfyui_analogist.analogist.workflow_format import (  # noqa: E402
+    socket_inputs,
+    widget_inputs,
+    widgets_values_for,
+)
 
 # -- paper defaults (DESIGN.md) ------------------------------------------------------------
 NEGATIVE_PROMPT = (
@@ -68,10 +92,17 @@ WORKFLOWS = (
 def node_definitions() -> dict[str, dict]:
     """``/object_info``-shaped definitions of the nodes the workflows use, from the classes.
 
-    Imports the installed ComfyUI (on the CPU) and this pack the way ComfyUI does.
+    Imports ComfyUI (on the CPU) and this pack the way ComfyUI does. Run as a script, the
+    ComfyUI is 0.30.0's tree (ANALOGIST_COMFYUI_HOST, else .cache/hosts); under the tests,
+    whichever host the suite runs on.
     """
     import importlib
-    import importlib.util
+    import os
+
+    if "comfy" not in sys.modules:
+        tree = Path(os.environ.get("ANALOGIST_COMFYUI_HOST") or DEFAULT_HOST)
+        if (tree / "main.py").is_file() and str(tree) not in sys.path:
+            sys.path.append(str(tree))
 
     if "comfy.cli_args" not in sys.modules:
         from comfy import options
@@ -82,26 +113,34 @@ def node_definitions() -> dict[str, dict]:
             import comfy.cli_args  # noqa: F401
         finally:
             sys.argv = saved
-    from comfy.nodes import base_nodes
-    from comfy_extras.nodes import nodes_canny
+    try:  # the ComfyUI source tree (0.30.0, the host the shipped files are made for)
+        import nodes as base_nodes
+        from comfy_extras import nodes_canny
 
-    if "comfyui_analogist" not in sys.modules:  # the pack, under the name the tests use
-        spec = importlib.util.spec_from_file_location(
-            "comfyui_analogist", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-        )
-        sys.modules["comfyui_analogist"] = importlib.util.module_from_spec(spec)
-    pack = importlib.import_module("comfyui_analogist.nodes")
-    classes = {**base_nodes.NODE_CLASS_MAPPINGS, **nodes_canny.NODE_CLASS_MAPPINGS}
+        canny = {"Canny": nodes_canny.Canny}
+    except ImportError:  # the 2024 registry packaging (0.0.1)
+        from comfy.nodes import base_nodes
+        from comfy_extras.nodes import nodes_canny
+
+        canny = nodes_canny.NODE_CLASS_MAPPINGS
+
+    pack = importlib.import_module(f"{PACK}.nodes")
+    classes = {**base_nodes.NODE_CLASS_MAPPINGS, **canny}
     classes.update(pack.NODE_CLASS_MAPPINGS)
     defs = {}
     for name in USED_NODES:
         cls = classes[name]
-        types = cls.INPUT_TYPES()
-        outputs = list(getattr(cls, "RETURN_TYPES", ()))
+        if hasattr(cls, "GET_NODE_INFO_V1"):  # 0.30.0's v3 nodes (Canny) describe themselves
+            info = cls.GET_NODE_INFO_V1()
+            types, outputs, names = info["input"], list(info["output"]), list(info["output_name"])
+        else:
+            types = cls.INPUT_TYPES()
+            outputs = list(getattr(cls, "RETURN_TYPES", ()))
+            names = list(getattr(cls, "RETURN_NAMES", None) or outputs)
         defs[name] = {
             "input": {k: v for k, v in types.items() if k in ("required", "optional")},
             "output": outputs,
-            "output_name": list(getattr(cls, "RETURN_NAMES", None) or outputs),
+            "output_name": names,
         }
     return json.loads(json.dumps(defs))  # tuples -> lists, as over HTTP
 
@@ -440,8 +479,8 @@ def thumbnail(images: dict[str, Any], arrangement: str, caption: str, side: int 
     import torch
     from PIL import Image, ImageDraw
 
-    from analogist_attn import grid as grid_math
-    from analogist_attn import marks
+    from comfyui_analogist.analogist_attn import grid as grid_math
+    from comfyui_analogist.analogist_attn import marks
 
     def tensor(img):
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]

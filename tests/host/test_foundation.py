@@ -36,7 +36,9 @@ def plain_inpainting_prompt(image_name: str, steps: int = 4) -> dict:
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
         "5": {
             "class_type": "InpaintModelConditioning",
-            "inputs": {"positive": ["3", 0], "negative": ["4", 0], "vae": ["1", 2], "pixels": ["2", 0], "mask": ["2", 1]},
+            "inputs": {"positive": ["3", 0], "negative": ["4", 0], "vae": ["1", 2], "pixels": ["2", 0], "mask": ["2", 1],
+                       # 0.30.0: keep everything outside the mask (0.0.1 always did; it ignores this)
+                       "noise_mask": True},
         },
         "6": {
             "class_type": "KSampler",

@@ -57,7 +57,9 @@ def analogist_vlm_prompt(base_url: str, cell: int = 64, steps: int = 2) -> dict:
         "9": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["1", 1]}},
         "10": {
             "class_type": "InpaintModelConditioning",
-            "inputs": {"positive": ["8", 0], "negative": ["9", 0], "vae": ["1", 2], "pixels": ["5", 0], "mask": ["5", 2]},
+            "inputs": {"positive": ["8", 0], "negative": ["9", 0], "vae": ["1", 2], "pixels": ["5", 0], "mask": ["5", 2],
+                       # 0.30.0: keep everything outside the mask (0.0.1 always did; it ignores this)
+                       "noise_mask": True},
         },
         "11": {
             "class_type": "AnalogistSACPatch",
