@@ -67,6 +67,8 @@ setup_current() {
   fetch_current_host
   # The pack is installed the way a user installs it: linked into ComfyUI's custom_nodes.
   ln -sfn "$root" "$HOST_DIR/custom_nodes/comfyui-analogist"
+  # A git checkout has user/ (its database lives there); the sdist's tree does not.
+  mkdir -p "$HOST_DIR/user"
   local inputs="requirements.txt tests/requirements-test.txt tests/constraints.txt scripts/setup_env.sh $HOST_DIR/requirements.txt"
   local stamp=".venv/.analogist-setup-$(cat $inputs | sha256sum | cut -c1-16)"
   new_venv .venv

@@ -1,5 +1,5 @@
-"""The pack inside the real ComfyUI server: it loads, its nodes are listed, and the host
-can run a plain SD1.5 inpainting workflow on the random checkpoint."""
+"""The pack inside the real ComfyUI server: it loads, its nodes are listed, and its grid
+nodes work around the host's plain SD1.5 inpainting on the random checkpoint."""
 
 from __future__ import annotations
 
@@ -27,39 +27,43 @@ PACK_NODES = {
 }
 
 
-def plain_inpainting_prompt(image_name: str, steps: int = 4) -> dict:
-    """CheckpointLoaderSimple -> InpaintModelConditioning -> KSampler -> VAEDecode -> SaveImage."""
+def grid_inpainting_prompt(steps: int = 2, cell: int = 64) -> dict:
+    """Grid Compose -> the host's inpainting (no attention edits) -> Grid Crop -> SaveImage."""
+    layout = ["5", 3]
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT_NAME}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": image_name}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red apple", "clip": ["1", 1]}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "plain_a.png"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "plain_a_prime.png"}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "plain_b.png"}},
         "5": {
+            "class_type": "AnalogistGridCompose",
+            "inputs": {
+                "a": ["2", 0], "a_prime": ["3", 0], "b": ["4", 0], "cell_width": cell,
+                "cell_height": cell, "border": 2, "fit": "stretch", "arrangement": "A' right of A (paper)",
+            },
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red apple", "clip": ["1", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "8": {
             "class_type": "InpaintModelConditioning",
-            "inputs": {"positive": ["3", 0], "negative": ["4", 0], "vae": ["1", 2], "pixels": ["2", 0], "mask": ["2", 1],
+            "inputs": {"positive": ["6", 0], "negative": ["7", 0], "vae": ["1", 2], "pixels": ["5", 0],
+                       "mask": ["5", 2],
                        # 0.30.0: keep everything outside the mask (0.0.1 always did; it ignores this)
                        "noise_mask": True},
         },
-        "6": {
+        "9": {
             "class_type": "KSampler",
             "inputs": {
                 "model": ["1", 0], "seed": 0, "steps": steps, "cfg": 7.5, "sampler_name": "ddim",
-                "scheduler": "normal", "positive": ["5", 0], "negative": ["5", 1],
-                "latent_image": ["5", 2], "denoise": 0.98,
+                "scheduler": "normal", "positive": ["8", 0], "negative": ["8", 1],
+                "latent_image": ["8", 2], "denoise": 0.98,
             },
         },
-        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
-        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "plain"}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
+        "11": {"class_type": "AnalogistGridCrop",
+               "inputs": {"grid": ["10", 0], "layout": layout, "output_size": "original size of B"}},
+        "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "plain"}},
     }
-
-
-def write_masked_grid(server: ComfyServer, name: str, size: int = 128) -> None:
-    """An RGBA grid whose bottom-right quadrant is transparent: LoadImage's mask = 1 there."""
-    rgba = pattern(size, size, seed=3).convert("RGBA")
-    alpha = np.full((size, size), 255, np.uint8)
-    alpha[size // 2 :, size // 2 :] = 0
-    rgba.putalpha(Image.fromarray(alpha))
-    rgba.save(server.workspace / "input" / name)
 
 
 def test_pack_nodes_are_listed_in_object_info(comfy_server):
@@ -71,20 +75,24 @@ def test_pack_nodes_are_listed_in_object_info(comfy_server):
         assert info[node_id]["display_name"] and info[node_id]["display_name"] != node_id
 
 
-def test_plain_inpainting_workflow_saves_an_image(comfy_server):
-    write_masked_grid(comfy_server, "plain_grid.png")
-    result = comfy_server.run(plain_inpainting_prompt("plain_grid.png"))
+def test_grid_nodes_around_the_hosts_inpainting_give_b_prime_at_bs_size(comfy_server):
+    """Our grid nodes and the host's own inpainting path agree on the grid (no attention edits)."""
+    inputs = comfy_server.workspace / "input"
+    pattern(80, 64, seed=1).save(inputs / "plain_a.png")
+    pattern(80, 64, seed=2).save(inputs / "plain_a_prime.png")
+    pattern(48, 40, seed=3).save(inputs / "plain_b.png")  # B' comes back at B's own size
+    result = comfy_server.run(grid_inpainting_prompt())
     assert result.ok, result.error_text() + "\n" + comfy_server.log_tail()
-    images = result.images("8")
+    images = result.images("12")
     assert len(images) == 1
     saved = Image.open(io.BytesIO(comfy_server.view(images[0])))
-    assert saved.size == (128, 128)
+    assert saved.size == (48, 40)
     pixels = np.asarray(saved.convert("RGB"))
-    assert pixels.std() > 0, "the decoded image is flat"
+    assert pixels.std() > 0, "the decoded B' is flat"
     # The file on disk is the one the history names, with the graph stored in it.
     on_disk = comfy_server.workspace / "output" / images[0]["subfolder"] / images[0]["filename"]
     assert on_disk.exists()
-    assert "KSampler" in json.loads(Image.open(on_disk).info["prompt"])["6"]["class_type"]
+    assert json.loads(Image.open(on_disk).info["prompt"])["11"]["class_type"] == "AnalogistGridCrop"
 
 
 def test_broken_optional_dependency_leaves_comfyui_and_other_nodes_working(tmp_path):

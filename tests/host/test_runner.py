@@ -68,21 +68,32 @@ def test_runner_names_a_checkpoint_the_server_does_not_have(tmp_path, comfy_serv
 
 
 def test_runner_starts_the_comfyui_checkout_the_pack_lives_in(tmp_path, sd15_checkpoint):
-    """A checkout's main.py (here: one that starts the registry ComfyUI from its own folder,
-    as upstream's main.py does) with the pack in its custom_nodes; the checkpoint stays
-    where it is and arrives through an extra model path."""
+    """A checkout's main.py with the pack in its custom_nodes; the checkpoint stays where it
+    is and arrives through an extra model path.
+
+    On the current host the checkout is the real upstream ComfyUI 0.30.0 tree, with the pack
+    linked into its custom_nodes as scripts/setup_env.sh (like a user) put it. The 2024 host
+    has no checkout: a stand-in main.py starts the registry ComfyUI from its own folder, as
+    upstream's main.py does.
+    """
     from comfyui_analogist.analogist.client import ComfyClient
     from comfyui_analogist.analogist.runner import embedded_comfyui
 
-    checkout = tmp_path / "ComfyUI"
-    (checkout / "custom_nodes").mkdir(parents=True)
-    (checkout / "custom_nodes" / "comfyui-analogist").symlink_to(ROOT, target_is_directory=True)
-    (checkout / "main.py").write_text(
-        "import os, sys\n"
-        "sys.argv[1:1] = ['--cwd', os.path.dirname(os.path.abspath(__file__))]\n"
-        "from comfy.cmd.main import entrypoint\n"
-        "entrypoint()\n"
-    )
+    tree = os.environ.get("ANALOGIST_COMFYUI_HOST")
+    if tree:
+        checkout = Path(tree)
+        link = checkout / "custom_nodes" / "comfyui-analogist"
+        assert link.is_dir(), f"scripts/setup_env.sh links the pack into {link}"
+    else:
+        checkout = tmp_path / "ComfyUI"
+        (checkout / "custom_nodes").mkdir(parents=True)
+        (checkout / "custom_nodes" / "comfyui-analogist").symlink_to(ROOT, target_is_directory=True)
+        (checkout / "main.py").write_text(
+            "import os, sys\n"
+            "sys.argv[1:1] = ['--cwd', os.path.dirname(os.path.abspath(__file__))]\n"
+            "from comfy.cmd.main import entrypoint\n"
+            "entrypoint()\n"
+        )
     workspace = tmp_path / "ws"
     with embedded_comfyui(sd15_checkpoint, workspace=workspace, comfyui_dir=checkout) as url:
         client = ComfyClient(url)
