@@ -76,9 +76,10 @@ class AnalogistRankCandidates:
                 "clip_vision": (
                     "CLIP_VISION",
                     {
-                        "tooltip": "A CLIP vision model from Load CLIP Vision (the paper uses "
-                        "CLIP ViT-B/16; the CLIP-ViT-L/14 or -H/14 image encoders that IPAdapter "
-                        "uses work too). It only scores: it does not change the images."
+                        "tooltip": "A CLIP vision model from Load CLIP Vision, e.g. the "
+                        "CLIP-ViT-H/14 or -L/14 image encoder IPAdapter uses (the paper scores "
+                        "with ViT-B/16, which Load CLIP Vision does not take). It only scores: "
+                        "it does not change the images."
                     },
                 ),
                 "a": ("IMAGE", {"tooltip": "A: the example before the change (1 image, or one per B)."}),
