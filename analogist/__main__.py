@@ -48,11 +48,42 @@ def parser() -> argparse.ArgumentParser:
                      "http://127.0.0.1:11434/v1 (Ollama); default OpenAI (OPENAI_API_KEY in the "
                      "server's environment)")
     run.add_argument("--vlm-model", help="vision model name for --workflow vlm (default gpt-4o)")
+    add_score_command(commands)
     return top
+
+
+def add_score_command(commands) -> None:
+    score = commands.add_parser(
+        "score",
+        help="the paper's CLIP direction metric on a folder of results",
+        description="Score B' results the way the paper's evaluation does: cos(E(A') - E(A), "
+        "E(B') - E(B)) with E = transformers' CLIPModel.get_image_features, the mean over the "
+        "samples of each analogy, then per task (a folder under RESULTS) and overall. Prints a "
+        "table and writes every analogy's score as CSV.",
+    )
+    score.add_argument("results", type=Path, help="the --out folder of `run` (files <name>_a, "
+                       "<name>_a_prime, <name>_b, <name>_b_prime[_N]), or a folder of such folders, one per task")
+    score.add_argument("--clip", type=Path, required=True, metavar="DIR",
+                       help="local folder of a CLIP model in the Hugging Face layout (paper: "
+                       "openai/clip-vit-base-patch16); nothing is downloaded")
+    score.add_argument("--csv", type=Path, help="where to write the CSV (default: RESULTS/clip_direction_scores.csv)")
+    score.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+
+
+def run_score(args) -> int:
+    from .score import ScoreError, main_score
+
+    try:
+        return main_score(args.results, args.clip, args.csv, args.device)
+    except ScoreError as exc:
+        print(f"analogist: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "score":
+        return run_score(args)
     from .checkpoints import CheckpointError
     from .client import ServerError
     from .runner import InputError, Settings, b_images, check_image, checkpoint_for, main_run

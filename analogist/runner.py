@@ -187,7 +187,15 @@ def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploa
             files.append(target)
     if not any("_b_prime" in f.name for f in files):
         raise ServerError(f"{client.url}: the run finished but saved no B' image")
+    save_inputs(settings, job, stem)
     return files
+
+
+def save_inputs(settings: Settings, job: Job, stem: str) -> None:
+    """A, A', B beside B' as ``<stem>_a``, ``<stem>_a_prime``, ``<stem>_b`` (their own
+    formats), so ``python -m analogist score`` can read the folder."""
+    for role, path in (("a", settings.a), ("a_prime", settings.a_prime), ("b", job.b)):
+        shutil.copyfile(path, settings.out / f"{stem}_{role}{path.suffix.lower()}")
 
 
 class Progress:

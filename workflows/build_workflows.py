@@ -86,6 +86,10 @@ WORKFLOWS = (
     "analogist_aligned_with_b",
     "analogist_lora_controlnet",
 )
+# Best of N (issue 13): sample a batch, rank it with a CLIP vision model, keep the best.
+USED_NODES += ("RepeatLatentBatch", "CLIPVisionLoader", "AnalogistRankCandidates")
+WORKFLOWS += ("analogist_best_of_n",)
+CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"  # the image encoder IPAdapter users have
 
 
 # -- node definitions ----------------------------------------------------------------------
@@ -308,6 +312,7 @@ class Recipe:
     denoise: float = 0.98
     vlm: bool = False
     lora_controlnet: bool = False
+    best_of: int = 0  # > 0: sample this many B' and keep the best (Rank Candidates)
     note: str = ""
 
 
@@ -378,16 +383,36 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
         "InpaintModelConditioning", (X[4], 0), positive=pos_cond, negative=neg_cond,
         vae=ckpt.out("VAE"), pixels=grid.out("grid"), mask=grid.out("mask"),
     )
+    latent = cond.out(2)
+    if recipe.best_of:
+        latent = g.add("RepeatLatentBatch", (X[3], 560), f"{recipe.best_of} candidates",
+                       samples=latent, amount=recipe.best_of).out(0)
     sampler = g.add(
         "KSampler", (X[4], 200), model=cam.out("MODEL"), positive=cond.out(0),
-        negative=cond.out(1), latent_image=cond.out(2), denoise=recipe.denoise, **SAMPLER,
+        negative=cond.out(1), latent_image=latent, denoise=recipe.denoise, **SAMPLER,
     )
     decoded = g.add("VAEDecode", (X[4], 520), samples=sampler.out(0), vae=ckpt.out("VAE"))
     crop = g.add("AnalogistGridCrop", (X[5], 0), grid=decoded.out(0), layout=grid.out("layout"))
-    g.add("SaveImage", (X[5], 180), "B' (result)", images=crop.out("b_prime"),
-          filename_prefix="analogist/b_prime")
+    if recipe.best_of:
+        best = add_ranking(g, recipe, (a, a2, b), crop.out("b_prime"))
+        g.add("SaveImage", (X[5], 180), f"B' (best of {recipe.best_of})", images=best,
+              filename_prefix="analogist/b_prime_best")
+    else:
+        g.add("SaveImage", (X[5], 180), "B' (result)", images=crop.out("b_prime"),
+              filename_prefix="analogist/b_prime")
     g.add("PreviewImage", (X[5], 560), "A | A' | B | B'", images=crop.out("strip"))
     return g.to_ui()
+
+
+def add_ranking(g: Graph, recipe: Recipe, inputs: tuple[Node, Node, Node], candidates: Out) -> Out:
+    """Rank Candidates on the cropped B' batch; the best one out, all of them previewed."""
+    a, a2, b = (node.out("IMAGE") for node in inputs)
+    vision = g.add("CLIPVisionLoader", (X[5] + 380, 0), "CLIP vision (scores the candidates)",
+                   clip_name=CLIP_VISION)
+    ranked = g.add("AnalogistRankCandidates", (X[5] + 380, 140), a=a, a_prime=a2, b=b,
+                   b_prime=candidates, clip_vision=vision.out("CLIP_VISION"), top_k=1)
+    g.add("PreviewImage", (X[5] + 380, 460), "All candidates, best first", images=ranked.out("sorted"))
+    return ranked.out("best")
 
 
 CAPTIONS = {
@@ -395,6 +420,7 @@ CAPTIONS = {
     "analogist": "Analogist: GPT-4V prompt",
     "analogist_aligned_with_b": "Analogist: A aligned with B",
     "analogist_lora_controlnet": "Analogist + LoRA + ControlNet",
+    "analogist_best_of_n": "Analogist: best of 4 by CLIP",
 }
 
 RECIPES: dict[str, Callable[[], Recipe]] = {
@@ -435,6 +461,17 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "ComfyUI/models/loras/ and an SD1.5 ControlNet (e.g. control_v11p_sd15_canny.pth "
         "from lllyasviel/ControlNet-v1-1) into ComfyUI/models/controlnet/. Lower the "
         "ControlNet strength if B' copies B too literally."
+    ),
+    "analogist_best_of_n": lambda: Recipe(
+        best_of=4,
+        note="ANALOGIST, BEST OF 4 (ranked by the paper's CLIP metric)\n"
+        "The typed-prompt workflow sampling 4 B' at once (Repeat Latent Batch 4: one seed, "
+        "four different noises). Rank Candidates scores each with the paper's measure, "
+        "cos(E(A') - E(A), E(B') - E(B)) with E a CLIP image encoder, saves the best and "
+        "previews all four best first; the scores show on the node. Load CLIP Vision: a CLIP "
+        "image encoder in ComfyUI/models/clip_vision/, e.g. the ViT-H/14 or ViT-L/14 one "
+        "IPAdapter uses (ComfyUI's loader does not take the paper's ViT-B/16). Raise the "
+        "batch for more choice (each candidate costs a full sampling run)."
     ),
 }
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ("tokens", "attention", "sac", "cam", "reference", "blocks")
+MODULES = ("tokens", "attention", "sac", "cam", "reference", "blocks", "ranking")
 
 
 def test_attention_modules_do_not_import_comfy() -> None:

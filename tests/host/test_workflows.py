@@ -63,13 +63,15 @@ def random_sd15_lora(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, sd15_checkpoint):
+    from support.clip_vision import cached_clip_vision_file
     from support.controlnet import cached_sd15_controlnet
 
     models = tmp_path_factory.mktemp("models")
     workspace = make_workspace(
         tmp_path_factory.mktemp("comfyui-workflows"),
         models={"checkpoints": [sd15_checkpoint], "loras": [random_sd15_lora(models)],
-                "controlnet": [cached_sd15_controlnet(0)]},
+                "controlnet": [cached_sd15_controlnet(0)],
+                "clip_vision": [cached_clip_vision_file(0)]},
     )
     (workspace / "custom_nodes" / "analogist-test-probe").symlink_to(PROBE, target_is_directory=True)
     for image in (WORKFLOWS / "images").glob("*.png"):
@@ -247,3 +249,37 @@ def test_lora_controlnet_workflow_runs_with_both_and_keeps_sac_and_cam(server):
     assert "missing controlnet keys" not in server.log_text()
     assert_fired_on(probe_report(result), PAPER_BLOCKS)
     assert saved_image(server, result, prompt).size == (256, 256)
+
+
+def test_best_of_n_workflow_samples_candidates_and_saves_the_best_scored(server):
+    import re
+
+    from support.clip_vision import clip_vision_name
+
+    workflow = small(load("analogist_best_of_n"), server.info)
+    (repeat,) = nodes_of_type(workflow, "RepeatLatentBatch")
+    assert ui_to_api(workflow, server.info)[str(repeat["id"])]["inputs"]["amount"] == 4  # as shipped
+    set_widget(workflow, repeat["id"], "amount", 3, server.info)  # CPU: 3 candidates are enough
+    (loader,) = nodes_of_type(workflow, "CLIPVisionLoader")
+    set_widget(workflow, loader["id"], "clip_name", clip_vision_name(0), server.info)
+    prompt, result = run(server, workflow)
+    assert_fired_on(probe_report(result), PAPER_BLOCKS)
+    (rank_id,) = [k for k, v in prompt.items() if v["class_type"] == "AnalogistRankCandidates"]
+    assert prompt[rank_id]["inputs"]["top_k"] == 1
+    # The scores reach the UI (the node shows them), one line for the one B, best first.
+    (line,) = result.outputs[rank_id]["text"]
+    ranked = [(int(i), float(s)) for i, s in re.findall(r"#(\d+) (-?\d+\.\d+)", line)]
+    assert sorted(i for i, _ in ranked) == [0, 1, 2]
+    scores = [s for _, s in ranked]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    # Saved: the best one, at B's size; previewed: all of them, best first.
+    best = pixels(saved_image(server, result, prompt))
+    assert best.shape == (256, 256, 3)
+    (preview_id,) = [k for k, v in prompt.items() if v["class_type"] == "PreviewImage"
+                     and prompt[v["inputs"]["images"][0]]["class_type"] == "AnalogistRankCandidates"]
+    previews = [pixels(Image.open(io.BytesIO(server.view(i)))) for i in result.images(preview_id)]
+    assert len(previews) == 3
+    assert np.array_equal(previews[0], best)
+    assert any(np.abs(p - best).max() > 0 for p in previews[1:]), "the candidates are identical"
+    # The frontend gets the script that shows the scores on the node.
+    assert any(path.endswith("/js/rank_candidates.js") for path in server.get_json("/extensions"))
