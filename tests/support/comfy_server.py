@@ -185,7 +185,12 @@ class ComfyServer:
         prompt_id = body["prompt_id"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            history = self.get_json(f"/history/{prompt_id}")
+            try:
+                history = self.get_json(f"/history/{prompt_id}")
+            except (TimeoutError, urllib.error.URLError, OSError):
+                # A busy CPU can keep the server from answering one poll in time; only the
+                # overall deadline (or the process dying, below) ends the wait.
+                history = {}
             entry = history.get(prompt_id)
             if entry and entry.get("status", {}).get("completed") is not None:
                 if entry["status"].get("status_str") in ("success", "error"):
