@@ -34,7 +34,15 @@ log = logging.getLogger("analogist.vlm")
 MAX_RETRIES = 3
 # What a request to a server other than OpenAI's may carry; the rest is dropped.
 _PLAIN_HEADERS = frozenset(
-    {"accept", "accept-encoding", "connection", "content-length", "content-type", "host", "user-agent"}
+    {
+        "accept",
+        "accept-encoding",
+        "connection",
+        "content-length",
+        "content-type",
+        "host",
+        "user-agent",
+    }
 )
 
 
@@ -76,7 +84,11 @@ class VLMClient:
     """
 
     def __init__(
-        self, cache_dir: Path | None = None, *, timeout: float = 60.0, max_retries: int = MAX_RETRIES
+        self,
+        cache_dir: Path | None = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = MAX_RETRIES,
     ) -> None:
         self.cache = AnswerCache(cache_dir) if cache_dir is not None else None
         self.timeout = float(timeout)
@@ -147,9 +159,13 @@ class VLMClient:
                 extra_body={"seed": request.seed},
             )
         except openai.APITimeoutError:
-            raise self._gave_up(where, attempts, f"no answer within the {self.timeout:g} s timeout") from None
+            raise self._gave_up(
+                where, attempts, f"no answer within the {self.timeout:g} s timeout"
+            ) from None
         except openai.APIConnectionError as exc:
-            raise self._gave_up(where, attempts, f"could not connect ({_cause_name(exc)})") from None
+            raise self._gave_up(
+                where, attempts, f"could not connect ({_cause_name(exc)})"
+            ) from None
         except openai.APIStatusError as exc:
             raise self._status_error(exc, request, api, where, attempts) from None
         except openai.APIResponseValidationError as exc:
@@ -217,7 +233,9 @@ def _http_client(openai: Any, timeout: float, hook: Callable[[Any], None]) -> An
     factory = getattr(openai, "DefaultHttpxClient", None)
     if factory is None:
         return None
-    return factory(follow_redirects=False, timeout=timeout, event_hooks={"request": [hook], "response": []})
+    return factory(
+        follow_redirects=False, timeout=timeout, event_hooks={"request": [hook], "response": []}
+    )
 
 
 def _request_guard(api: ApiKey, url: str, attempts: list[str]) -> Callable[[Any], None]:

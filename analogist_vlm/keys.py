@@ -86,11 +86,15 @@ def bindings_path(key_dir: Path | None) -> Path | None:
 def where_to_bind(key_dir: Path | None) -> str:
     """Where a user adds a binding, for messages."""
     path = bindings_path(key_dir)
-    file_part = f"the file {path}" if path else "the bindings file (ComfyUI's user directory was not found)"
+    file_part = (
+        f"the file {path}" if path else "the bindings file (ComfyUI's user directory was not found)"
+    )
     return f"{file_part} or the environment variable {BINDINGS_ENV}"
 
 
-def parse_bindings(text: str, source: str, base_dir: Path | None, *, entries: bool = False) -> list[Binding]:
+def parse_bindings(
+    text: str, source: str, base_dir: Path | None, *, entries: bool = False
+) -> list[Binding]:
     """Bindings from ``text``. Errors name ``source`` and the line (or entry); they never
     quote the line, which may hold a pasted key."""
     unit = "entry" if entries else "line"
@@ -118,7 +122,9 @@ def parse_bindings(text: str, source: str, base_dir: Path | None, *, entries: bo
         kind, value = kind.strip().lower(), value.strip()
         if kind == "env":
             if not _ENV_NAME.match(value):
-                raise bad("after env: comes the NAME of an environment variable (letters, digits, _)")
+                raise bad(
+                    "after env: comes the NAME of an environment variable (letters, digits, _)"
+                )
             binding = Binding(server, value, None, where)
         elif kind == "file":
             if not value:
@@ -150,7 +156,9 @@ def _parse_server(text: str, bad) -> Server:
     return server
 
 
-def load_bindings(key_dir: Path | None, environ: Mapping[str, str] | None = None) -> dict[Server, Binding]:
+def load_bindings(
+    key_dir: Path | None, environ: Mapping[str, str] | None = None
+) -> dict[Server, Binding]:
     """The default OpenAI binding, the bindings file's and :data:`BINDINGS_ENV`'s.
 
     A server bound twice (in the file and the variable) is an error naming both places.
@@ -169,11 +177,15 @@ def load_bindings(key_dir: Path | None, environ: Mapping[str, str] | None = None
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise VLMError(f"could not read the key bindings file {path}: {type(exc).__name__}") from None
+            raise VLMError(
+                f"could not read the key bindings file {path}: {type(exc).__name__}"
+            ) from None
         lists.append(parse_bindings(text, str(path), path.parent))
     if environ.get(BINDINGS_ENV, "").strip():
         lists.append(
-            parse_bindings(environ[BINDINGS_ENV], f"environment variable {BINDINGS_ENV}", None, entries=True)
+            parse_bindings(
+                environ[BINDINGS_ENV], f"environment variable {BINDINGS_ENV}", None, entries=True
+            )
         )
     for bindings in lists:
         for binding in bindings:
@@ -209,12 +221,10 @@ def find_api_key(
     url: str,
     key_dir: Path | None,
     environ: Mapping[str, str] | None = None,
-    suggest_env: str = "",
 ) -> ApiKey:
     """The key bound to ``url``'s server, or no key when it has no binding.
 
-    ``url`` is already checked (see :func:`urls.normalize_base_url`); ``suggest_env``
-    only names the variable in the hint for an unbound server, it reads nothing. A binding whose
+    ``url`` is already checked (see :func:`urls.normalize_base_url`). A binding whose
     variable is unset and whose file is missing is an error naming the binding; for
     OpenAI the error also says how to use a local server instead.
     """
@@ -225,7 +235,7 @@ def find_api_key(
         return ApiKey(
             None,
             f"no key was sent: {server} has no key binding; to give it one, "
-            f"{unbound_hint(url, key_dir, suggest_env)}",
+            f"{unbound_hint(url, key_dir)}",
         )
     if binding.env:
         value = environ.get(binding.env, "").strip()
@@ -243,7 +253,11 @@ def find_api_key(
             origin = f"file {binding.file} (bound to {server} by {binding.where})"
             return ApiKey(_check_key(value, f"file {binding.file}"), origin)
     if server == OPENAI_SERVER and binding.where.startswith("the default"):
-        where = f"the file {binding.file}" if binding.file else "a key file (ComfyUI's user directory was not found)"
+        where = (
+            f"the file {binding.file}"
+            if binding.file
+            else "a key file (ComfyUI's user directory was not found)"
+        )
         raise VLMError(
             f"no OpenAI API key found. To use OpenAI, set the environment variable "
             f"{DEFAULT_KEY_ENV} before starting ComfyUI, or save the key alone in {where}; "
@@ -293,11 +307,14 @@ def _check_key(value: str, origin: str) -> str:
     return value
 
 
-def unbound_hint(url: str, key_dir: Path | None, env_name: str = "") -> str:
-    """How to give ``url``'s server a key: the line to add and where."""
+def unbound_hint(url: str, key_dir: Path | None) -> str:
+    """How to give ``url``'s server a key: the line to add and where.
+
+    The variable is a placeholder on purpose: a name taken from the workflow would let a
+    shared workflow suggest binding, say, a cloud secret to its author's server.
+    """
     try:
         server = server_of(url)
     except ValueError:
         return f"bind the key in {where_to_bind(key_dir)}"
-    name = env_name if env_name and _ENV_NAME.match(env_name) else "YOUR_KEY_VARIABLE"
-    return f"add the line `{server} = env:{name}` to {where_to_bind(key_dir)}"
+    return f"add the line `{server} = env:YOUR_KEY_VARIABLE` to {where_to_bind(key_dir)}"

@@ -36,7 +36,19 @@ PAPER_LEAD_IN = (
 )
 DEFAULT_INSTRUCTION = PAPER_LEAD_IN + " {request}"
 PLACEHOLDERS = ("{request}", "{num_prompts}", "{max_words}")
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+)
 
 
 def request_sentence(num_prompts: int, max_words: int) -> str:

@@ -52,7 +52,9 @@ def carries_credentials(url: str) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return True
-    return "@" in parts.netloc or bool(parts.query) or bool(parts.fragment) or "?" in url or "#" in url
+    return (
+        "@" in parts.netloc or bool(parts.query) or bool(parts.fragment) or "?" in url or "#" in url
+    )
 
 
 def server_of(url: str) -> Server:

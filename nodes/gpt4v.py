@@ -318,7 +318,7 @@ class AnalogistGPT4VPrompt:
         )
 
         def key() -> vlm.ApiKey:
-            api = vlm.find_api_key(url, folder, suggest_env=requested_env)
+            api = vlm.find_api_key(url, folder)
             _note_ignored_key_env(requested_env, api)
             return api
 

@@ -20,12 +20,12 @@ import time
 import types
 from pathlib import Path
 
-import support.chat_server as helper
 import numpy as np
 import pytest
+import support.chat_server as helper
 import torch
-from comfyui_analogist.nodes import gpt4v
 from comfyui_analogist import analogist_vlm as vlm
+from comfyui_analogist.nodes import gpt4v
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,7 +204,9 @@ def test_api_key_env_no_longer_chooses_a_key_and_says_what_to_do(
     notes = [r.getMessage() for r in caplog.records if "is ignored" in r.getMessage()]
     assert len(notes) == 1 and f"api_key_env={KEY_ENV}" in notes[0]
     origin = server.base_url[: -len("/v1")]
-    assert f"`{origin} = env:{KEY_ENV}`" in notes[0]
+    # A placeholder, not the workflow's name: a shared workflow must not get to suggest
+    # binding one of the user's variables to its server.
+    assert f"`{origin} = env:YOUR_KEY_VARIABLE`" in notes[0]
     assert str(user_dir / "__analogist" / "vlm_keys.conf") in notes[0]
     assert fake_key not in caplog.text
 

@@ -18,9 +18,9 @@ import string
 import time
 import traceback
 
-import support.chat_server as helper
 import numpy as np
 import pytest
+import support.chat_server as helper
 from comfyui_analogist import analogist_vlm as vlm
 from PIL import Image
 
@@ -219,7 +219,9 @@ def test_429_then_success_is_retried_after_growing_pauses(server, tmp_path, png,
 def test_retry_after_header_is_honoured(server, tmp_path, png, fake_key, waits):
     server.script(
         Reply(429, helper.error_json("slow down", "requests", None), headers={"retry-after": "3"}),
-        Reply(429, helper.error_json("slow down", "requests", None), headers={"retry-after-ms": "40"}),
+        Reply(
+            429, helper.error_json("slow down", "requests", None), headers={"retry-after-ms": "40"}
+        ),
     )
     client(tmp_path).ask(make_request(png, server), key_of(fake_key))
     assert waits == [3.0, 0.04]
@@ -322,15 +324,18 @@ def test_an_unbound_server_asking_for_a_key_is_told_which_binding_to_add(
     server, tmp_path, png, fake_key
 ):
     environ = {"OPENAI_API_KEY": fake_key}
-    api = vlm.find_api_key(server.base_url, tmp_path / "__analogist", environ, suggest_env="MY_KEY")
+    api = vlm.find_api_key(server.base_url, tmp_path / "__analogist", environ)
     server.script(Reply(401, helper.error_json("key needed", "invalid_request_error", None)))
     with pytest.raises(vlm.VLMError) as info:
         client(tmp_path).ask(make_request(png, server), api)
     origin = server.base_url[: -len("/v1")]
     message = str(info.value)
-    assert f"HTTP 401" in message and "needs an API key" in message
-    assert f"`{origin} = env:MY_KEY`" in message
-    assert str(tmp_path / "__analogist" / "vlm_keys.conf") in message and "ANALOGIST_VLM_KEYS" in message
+    assert "HTTP 401" in message and "needs an API key" in message
+    assert f"`{origin} = env:YOUR_KEY_VARIABLE`" in message
+    assert (
+        str(tmp_path / "__analogist" / "vlm_keys.conf") in message
+        and "ANALOGIST_VLM_KEYS" in message
+    )
     assert "authorization" not in server.requests[0].headers
 
 
@@ -371,7 +376,9 @@ def test_a_redirect_is_not_followed_and_carries_the_key_nowhere(server, tmp_path
             )
             with pytest.raises(vlm.VLMError) as info:
                 client(tmp_path).ask(make_request(png, server, seed=status), key_of(fake_key))
-            assert f"redirect (HTTP {status}) to {other.base_url}/chat/completions" in str(info.value)
+            assert f"redirect (HTTP {status}) to {other.base_url}/chat/completions" in str(
+                info.value
+            )
             assert "not followed" in str(info.value) and fake_key not in str(info.value)
         assert other.count == 0, "the redirect target was contacted"
         assert server.count == 4  # a redirect is an answer, not retried
