@@ -52,6 +52,7 @@ class ApiKey:
 
     value: str | None = field(repr=False)
     origin: str
+    env: str | None = None  # the environment variable it was read from, if any
 
     @property
     def missing(self) -> bool:
@@ -241,7 +242,9 @@ def find_api_key(
         value = environ.get(binding.env, "").strip()
         if value:
             origin = f"environment variable {binding.env} (bound to {server} by {binding.where})"
-            return ApiKey(_check_key(value, f"environment variable {binding.env}"), origin)
+            return ApiKey(
+                _check_key(value, f"environment variable {binding.env}"), origin, binding.env
+            )
     if binding.file is not None and binding.env is None and not binding.file.is_file():
         raise VLMError(
             f"{server} is bound by {binding.where} to the key file {binding.file}, which does "

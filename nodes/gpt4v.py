@@ -334,8 +334,8 @@ def _binding_hint(base_url: str, folder: Path | None = None) -> str:
 
 def _note_ignored_key_env(requested_env: str, api: vlm.ApiKey) -> None:
     """Say once per run that ``api_key_env`` chose nothing, and what does."""
-    if not requested_env or requested_env == vlm.DEFAULT_KEY_ENV:
-        return
+    if not requested_env or requested_env in (vlm.DEFAULT_KEY_ENV, api.env):
+        return  # the default, or what the user's own binding reads anyway
     log.warning(
         "[Analogist] api_key_env=%s is ignored: a workflow cannot choose which of your "
         "keys is sent (a shared one could send any variable anywhere). Key used: %s",

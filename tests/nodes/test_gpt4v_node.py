@@ -209,6 +209,12 @@ def test_api_key_env_no_longer_chooses_a_key_and_says_what_to_do(
     assert f"`{origin} = env:YOUR_KEY_VARIABLE`" in notes[0]
     assert str(user_dir / "__analogist" / "vlm_keys.conf") in notes[0]
     assert fake_key not in caplog.text
+    caplog.clear()
+    bind(user_dir, server, f"env:{KEY_ENV}")  # the user binds what the workflow named
+    with caplog.at_level(logging.WARNING, logger="analogist.gpt4v"):
+        run(server, grid_batch(batch=1)[0], seed=1)
+    assert server.requests[1].headers["authorization"] == f"Bearer {fake_key}"
+    assert "is ignored" not in caplog.text
 
 
 def test_node_refuses_a_key_typed_into_api_key_env(server, user_dir, fake_key):
