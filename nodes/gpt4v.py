@@ -1,21 +1,21 @@
 """GPT4VPrompt: the B' text prompt from a vision-language model (ComfyUI glue).
 
-The request, cache, retries, key lookup and answer cleaning live in ``vlm_client`` (no
-ComfyUI import); this module turns ComfyUI inputs into a :class:`VLMRequest` and the
-answer into outputs.
+The request, cache, retries, key bindings and answer cleaning live in the plain-Python
+package ``analogist_vlm`` (no ComfyUI import); this module turns ComfyUI inputs into a
+request and the answer into outputs, and finds ComfyUI's user directory for it.
 
 The ``openai`` package is optional: when it is missing or fails to import, the node still
 registers, its display name and description say it is disabled and why, one line is
 logged, and running it raises an error telling the user to ``pip install openai``.
 
-Secrets: no input holds the API key. It is read at run time from the environment
-variable named by ``api_key_env`` or from ``<user dir>/__analogist/<that name>.txt``, so it
-never reaches the workflow, image metadata or history.
+Secrets: no input holds or chooses the API key. The user binds keys to servers in
+``<user dir>/__analogist/vlm_keys.conf`` or ``ANALOGIST_VLM_KEYS`` (OpenAI's key is bound
+to api.openai.com by default); the workflow only names the server (``base_url``).
+``api_key_env`` stays so saved workflows load, and reads nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from pathlib import Path
@@ -23,18 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from . import vlm_client as vlm
+from .. import analogist_vlm as vlm
 
 log = logging.getLogger("analogist.gpt4v")
 
 NODE_ID = "AnalogistGPT4VPrompt"
 DISPLAY_NAME = "Analogist GPT-4V Prompt"
-# Where key file and cache live, under ComfyUI's user directory. The "__" prefix makes it
-# a ComfyUI "system user" folder, which the server never serves over HTTP.
+# Where key bindings, key files and the cache live, under ComfyUI's user directory. The
+# "__" prefix makes it a ComfyUI "system user" folder, which the server never serves.
 USER_SUBDIR = "__analogist"
 CACHE_SUBDIR = "vlm_cache"
-# How stubborn the node is with a busy server; tests swap in a fast policy.
-RETRY_POLICY = vlm.RetryPolicy(retries=3, backoff_base=1.0, backoff_max=20.0)
+# Retries after the first attempt, by the openai client (its backoff honours Retry-After).
+MAX_RETRIES = vlm.MAX_RETRIES
 SEED_MAX = 2**31 - 1  # OpenAI-compatible servers disagree above int32
 
 OPENAI_PROBLEM = vlm.openai_problem()
@@ -66,7 +66,7 @@ def user_directory() -> Path | None:
 
 
 def analogist_directory() -> Path | None:
-    """``<user dir>/__analogist``: the key file and the prompt cache."""
+    """``<user dir>/__analogist``: key bindings, key files and the prompt cache."""
     root = user_directory()
     return root / USER_SUBDIR if root is not None else None
 
@@ -89,9 +89,16 @@ def image_to_uint8(image: Any) -> np.ndarray:
         )
     first = image[0]
     if hasattr(first, "detach"):
-        first = first.detach().to("cpu").float().numpy()
-    pixels = np.nan_to_num(np.asarray(first, dtype=np.float32), nan=0.0)
-    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+        first = first.detach().to("cpu").float()
+    # Row by row: a float copy of a whole 8192 x 8192 grid would take gigabytes.
+    height = first.shape[0]
+    out = np.empty(tuple(first.shape), dtype=np.uint8)
+    for top in range(0, height, 256):
+        rows = first[top : top + 256]
+        rows = rows.numpy() if hasattr(rows, "numpy") else rows
+        pixels = np.nan_to_num(np.asarray(rows, dtype=np.float32), nan=0.0)
+        out[top : top + 256] = np.clip(np.rint(pixels * 255.0), 0, 255)
+    return out
 
 
 _TIP_INSTRUCTION = (
@@ -105,12 +112,15 @@ DESCRIPTION = (
     "Asks a vision-language model (GPT-4V in the paper; any OpenAI-compatible server) to "
     "look at the labelled grid from MarkAndArrow and describe B' in a few words: the text "
     "prompt for the inpainting. Only the first image of a batch is sent, as a PNG at its "
-    "own resolution.\n\n"
-    "API key: never a widget. It is read from the environment variable named in "
-    "api_key_env (default OPENAI_API_KEY), else from the file "
-    "ComfyUI/user/__analogist/<api_key_env lower-cased>.txt (e.g. openai_api_key.txt). "
-    "The OpenAI key is only ever sent to api.openai.com. Local servers (Ollama, LM Studio, "
-    "vLLM) need no key: set base_url, e.g. http://127.0.0.1:11434/v1.\n\n"
+    f"own resolution up to {vlm.MAX_IMAGE_SIDE} px a side (larger grids are downscaled: "
+    "vision models look at no more).\n\n"
+    "API keys: never in the workflow. You bind a key to a server on your side, in "
+    "ComfyUI/user/__analogist/vlm_keys.conf (lines like `http://127.0.0.1:8000 = "
+    "env:MY_KEY` or `https://host = file:host.key`) or the environment variable "
+    "ANALOGIST_VLM_KEYS. OPENAI_API_KEY (or ComfyUI/user/__analogist/openai_api_key.txt) is "
+    "bound to https://api.openai.com. The workflow only names the server (base_url); a "
+    "server with no binding gets no key. Local servers (Ollama, LM Studio, vLLM) need none: "
+    "set base_url, e.g. http://127.0.0.1:11434/v1.\n\n"
     "Answers are cached on disk (ComfyUI/user/__analogist/vlm_cache) by image, model, "
     "instruction, counts, base_url and seed: re-queuing or restarting costs no API call. "
     "Change the seed to ask again."
@@ -139,7 +149,9 @@ class AnalogistGPT4VPrompt:
                     {
                         "tooltip": "The labelled grid (A, A', B, empty B', arrows) "
                         "from MarkAndArrow. Only the first image of a batch is "
-                        "sent, at its own resolution, as PNG."
+                        "sent, as PNG, at its own resolution up to "
+                        f"{vlm.MAX_IMAGE_SIDE} px on the longest side; a larger "
+                        "grid is downscaled first (vision models look at no more)."
                     },
                 ),
                 "model": (
@@ -200,7 +212,9 @@ class AnalogistGPT4VPrompt:
                         "http://127.0.0.1:11434/v1 (Ollama), "
                         "http://127.0.0.1:1234/v1 (LM Studio), "
                         "http://127.0.0.1:8000/v1 (vLLM). The image is sent "
-                        "there.",
+                        "there, with the key you bound to that server, if any "
+                        "(never a user:password@ or ?key= in this URL: it is "
+                        "saved in every workflow and image).",
                     },
                 ),
                 "seed": (
@@ -225,11 +239,11 @@ class AnalogistGPT4VPrompt:
                     {
                         "default": vlm.DEFAULT_KEY_ENV,
                         "dynamicPrompts": False,
-                        "tooltip": "NAME of the environment variable holding "
-                        "the API key (never the key: widgets are saved in "
-                        "workflows and images). Unset variable: the key is "
-                        "read from ComfyUI/user/__analogist/<name in lower "
-                        "case>.txt.",
+                        "tooltip": "Kept so saved workflows load; it no longer "
+                        "chooses a key (a shared workflow could use it to send any "
+                        "of your variables anywhere). Keys are bound to servers on "
+                        "your side: ComfyUI/user/__analogist/vlm_keys.conf or "
+                        "ANALOGIST_VLM_KEYS. Never put a key here.",
                     },
                 ),
                 "timeout": (
@@ -241,47 +255,29 @@ class AnalogistGPT4VPrompt:
                         "step": 1.0,
                         "tooltip": "Seconds to wait for one answer. Timeouts, "
                         "rate limits (429) and server errors (5xx) are retried "
-                        f"{RETRY_POLICY.retries} times with growing pauses.",
+                        f"{MAX_RETRIES} times with growing pauses (honouring "
+                        "the server's Retry-After).",
                     },
                 ),
             },
         }
 
     @classmethod
-    def IS_CHANGED(
-        cls,
-        image: Any = None,
-        model: str = vlm.DEFAULT_MODEL,
-        instruction: str = vlm.DEFAULT_INSTRUCTION,
-        num_prompts: int = 1,
-        max_words: int = 5,
-        base_url: str = "",
-        seed: int = 0,
-        **_ignored: Any,
-    ) -> str:
-        """The answer cache's key, so ComfyUI re-runs the node exactly when it would ask anew.
+    def VALIDATE_INPUTS(cls, base_url: Any = "", api_key_env: Any = "") -> bool | str:
+        """Refuse a secret typed into a widget before the prompt is queued.
 
-        ComfyUI passes no linked inputs here on current versions; the image then enters
-        through the upstream node's own change detection. Never raises: a bad input
-        surfaces when the node runs.
+        Refused here, the prompt never runs: the value does not reach the history, the
+        saved image's metadata, or the node's error report (which lists its inputs).
+        Linked inputs arrive as ``None`` and are checked when the node runs.
         """
         try:
-            image_sha = None
-            if image is not None:
-                image_sha = hashlib.sha256(vlm.encode_png(image_to_uint8(image))).hexdigest()
-            return vlm.cache_key(
-                image_sha256=image_sha,
-                model=str(model),
-                instruction=vlm.render_instruction(
-                    str(instruction), int(num_prompts), int(max_words)
-                ),
-                num_prompts=int(num_prompts),
-                max_words=int(max_words),
-                base_url=str(base_url),
-                seed=int(seed),
-            )
-        except Exception as exc:
-            return f"invalid input ({type(exc).__name__})"
+            if isinstance(base_url, str):
+                vlm.normalize_base_url(base_url, _binding_hint(base_url))
+            if isinstance(api_key_env, str):
+                vlm.check_env_name(api_key_env)
+        except vlm.VLMError as exc:
+            return str(exc)
+        return True
 
     def ask(
         self,
@@ -302,9 +298,17 @@ class AnalogistGPT4VPrompt:
                 f"({OPENAI_PROBLEM}). Install it into ComfyUI's Python environment with: "
                 f"pip install openai — then restart ComfyUI."
             )
-        vlm.check_env_name(api_key_env)  # before anything else: refuse a pasted key early
+        # Before anything else: a secret in a widget is refused, never repeated.
+        requested_env = vlm.check_env_name(api_key_env)
+        folder = analogist_directory()
+        url = vlm.normalize_base_url(base_url, _binding_hint(base_url, folder))
+        if folder is None:
+            log.warning(
+                "[Analogist] ComfyUI's user directory was not found: no prompt cache, no "
+                "key bindings file, no key file"
+            )
         request = vlm.VLMRequest(
-            image_png=vlm.encode_png(image_to_uint8(image)),
+            image_png=vlm.encode_png(vlm.fit_image(image_to_uint8(image))),
             model=model.strip(),
             instruction=vlm.render_instruction(instruction, num_prompts, max_words),
             num_prompts=int(num_prompts),
@@ -312,19 +316,37 @@ class AnalogistGPT4VPrompt:
             base_url=base_url.strip(),
             seed=int(seed),
         )
-        folder = analogist_directory()
-        if folder is None:
-            log.warning(
-                "[Analogist] ComfyUI's user directory was not found: no prompt cache, no key file"
-            )
         client = vlm.VLMClient(
             folder / CACHE_SUBDIR if folder else None,
             timeout=max(0.1, float(timeout)),
-            retry=RETRY_POLICY,
+            max_retries=MAX_RETRIES,
         )
-        result = client.ask(request, lambda: vlm.find_api_key(api_key_env, folder, base_url))
+
+        def key() -> vlm.ApiKey:
+            api = vlm.find_api_key(url, folder)
+            _note_ignored_key_env(requested_env, api)
+            return api
+
+        result = client.ask(request, key)
         prompts = [p + suffix for p in result.prompts]
         return {"ui": {"text": prompts}, "result": (prompts[0], prompts)}
+
+
+def _binding_hint(base_url: str, folder: Path | None = None) -> str:
+    url = vlm.display_url(base_url.strip()) if base_url.strip() else vlm.OPENAI_BASE_URL
+    return vlm.unbound_hint(url, folder or analogist_directory())
+
+
+def _note_ignored_key_env(requested_env: str, api: vlm.ApiKey) -> None:
+    """Say once per run that ``api_key_env`` chose nothing, and what does."""
+    if not requested_env or requested_env in (vlm.DEFAULT_KEY_ENV, api.env):
+        return  # the default, or what the user's own binding reads anyway
+    log.warning(
+        "[Analogist] api_key_env=%s is ignored: a workflow cannot choose which of your "
+        "keys is sent (a shared one could send any variable anywhere). Key used: %s",
+        requested_env,
+        api.origin if api.missing else str(api),
+    )
 
 
 def _disabled(text: str) -> str:

@@ -1,6 +1,12 @@
-"""The API key never leaves the process environment: a full Analogist graph with the
-GPT-4V node runs in the real ComfyUI server against a local chat-completions server,
-and the key appears in neither the saved image, the history, nor the server's log."""
+"""Keys through the real ComfyUI server: a full Analogist graph with the GPT-4V node runs
+against local chat-completions servers.
+
+* The key bound (in ``user/__analogist/vlm_keys.conf``) to a server reaches that server,
+  and appears in neither the saved image, the history, nor the server's log.
+* Hostile workflows (other variables named, OpenAI's key with a foreign base_url, a
+  redirect to another host, credentials in the URL) send no secret anywhere, and a URL
+  carrying credentials is refused before it reaches history, log or image.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import secrets
 
 import pytest
 from PIL import Image
-from support.chat_server import ChatServer
+from support.chat_server import ChatServer, Reply
 from support.comfy_server import ComfyServer, make_workspace
 from support.images import save_pattern
 from support.sd15 import checkpoint_name
@@ -89,23 +95,70 @@ def analogist_vlm_prompt(base_url: str, cell: int = 64, steps: int = 2) -> dict:
     }
 
 
-def test_api_key_stays_out_of_saved_images_history_and_logs(tmp_path, sd15_checkpoint):
-    key = "sk-test-" + secrets.token_urlsafe(30)
-    chat = ChatServer().start()
-    chat.default_text = VLM_ANSWER
-    workspace = make_workspace(tmp_path / "comfyui", models={"checkpoints": [sd15_checkpoint]})
-    for seed, name in enumerate(("a.png", "a_prime.png", "b.png")):
-        save_pattern(workspace / "input" / name, 96, 80, seed=seed)
-    server = ComfyServer(workspace, env={KEY_ENV: key}).start()
-    try:
-        result = server.run(analogist_vlm_prompt(chat.base_url))
-        assert result.ok, result.error_text() + "\n" + server.log_tail()
-        history = json.dumps(server.history())
-        log = server.log_text()
-        saved = [workspace / "output" / img["subfolder"] / img["filename"] for img in result.images("16")]
-    finally:
-        server.stop()
-        chat.close()
+class PatientServer(ComfyServer):
+    """ComfyServer whose HTTP reads wait longer: on a loaded CPU machine the server can
+    take more than 30 s to answer /history while it samples."""
+
+    def get_json(self, path: str, timeout: float = 30.0):
+        return super().get_json(path, timeout=max(timeout, 300.0))
+
+
+class Rig:
+    """One ComfyUI server, its user's secrets, and three chat servers: `chat` is bound to
+    the user's key, `redirector` too (it answers with redirects), `foreign` to nothing."""
+
+    def __init__(self, base, checkpoint):
+        self.secrets = {
+            KEY_ENV: "sk-test-" + secrets.token_urlsafe(30),
+            "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+            "OPENAI_API_KEY": "sk-" + secrets.token_urlsafe(30),
+            "GITHUB_TOKEN": "ghp_" + secrets.token_urlsafe(30),
+        }
+        self.key = self.secrets[KEY_ENV]
+        self.chat, self.redirector, self.foreign = (ChatServer().start() for _ in range(3))
+        for server in (self.chat, self.redirector, self.foreign):
+            server.default_text = VLM_ANSWER
+        self.workspace = make_workspace(base, models={"checkpoints": [checkpoint]})
+        for seed, name in enumerate(("a.png", "a_prime.png", "b.png")):
+            save_pattern(self.workspace / "input" / name, 96, 80, seed=seed)
+        keys = self.workspace / "user" / "__analogist"
+        keys.mkdir(parents=True)
+        (keys / "vlm_keys.conf").write_text(
+            f"# the user's own bindings\n"
+            f"http://127.0.0.1:{self.chat.port} = env:{KEY_ENV}\n"
+            f"http://127.0.0.1:{self.redirector.port} = env:{KEY_ENV}\n"
+        )
+        self.server = PatientServer(self.workspace, env=self.secrets).start()
+
+    def close(self):
+        self.server.stop()
+        for server in (self.chat, self.redirector, self.foreign):
+            server.close()
+
+    def secrets_in(self, text: str) -> list[str]:
+        return [name for name, value in self.secrets.items() if value in text]
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory, sd15_checkpoint):
+    rig = Rig(tmp_path_factory.mktemp("comfyui"), sd15_checkpoint)
+    yield rig
+    rig.close()
+
+
+def vlm_prompt(base_url: str, api_key_env: str, seed: int = 0) -> dict:
+    prompt = analogist_vlm_prompt(base_url)
+    prompt["7"]["inputs"].update(api_key_env=api_key_env, seed=seed)
+    return prompt
+
+
+def test_api_key_stays_out_of_saved_images_history_and_logs(rig):
+    chat, key, server, workspace = rig.chat, rig.key, rig.server, rig.workspace
+    result = server.run(analogist_vlm_prompt(chat.base_url))
+    assert result.ok, result.error_text() + "\n" + server.log_tail()
+    history = json.dumps(server.history())
+    log = server.log_text()
+    saved = [workspace / "output" / img["subfolder"] / img["filename"] for img in result.images("16")]
 
     # The key really was used: the VLM server got it, and its answer reached the graph.
     assert chat.requests, "the GPT-4V node never called the server"
@@ -121,3 +174,55 @@ def test_api_key_stays_out_of_saved_images_history_and_logs(tmp_path, sd15_check
     assert key not in saved[0].read_bytes().decode("latin-1")
     assert key not in history
     assert key not in log
+
+
+def test_hostile_workflows_send_no_secret_anywhere(rig):
+    server, foreign, chat = rig.server, rig.foreign, rig.chat
+    hostile = [
+        (foreign.base_url, "AWS_SECRET_ACCESS_KEY"),
+        (foreign.base_url, "OPENAI_API_KEY"),
+        (foreign.base_url, "GITHUB_TOKEN"),
+        (foreign.base_url, KEY_ENV),  # the key the user bound, to another server
+        (f"http://localhost:{chat.port}/v1", KEY_ENV),  # the bound server under another name
+    ]
+    before = foreign.count + chat.count
+    for seed, (base_url, api_key_env) in enumerate(hostile, start=100):
+        result = server.run(vlm_prompt(base_url, api_key_env, seed))
+        assert result.ok, result.error_text() + "\n" + server.log_tail()
+        assert VLM_ANSWER in json.dumps(result.outputs["7"])
+    assert foreign.count + chat.count == before + len(hostile)  # every one asked a server
+    received = json.dumps([[r.headers, r.body] for r in foreign.requests + chat.requests[-1:]])
+    assert rig.secrets_in(received) == []
+    assert all("authorization" not in r.headers for r in foreign.requests + chat.requests[-1:])
+    assert "api_key_env=AWS_SECRET_ACCESS_KEY is ignored" in server.log_text()
+    assert rig.secrets_in(server.log_text() + json.dumps(server.history())) == []
+
+
+def test_a_redirect_to_another_host_carries_no_key(rig):
+    server, redirector, foreign = rig.server, rig.redirector, rig.foreign
+    before = foreign.count
+    redirector.script(Reply(307, body="", headers={"Location": f"{foreign.base_url}/chat/completions"}))
+    result = server.run(vlm_prompt(redirector.base_url, KEY_ENV, seed=200))
+    assert not result.ok and "redirect (HTTP 307)" in result.error_text()
+    assert redirector.requests[-1].headers["authorization"] == f"Bearer {rig.key}"  # bound
+    assert foreign.count == before, "the redirect was followed"
+    assert rig.secrets_in(server.log_text() + json.dumps(server.history())) == []
+
+
+def test_credentials_in_base_url_are_refused_before_history_log_or_image(rig):
+    server, foreign = rig.server, rig.foreign
+    password = secrets.token_urlsafe(20)
+    before_count, before_images = foreign.count, set((rig.workspace / "output").rglob("*.png"))
+    for base_url in (
+        f"http://analogist:{password}@127.0.0.1:{foreign.port}/v1",
+        f"http://127.0.0.1:{foreign.port}/v1?api_key={password}",
+    ):
+        result = server.run(vlm_prompt(base_url, "", seed=300))
+        assert not result.ok
+        errors = json.dumps(result.node_errors)
+        assert "must not carry credentials" in errors and "vlm_keys.conf" in errors
+        assert password not in result.error_text().replace(base_url, "")  # echoed only to its sender
+    assert foreign.count == before_count
+    assert set((rig.workspace / "output").rglob("*.png")) == before_images
+    assert password not in server.log_text()
+    assert password not in json.dumps(server.history())

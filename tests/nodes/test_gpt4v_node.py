@@ -1,5 +1,6 @@
-"""AnalogistGPT4VPrompt as ComfyUI sees it: declaration, image round trip, outputs,
-IS_CHANGED, the user directory, the frontend extension, and life without ``openai``.
+"""AnalogistGPT4VPrompt as ComfyUI sees it: declaration, image round trip and size cap,
+outputs, the key bindings in the user directory, VALIDATE_INPUTS, the frontend extension,
+and life without ``openai``.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import shutil
 import string
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
-import support.chat_server as helper
 import numpy as np
 import pytest
+import support.chat_server as helper
 import torch
+from comfyui_analogist import analogist_vlm as vlm
 from comfyui_analogist.nodes import gpt4v
-from comfyui_analogist.nodes import vlm_client as vlm
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +51,19 @@ def fake_key(monkeypatch):
 @pytest.fixture
 def user_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(gpt4v, "user_directory", lambda: tmp_path / "user")
-    monkeypatch.setattr(gpt4v, "RETRY_POLICY", vlm.RetryPolicy(1, 0.01, 0.01))
+    monkeypatch.setattr(gpt4v, "MAX_RETRIES", 1)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # the openai client's backoff
+    monkeypatch.delenv(vlm.BINDINGS_ENV, raising=False)
     return tmp_path / "user"
+
+
+def bind(user_dir, server, source):
+    """Bind ``source`` (``env:NAME`` / ``file:PATH``) to the chat server, as a user would."""
+    folder = user_dir / "__analogist"
+    folder.mkdir(parents=True, exist_ok=True)
+    origin = server.base_url[: -len("/v1")]
+    with open(folder / vlm.BINDINGS_FILE, "a") as f:
+        f.write(f"{origin} = {source}\n")
 
 
 def grid_batch(batch=2, height=40, width=56, seed=0):
@@ -74,23 +87,6 @@ def run(server, image, **changes):
     )
     inputs.update(changes)
     return gpt4v.AnalogistGPT4VPrompt().ask(**inputs)
-
-
-def is_changed(image=None, **changes):
-    inputs = dict(
-        image=image,
-        model="gpt-4o",
-        instruction=vlm.DEFAULT_INSTRUCTION,
-        num_prompts=1,
-        max_words=5,
-        suffix=", best quality, extremely detailed",
-        base_url="",
-        seed=0,
-        api_key_env="OPENAI_API_KEY",
-        timeout=60.0,
-    )
-    inputs.update(changes)
-    return gpt4v.AnalogistGPT4VPrompt.IS_CHANGED(**inputs)
 
 
 # --------------------------------------------------------------------------- declaration
@@ -143,6 +139,7 @@ def test_no_input_can_hold_the_key():
 def test_node_sends_the_first_image_at_its_resolution_as_exact_png_pixels(
     server, user_dir, fake_key, caplog
 ):
+    bind(user_dir, server, f"env:{KEY_ENV}")
     images, pixels = grid_batch(batch=2)
     with caplog.at_level(logging.WARNING, logger="analogist.gpt4v"):
         run(server, images)
@@ -171,24 +168,53 @@ def test_node_outputs_prompt_with_suffix_the_list_and_ui_text(server, user_dir, 
     assert fake_key not in json.dumps(out)
 
 
-def test_requeue_and_restart_use_the_disk_cache_keyed_like_is_changed(server, user_dir, fake_key):
+def test_requeue_and_restart_use_the_disk_cache(server, user_dir, fake_key):
     images, _ = grid_batch(batch=1)
     first = run(server, images, seed=3)
     again = run(server, images, seed=3)  # a new node object each time, as after a restart
     assert again == first and server.count == 1
-    key = is_changed(images, base_url=server.base_url, seed=3)
-    assert (user_dir / "__analogist" / "vlm_cache" / f"{key}.json").is_file()
+    assert len(list((user_dir / "__analogist" / "vlm_cache").glob("*.json"))) == 1
     run(server, images, seed=4)
+    assert server.count == 2
+    # Inputs that do not change the answer are answered from the cache.
+    run(server, images, seed=3, suffix=", other", timeout=9.0, api_key_env="OTHER")
     assert server.count == 2
 
 
-def test_node_key_file_in_the_user_directory_is_used(server, user_dir, monkeypatch):
+def test_no_is_changed_comfyui_keys_its_cache_on_the_inputs_already():
+    assert not hasattr(gpt4v.AnalogistGPT4VPrompt, "IS_CHANGED")
+
+
+def test_node_bound_key_file_in_the_user_directory_is_used(server, user_dir, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     key = "sk-test-" + secrets.token_hex(20)
     (user_dir / "__analogist").mkdir(parents=True)
-    (user_dir / "__analogist" / f"{KEY_ENV.lower()}.txt").write_text(key + "\n")
+    (user_dir / "__analogist" / "local.key").write_text(key + "\n")
+    bind(user_dir, server, "file:local.key")
     run(server, grid_batch(batch=1)[0])
     assert server.requests[0].headers["authorization"] == f"Bearer {key}"
+
+
+def test_api_key_env_no_longer_chooses_a_key_and_says_what_to_do(
+    server, user_dir, fake_key, caplog
+):
+    with caplog.at_level(logging.WARNING, logger="analogist.gpt4v"):
+        run(server, grid_batch(batch=1)[0])  # api_key_env=KEY_ENV, as an old workflow has it
+    assert "authorization" not in server.requests[0].headers
+    notes = [r.getMessage() for r in caplog.records if "is ignored" in r.getMessage()]
+    assert len(notes) == 1 and f"api_key_env={KEY_ENV}" in notes[0]
+    origin = server.base_url[: -len("/v1")]
+    # A placeholder, not the workflow's name: a shared workflow must not get to suggest
+    # binding one of the user's variables to its server.
+    assert f"`{origin} = env:YOUR_KEY_VARIABLE`" in notes[0]
+    assert str(user_dir / "__analogist" / "vlm_keys.conf") in notes[0]
+    assert fake_key not in caplog.text
+    caplog.clear()
+    bind(user_dir, server, f"env:{KEY_ENV}")  # the user binds what the workflow named
+    with caplog.at_level(logging.WARNING, logger="analogist.gpt4v"):
+        run(server, grid_batch(batch=1)[0], seed=1)
+    assert server.requests[1].headers["authorization"] == f"Bearer {fake_key}"
+    assert "is ignored" not in caplog.text
 
 
 def test_node_refuses_a_key_typed_into_api_key_env(server, user_dir, fake_key):
@@ -198,6 +224,7 @@ def test_node_refuses_a_key_typed_into_api_key_env(server, user_dir, fake_key):
 
 
 def test_node_errors_are_clear_and_keyless(server, user_dir, fake_key):
+    bind(user_dir, server, f"env:{KEY_ENV}")
     server.script(helper.Reply(401, helper.error_json(f"bad key {fake_key}", "x", None)))
     with pytest.raises(vlm.VLMError) as info:
         run(server, grid_batch(batch=1)[0])
@@ -211,34 +238,65 @@ def test_node_times_out_within_bounded_time(server, user_dir, fake_key):
     assert server.count == 2  # one retry (the test policy)
 
 
-# --------------------------------------------------------------------------- IS_CHANGED
+# --------------------------------------------------------------------------- big grids
 
 
-def test_is_changed_is_stable_for_same_inputs_and_changes_with_each_cache_field():
-    images, _ = grid_batch(batch=1)
-    base = is_changed(images)
-    assert is_changed(images) == base
-    assert is_changed(images.clone()) == base
-    assert is_changed(images, suffix=", other", api_key_env="OTHER", timeout=5.0) == base
-    other_image = images.clone()
-    other_image[0, 0, 0, 0] = 1.0 - other_image[0, 0, 0, 0]
-    assert is_changed(other_image) != base
-    for field, value in [
-        ("model", "gpt-4.1"),
-        ("instruction", "Describe B'."),
-        ("num_prompts", 3),
-        ("max_words", 6),
-        ("seed", 1),
-        ("base_url", "http://127.0.0.1:11434/v1"),
-    ]:
-        assert is_changed(images, **{field: value}) != base, field
+@pytest.mark.slow
+def test_a_grid_larger_than_vision_models_take_is_downscaled_before_sending(
+    server, user_dir, caplog
+):
+    # 8192 x 8192 as GridCompose can make it; a stride-0 view, so the test needs no 800 MB.
+    stripes = torch.rand(1, 1, 8192, 3, generator=torch.Generator().manual_seed(0))
+    image = stripes.expand(1, 8192, 8192, 3)
+    with caplog.at_level(logging.WARNING, logger="analogist.vlm"):
+        run(server, image)
+    assert "8192x8192; sending it downscaled to 2048x2048" in caplog.text
+    url = server.requests[0].body["messages"][0]["content"][1]["image_url"]["url"]
+    sent = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert sent.shape == (vlm.MAX_IMAGE_SIDE, vlm.MAX_IMAGE_SIDE, 3)
+    assert (sent == sent[:1]).all()  # the stripes stay vertical stripes
+    expected = np.rint(stripes[0, 0].numpy() * 255).mean(axis=0)
+    assert np.abs(sent.reshape(-1, 3).mean(axis=0) - expected).max() < 2.0
 
 
-def test_is_changed_without_the_linked_image_and_with_bad_input_never_raises():
-    # Current ComfyUI calls IS_CHANGED with constants only: the image is a link.
-    assert is_changed(None) == is_changed(None)
-    assert is_changed(None, seed=2) != is_changed(None)
-    assert is_changed(None, num_prompts="x").startswith("invalid input")
+def test_a_wide_grid_keeps_its_aspect_and_a_small_one_its_pixels():
+    wide = np.random.default_rng(0).integers(0, 256, (300, 4100, 3), dtype=np.uint8)
+    assert vlm.fit_image(wide).shape == (150, 2048, 3)
+    small = wide[:, :2048]
+    assert vlm.fit_image(small) is small
+
+
+# --------------------------------------------------------------------------- VALIDATE_INPUTS
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://user:hunter2secret@127.0.0.1:8000/v1",
+        "http://127.0.0.1:8000/v1?api_key=hunter2secret",
+        "https://api.openai.com@127.0.0.1:8000/v1",
+        "http://127.0.0.1:8000/v1#hunter2secret",
+    ],
+)
+def test_credentials_in_base_url_are_refused_before_the_prompt_runs(base_url, user_dir):
+    verdict = gpt4v.AnalogistGPT4VPrompt.VALIDATE_INPUTS(base_url=base_url, api_key_env="")
+    assert isinstance(verdict, str) and "must not carry credentials" in verdict
+    assert "hunter2secret" not in verdict
+    assert "vlm_keys.conf" in verdict and "= env:" in verdict
+    with pytest.raises(vlm.VLMError) as info:  # a linked value is caught when it runs
+        gpt4v.AnalogistGPT4VPrompt().ask(
+            grid_batch(batch=1)[0], "gpt-4o", "x", 1, 5, "", base_url, 0
+        )
+    assert "hunter2secret" not in str(info.value)
+
+
+def test_validate_inputs_passes_plain_and_linked_values_and_refuses_a_pasted_key(fake_key):
+    validate = gpt4v.AnalogistGPT4VPrompt.VALIDATE_INPUTS
+    assert validate(base_url="", api_key_env="OPENAI_API_KEY") is True
+    assert validate(base_url="http://127.0.0.1:11434/v1", api_key_env="") is True
+    assert validate(base_url=None, api_key_env=None) is True  # linked: checked at run time
+    verdict = validate(base_url="", api_key_env=fake_key)
+    assert "NAME of an environment variable" in verdict and fake_key not in verdict
 
 
 # --------------------------------------------------------------------------- host glue

@@ -1,6 +1,6 @@
 """The GPT-4V Prompt's text handling: instruction rendering, answer cleaning and parsing.
 
-Pure functions of ``nodes/vlm_client.py``; no server, no ComfyUI.
+Pure functions of the ``analogist_vlm`` package; no server, no ComfyUI.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from comfyui_analogist.nodes import vlm_client as vlm
+from comfyui_analogist import analogist_vlm as vlm
 
 PAPER_ONE = (
     "Please help me with the image analogy task: take an image A and its transformation A', "

@@ -1,9 +1,10 @@
 """The VLM client against a real chat-completions server on 127.0.0.1.
 
-Requests, the disk cache, every fault (429, 5xx, hangs, 401/403, missing key, bad
-answers) and the secret-handling promises: the key reaches the server's Authorization
-header and nowhere else, not in any log record (all loggers at DEBUG, openai's and the
-HTTP stack's included) nor in any error message or traceback.
+Requests, the disk cache, every fault (429, 5xx, hangs, 401/403, redirects, bad answers)
+and the secret-handling promises: the key reaches the server's Authorization header and
+nowhere else, not in any log record (all loggers at DEBUG, openai's and the HTTP stack's
+included) nor in any error message or traceback. Which key goes where (the bindings) is
+tested in test_vlm_keys.py.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import string
 import time
 import traceback
 
-import support.chat_server as helper
 import numpy as np
 import pytest
-from comfyui_analogist.nodes import vlm_client as vlm
+import support.chat_server as helper
+from comfyui_analogist import analogist_vlm as vlm
 from PIL import Image
 
 Reply = helper.Reply
-FAST = vlm.RetryPolicy(retries=2, backoff_base=0.01, backoff_max=0.05)
+RETRIES = 2
 KEY_ENV = "ANALOGIST_TEST_VLM_KEY"
 
 
@@ -33,6 +34,14 @@ def server():
     srv = helper.ChatServer().start()
     yield srv
     srv.close()
+
+
+@pytest.fixture(autouse=True)
+def waits(monkeypatch):
+    """The pauses the openai client takes between retries, recorded instead of slept."""
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    return slept
 
 
 @pytest.fixture
@@ -77,7 +86,7 @@ def key_of(value):
 
 def client(tmp_path, **kwargs):
     kwargs.setdefault("timeout", 5.0)
-    kwargs.setdefault("retry", FAST)
+    kwargs.setdefault("max_retries", RETRIES)
     return vlm.VLMClient(tmp_path / "cache", **kwargs)
 
 
@@ -196,35 +205,34 @@ def test_a_corrupt_cache_entry_is_ignored_and_replaced(server, tmp_path, png, fa
 # --------------------------------------------------------------------------- faults
 
 
-def test_429_then_success_is_retried_after_backoff(server, tmp_path, png, fake_key):
+def test_429_then_success_is_retried_after_growing_pauses(server, tmp_path, png, fake_key, waits):
     server.script(
         Reply(429, helper.error_json("Rate limit reached", "requests", "rate_limit_exceeded")),
         Reply(503, helper.error_json("overloaded", "server_error", None)),
     )
-    waits = []
-    c = client(tmp_path, sleep=waits.append)
-    assert c.ask(make_request(png, server), key_of(fake_key)).prompts
+    assert client(tmp_path).ask(make_request(png, server), key_of(fake_key)).prompts
     assert server.count == 3
-    assert waits == [0.01, 0.02]  # exponential
+    # The openai client's backoff: about 0.5 s, then about 1 s (up to 25 % jitter).
+    assert len(waits) == 2 and 0.3 <= waits[0] <= 0.5 and 0.6 <= waits[1] <= 1.0
 
 
-def test_retry_after_header_is_honoured_up_to_the_cap(server, tmp_path, png, fake_key):
+def test_retry_after_header_is_honoured(server, tmp_path, png, fake_key, waits):
     server.script(
+        Reply(429, helper.error_json("slow down", "requests", None), headers={"retry-after": "3"}),
         Reply(
-            429, helper.error_json("slow down", "requests", None), headers={"retry-after": "0.04"}
-        )
+            429, helper.error_json("slow down", "requests", None), headers={"retry-after-ms": "40"}
+        ),
     )
-    waits = []
-    client(tmp_path, sleep=waits.append).ask(make_request(png, server), key_of(fake_key))
-    assert waits == [0.04]
+    client(tmp_path).ask(make_request(png, server), key_of(fake_key))
+    assert waits == [3.0, 0.04]
 
 
 def test_server_errors_every_time_fail_after_bounded_retries(server, tmp_path, png, fake_key):
     server.script(*[Reply(500, helper.error_json("boom", "server_error", None))] * 5)
     with pytest.raises(vlm.VLMError) as info:
         client(tmp_path).ask(make_request(png, server), key_of(fake_key))
-    assert server.count == FAST.retries + 1
-    assert f"did not answer after {FAST.retries + 1} attempt(s)" in str(info.value)
+    assert server.count == RETRIES + 1
+    assert f"did not answer after {RETRIES + 1} attempt(s)" in str(info.value)
     assert "HTTP 500" in str(info.value) and "boom" in str(info.value)
 
 
@@ -232,7 +240,7 @@ def test_a_server_hanging_past_the_timeout_fails_in_bounded_time(server, tmp_pat
     server.script(*[Reply(delay=30)] * 3)
     start = time.monotonic()
     with pytest.raises(vlm.VLMError, match=r"no answer within the 0.3 s timeout"):
-        client(tmp_path, timeout=0.3, retry=vlm.RetryPolicy(1, 0.01, 0.01)).ask(
+        client(tmp_path, timeout=0.3, max_retries=1).ask(
             make_request(png, server), key_of(fake_key)
         )
     assert time.monotonic() - start < 3.0
@@ -244,6 +252,7 @@ def test_an_unreachable_server_is_retried_then_named(tmp_path, png, fake_key):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     request = vlm.VLMRequest(png, "gpt-4o", "x", base_url=f"http://127.0.0.1:{port}/v1")
+    # The hook counts attempts: 1 + RETRIES, each refused by the closed port.
     with pytest.raises(
         vlm.VLMError, match=rf"127.0.0.1:{port}/v1 did not answer after 3.*could not connect"
     ):
@@ -275,74 +284,106 @@ def test_a_rejected_key_says_where_it_was_read_and_never_shows_it(
     assert server.count == 1  # not retried
 
 
-def test_a_rejected_key_from_the_key_file_names_the_file(
-    server, tmp_path, png, fake_key, monkeypatch
+def test_a_rejected_key_from_a_bound_key_file_names_the_file_and_binding(
+    server, tmp_path, png, fake_key
 ):
-    monkeypatch.delenv(KEY_ENV, raising=False)
     key_dir = tmp_path / "user" / "__analogist"
     key_dir.mkdir(parents=True)
-    key_file = key_dir / f"{KEY_ENV.lower()}.txt"
+    key_file = key_dir / "local.key"
     key_file.write_text(f"\n  {fake_key}  \n")
     key_file.chmod(0o600)
+    origin = server.base_url[: -len("/v1")]
+    (key_dir / vlm.BINDINGS_FILE).write_text(f"# mine\n{origin} = file:local.key\n")
     server.script(Reply(401, helper.error_json("bad key", "invalid_request_error", None)))
     with pytest.raises(vlm.VLMError) as info:
         client(tmp_path).ask(
-            make_request(png, server), lambda: vlm.find_api_key(KEY_ENV, key_dir, server.base_url)
+            make_request(png, server), lambda: vlm.find_api_key(server.base_url, key_dir, {})
         )
-    assert f"file {key_file}" in str(info.value) and fake_key not in str(info.value)
+    assert f"file {key_file}" in str(info.value) and "vlm_keys.conf line 2" in str(info.value)
+    assert fake_key not in str(info.value)
     assert server.requests[0].headers["authorization"] == f"Bearer {fake_key}"
 
 
-def test_missing_openai_key_explains_env_var_key_file_and_local_servers(tmp_path, monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+def test_missing_openai_key_explains_env_var_key_file_and_local_servers(tmp_path):
     with pytest.raises(vlm.VLMError) as info:
-        vlm.find_api_key("OPENAI_API_KEY", tmp_path / "__analogist", "")
+        vlm.find_api_key(vlm.OPENAI_BASE_URL, tmp_path / "__analogist", {})
     message = str(info.value)
     assert "environment variable OPENAI_API_KEY" in message
     assert str(tmp_path / "__analogist" / "openai_api_key.txt") in message
     assert "base_url" in message and "http://127.0.0.1:11434/v1" in message
 
 
-def test_a_local_server_without_a_key_gets_a_placeholder(server, tmp_path, png, monkeypatch):
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    api = vlm.find_api_key(KEY_ENV, tmp_path, server.base_url)
-    assert api.placeholder and api.value == vlm.PLACEHOLDER_KEY
+def test_an_unbound_local_server_gets_no_authorization_header(server, tmp_path, png):
+    api = vlm.find_api_key(server.base_url, tmp_path, {KEY_ENV: "x" * 20})
+    assert api.missing and api.value is None
     client(tmp_path).ask(make_request(png, server), api)
-    assert server.requests[0].headers["authorization"] == f"Bearer {vlm.PLACEHOLDER_KEY}"
+    assert "authorization" not in server.requests[0].headers
 
 
-def test_the_openai_key_is_never_sent_to_another_host(server, tmp_path, png, fake_key, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", fake_key)
-    (tmp_path / "openai_api_key.txt").write_text(fake_key)
-    api = vlm.find_api_key("OPENAI_API_KEY", tmp_path, server.base_url)
-    assert api.placeholder
+def test_an_unbound_server_asking_for_a_key_is_told_which_binding_to_add(
+    server, tmp_path, png, fake_key
+):
+    environ = {"OPENAI_API_KEY": fake_key}
+    api = vlm.find_api_key(server.base_url, tmp_path / "__analogist", environ)
     server.script(Reply(401, helper.error_json("key needed", "invalid_request_error", None)))
-    with pytest.raises(vlm.VLMError, match="needs an API key.*goes only to api.openai.com"):
+    with pytest.raises(vlm.VLMError) as info:
         client(tmp_path).ask(make_request(png, server), api)
-    assert fake_key not in str(server.requests[0].headers)
-    # The same key named for that server is sent.
-    monkeypatch.setenv(KEY_ENV, fake_key)
-    assert vlm.find_api_key(KEY_ENV, tmp_path, server.base_url).value == fake_key
+    origin = server.base_url[: -len("/v1")]
+    message = str(info.value)
+    assert "HTTP 401" in message and "needs an API key" in message
+    assert f"`{origin} = env:YOUR_KEY_VARIABLE`" in message
+    assert (
+        str(tmp_path / "__analogist" / "vlm_keys.conf") in message
+        and "ANALOGIST_VLM_KEYS" in message
+    )
+    assert "authorization" not in server.requests[0].headers
 
 
 def test_openai_account_ids_from_the_environment_stay_with_openai(
     server, tmp_path, png, fake_key, monkeypatch
 ):
+    # Everything the openai package would add to a request from the environment.
     monkeypatch.setenv("OPENAI_ORG_ID", "org-analogisttest")
     monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_analogisttest")
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-analogisttest")
+    monkeypatch.setenv("OPENAI_WEBHOOK_SECRET", "whsec_analogisttest")
+    monkeypatch.setenv(
+        "OPENAI_CUSTOM_HEADERS",
+        "X-Api-Key: analogisttest-custom\nAuthorization: Bearer analogisttest-ambient",
+    )
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # ignored: the graph decides
     client(tmp_path).ask(make_request(png, server), key_of(fake_key))
     headers = server.requests[0].headers
     assert "analogisttest" not in str(headers)
     assert "openai-organization" not in headers and "openai-project" not in headers
+    assert headers["authorization"] == f"Bearer {fake_key}"
 
 
 def test_an_api_key_pasted_into_api_key_env_is_refused_without_echo(fake_key):
     hex_key = secrets.token_hex(20)
     for pasted in (fake_key, hex_key):
         with pytest.raises(vlm.VLMError, match="NAME of an environment variable") as info:
-            vlm.find_api_key(pasted, None, "")
+            vlm.check_env_name(pasted)
         assert pasted not in str(info.value)
+
+
+def test_a_redirect_is_not_followed_and_carries_the_key_nowhere(server, tmp_path, png, fake_key):
+    other = helper.ChatServer().start()
+    try:
+        for status in (301, 302, 307, 308):
+            server.script(
+                Reply(status, body="", headers={"Location": f"{other.base_url}/chat/completions"})
+            )
+            with pytest.raises(vlm.VLMError) as info:
+                client(tmp_path).ask(make_request(png, server, seed=status), key_of(fake_key))
+            assert f"redirect (HTTP {status}) to {other.base_url}/chat/completions" in str(
+                info.value
+            )
+            assert "not followed" in str(info.value) and fake_key not in str(info.value)
+        assert other.count == 0, "the redirect target was contacted"
+        assert server.count == 4  # a redirect is an answer, not retried
+    finally:
+        other.close()
 
 
 def test_a_404_points_at_model_name_and_base_url(server, tmp_path, png, fake_key):
