@@ -95,14 +95,6 @@ def analogist_vlm_prompt(base_url: str, cell: int = 64, steps: int = 2) -> dict:
     }
 
 
-class PatientServer(ComfyServer):
-    """ComfyServer whose HTTP reads wait longer: on a loaded CPU machine the server can
-    take more than 30 s to answer /history while it samples."""
-
-    def get_json(self, path: str, timeout: float = 30.0):
-        return super().get_json(path, timeout=max(timeout, 300.0))
-
-
 class Rig:
     """One ComfyUI server, its user's secrets, and three chat servers: `chat` is bound to
     the user's key, `redirector` too (it answers with redirects), `foreign` to nothing."""
@@ -128,7 +120,7 @@ class Rig:
             f"http://127.0.0.1:{self.chat.port} = env:{KEY_ENV}\n"
             f"http://127.0.0.1:{self.redirector.port} = env:{KEY_ENV}\n"
         )
-        self.server = PatientServer(self.workspace, env=self.secrets).start()
+        self.server = ComfyServer(self.workspace, env=self.secrets).start()
 
     def close(self):
         self.server.stop()

@@ -124,8 +124,30 @@ def test_node_is_registered_with_a_tooltip_on_every_input_and_output():
     assert all(
         opts.get("dynamicPrompts") is False for kind, opts in required.values() if kind == "STRING"
     )
-    # A randomizing seed would defeat the cache on every queue.
-    assert required["seed"][1]["control_after_generate"] is False
+
+
+def test_shipped_workflow_keeps_the_gpt4v_seed_fixed_so_the_answer_cache_works():
+    """Every frontend gives the seed its control widget (the node declares it); a randomizing
+    one would ask the model again on every queue, so the shipped graph saves "fixed"."""
+    import json
+    from pathlib import Path
+
+    from comfyui_analogist.analogist.workflow_format import has_control_value, widget_inputs
+
+    info = {"input": {k: v for k, v in gpt4v.AnalogistGPT4VPrompt.INPUT_TYPES().items()
+                      if k in ("required", "optional")}}
+    workflow = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "analogist.json").read_text())
+    (node,) = [n for n in workflow["nodes"] if n["type"] == "AnalogistGPT4VPrompt"]
+    position = 0
+    for name, spec in widget_inputs(info):
+        position += 1
+        if name == "seed":
+            assert has_control_value(name, spec)
+            assert node["widgets_values"][position] == "fixed"
+            break
+        position += has_control_value(name, spec)
+    else:
+        raise AssertionError("the GPT-4V node has no seed widget")
 
 
 def test_no_input_can_hold_the_key():
