@@ -10,7 +10,7 @@ import torch
 
 from ..analogist_attn import grid as grid_math
 from ..analogist_attn import marks
-from ..analogist_attn.layout import ARRANGEMENTS, FITS, LAYOUT_TYPE, GridLayout
+from ..analogist_attn.layout import ARRANGEMENTS, FITS, LAYOUT_TYPE, GridLayout, check_layout
 
 CATEGORY = "Analogist"
 
@@ -277,12 +277,7 @@ class AnalogistGridCrop:
 
 def _check_layout(layout: object) -> GridLayout:
     """ComfyUI checks socket types by name only; make sure a layout really is one."""
-    if not isinstance(layout, GridLayout):
-        raise TypeError(
-            f"layout: expected the {LAYOUT_TYPE} output of Analogist Grid Compose, got "
-            f"{type(layout).__name__}."
-        )
-    return layout
+    return check_layout(layout, "layout")
 
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {
