@@ -179,8 +179,19 @@ class ComfyClient:
 
     def wait(self, prompt_id: str, timeout: float = 3600.0, poll: float = 0.5) -> Finished:
         deadline = time.monotonic() + timeout
+        unanswered_since = None
         while time.monotonic() < deadline:
-            entry = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+            try:
+                entry = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+                unanswered_since = None
+            except ServerError:
+                # A busy server (loading a model on a loaded machine) may not answer for a
+                # while; give up only when it stays silent for minutes.
+                unanswered_since = unanswered_since or time.monotonic()
+                if time.monotonic() - unanswered_since > 300:
+                    raise
+                time.sleep(poll)
+                continue
             status = (entry or {}).get("status") or {}
             if status.get("completed") is not None and status.get("status_str") in ("success", "error"):
                 with self._lock:

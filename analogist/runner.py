@@ -270,7 +270,8 @@ class Progress:
     def update(self, outcome: Outcome) -> None:
         with self.lock:
             self.done += 1
-            status = "ok" if outcome.error is None else "FAILED"
+            status = "ok" if outcome.error is None else (
+                "FAILED: " + (outcome.error.strip().splitlines() or [""])[-1][:160])
             start = "\r" if self.open_line else ""
             end = "\033[K" if self.open_line else ""
             self.open_line = False
