@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows" / "images"
@@ -84,10 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .checkpoints import CheckpointError
     from .client import ServerError, check_url
-    from .runner import InputError, Settings, b_images, check_image, check_out, checkpoint_for, main_run
+    from .runner import (
+        InputError,
+        Settings,
+        b_images,
+        check_image,
+        check_out,
+        checkpoint_for,
+        main_run,
+    )
     from .workflow_format import WorkflowError
-
-    import threading
 
     previous = stop_on_signals() if threading.current_thread() is threading.main_thread() else {}
     try:

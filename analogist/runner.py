@@ -343,7 +343,7 @@ def run_on_servers(settings: Settings, urls: list[str], stream=None) -> list[Out
     progress = Progress(len(settings.b), stream)
     workers = {}
     try:
-        for index, (client, info) in enumerate(zip(clients, infos)):
+        for index, (client, info) in enumerate(zip(clients, infos, strict=True)):
             name = f"{client.url}#{index}" if urls.count(urls[index]) > 1 else client.url
             client.on_progress = (lambda pid, value, total, name=name:
                                   progress.step(name, pid, value, total))

@@ -165,7 +165,12 @@ def test_ctrl_c_in_server_mode_cancels_what_the_run_queued(tmp_path, idle_server
 def test_a_server_run_that_someone_else_is_using_is_not_interrupted(tmp_path, idle_server):
     """Cancelling interrupts only this run's prompt: another client's running prompt goes on."""
     from comfyui_analogist.analogist.client import ComfyClient
-    from comfyui_analogist.analogist.runner import Settings, build_prompt, prepare_server, upload_examples
+    from comfyui_analogist.analogist.runner import (
+        Settings,
+        build_prompt,
+        prepare_server,
+        upload_examples,
+    )
 
     settings = Settings(a=EXAMPLES / "analogist_example_a.png", a_prime=EXAMPLES / "analogist_example_a_prime.png",
                         b=[EXAMPLES / "analogist_example_b.png"], out=tmp_path, checkpoint=checkpoint_name(0),
@@ -203,7 +208,7 @@ def test_two_runs_on_one_server_each_use_their_own_inputs(tmp_path, idle_server)
         runs.append((example, *start_runner(work, "--server", idle_server.url, "--checkpoint",
                                             checkpoint_name(0), "--a", example, "--out", work / "out",
                                             "--steps", "3", "--cell", "64")))
-    for example, process, err in runs:
+    for _, process, err in runs:
         assert process.wait(timeout=600) == 0, err.read_text(errors="replace")[-3000:]
         assert "step 3/3" in err.read_text()  # the server's progress, from its websocket
     used = set()
