@@ -483,6 +483,33 @@ def _stop_process(process: subprocess.Popen) -> None:
     send(signal.SIGKILL)  # stragglers in the group, if any
 
 
+WORKSPACE_PREFIX = "analogist-comfyui-"
+OWNER_FILE = "runner.pid"
+
+
+def sweep_stale_workspaces(folder: Path | None = None) -> list[Path]:
+    """Remove the temporary workspaces of runners that died without cleaning up (SIGKILL,
+    a power cut): those whose ``runner.pid`` names a process that no longer exists.
+    Their ComfyUI died with them (see ``_die_with_parent``). Returns what was removed."""
+    folder = Path(folder or tempfile.gettempdir())
+    removed = []
+    for workspace in folder.glob(WORKSPACE_PREFIX + "*"):
+        try:
+            pid = int((workspace / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        try:
+            os.kill(pid, 0)
+            continue  # its runner is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        shutil.rmtree(workspace, ignore_errors=True)
+        removed.append(workspace)
+    return removed
+
+
 class EmbeddedFailed(ServerError):
     """The run on the embedded ComfyUI failed; its log was kept (the message says where)."""
 
@@ -503,7 +530,11 @@ def embedded_comfyui(
     """
     comfyui_dir = comfyui_dir or host_comfyui()
     owned = workspace is None
-    workspace = Path(workspace or tempfile.mkdtemp(prefix="analogist-comfyui-"))
+    if owned:
+        sweep_stale_workspaces()
+    workspace = Path(workspace or tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
+    if owned:
+        (workspace / OWNER_FILE).write_text(str(os.getpid()))
     log_path = workspace / "comfyui.log"
     try:
         for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):

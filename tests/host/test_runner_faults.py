@@ -102,6 +102,30 @@ def test_a_signal_stops_the_embedded_comfyui_and_removes_its_folder(tmp_path, sd
     assert not list((tmp_path / "tmp").glob("analogist-comfyui-*"))
 
 
+def test_a_killed_runner_takes_its_comfyui_along_and_the_next_run_sweeps_its_folder(tmp_path, sd15_checkpoint):
+    """SIGKILL cannot be caught: ComfyUI still dies with the runner (parent-death signal),
+    and the next run removes the workspace left behind."""
+    from comfyui_analogist.analogist.runner import sweep_stale_workspaces
+
+    process, err = start_runner(tmp_path, "--checkpoint", sd15_checkpoint, "--out", tmp_path / "out", *LONG)
+    try:
+        wait_for(err, "step ", process)
+        comfyui = descendants(process.pid)
+        assert comfyui
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in comfyui) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in comfyui if alive(pid)], "ComfyUI outlived a killed runner"
+    left = list((tmp_path / "tmp").glob("analogist-comfyui-*"))
+    assert len(left) == 1
+    assert sweep_stale_workspaces(tmp_path / "tmp") == left and not left[0].exists()
+
+
 def queue_of(server) -> tuple[list, list]:
     queue = server.get_json("/queue")
     return queue["queue_running"], queue["queue_pending"]

@@ -264,3 +264,22 @@ def test_a_truncated_safetensors_is_caught_by_the_pre_check_with_its_path(capsys
     header_cut.write_bytes(whole.read_bytes()[:20])
     with pytest.raises(CheckpointError, match="truncated"):
         check_inpainting_checkpoint(header_cut)
+
+
+def test_workspaces_of_runners_that_died_unclean_are_swept(tmp_path):
+    """SIGKILL leaves no chance to clean up: the next run removes such a workspace, and
+    only such a one."""
+    import subprocess
+    import sys
+
+    from comfyui_analogist.analogist.runner import sweep_stale_workspaces
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale, live, foreign = (tmp_path / f"analogist-comfyui-{n}" for n in ("stale", "live", "foreign"))
+    for folder in (stale, live, foreign):
+        (folder / "input").mkdir(parents=True)
+    (stale / "runner.pid").write_text(str(dead.pid))
+    (live / "runner.pid").write_text(str(__import__("os").getpid()))
+    assert sweep_stale_workspaces(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and foreign.exists()
