@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows" / "images"
@@ -80,16 +82,54 @@ def run_score(args) -> int:
         return 2
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP: unwinds the run like Ctrl-C, so every clean-up runs
+    (the embedded ComfyUI is stopped and its folder removed, queued jobs are cancelled)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_on_signals() -> dict:
+    """Turn the first SIGINT/SIGTERM/SIGHUP into :class:`Stopped`; later ones are ignored
+    so they cannot cut the clean-up short. Returns the previous handlers."""
+    fired = []
+
+    def handler(signum, frame):
+        if fired:
+            return
+        fired.append(signum)
+        raise Stopped(signum)
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "score":
         return run_score(args)
     from .checkpoints import CheckpointError
-    from .client import ServerError
-    from .runner import InputError, Settings, b_images, check_image, checkpoint_for, main_run
+    from .client import ServerError, check_url
+    from .runner import (
+        InputError,
+        Settings,
+        b_images,
+        check_image,
+        check_out,
+        checkpoint_for,
+        main_run,
+    )
     from .workflow_format import WorkflowError
 
+    previous = stop_on_signals() if threading.current_thread() is threading.main_thread() else {}
     try:
+        servers = [check_url(url) for url in args.server]
         if args.steps is not None and args.steps < 1:
             raise InputError(f"--steps must be at least 1, got {args.steps}")
         if args.cell is not None and (args.cell < 64 or args.cell % 64):
@@ -100,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             a=check_image(args.a, "--a"),
             a_prime=check_image(args.a_prime, "--a-prime"),
             b=b_images(args.b),
-            out=args.out.expanduser(),
-            checkpoint=checkpoint_for(args.checkpoint, args.server),
+            out=check_out(args.out),
+            checkpoint=checkpoint_for(args.checkpoint, servers),
             workflow=args.workflow,
             prompt=args.prompt,
             steps=args.steps,
@@ -111,13 +151,20 @@ def main(argv: list[str] | None = None) -> int:
             vlm_base_url=args.vlm_base_url,
             vlm_model=args.vlm_model,
         )
-        return main_run(settings, args.server)
+        return main_run(settings, servers)
     except (InputError, CheckpointError, ServerError, WorkflowError) as exc:
         print(f"analogist: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"analogist: stopped by {name}; ComfyUI work of this run was stopped", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("analogist: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -50,10 +50,30 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
         (length,) = struct.unpack("<Q", head)
         if length <= 0 or length > 100_000_000:
             raise CheckpointError(f"{path}: not a .safetensors file (header length {length})")
+        raw = file.read(length)
+        if len(raw) != length:
+            raise CheckpointError(f"{path}: truncated (its header is cut off); download it again")
         try:
-            header = json.loads(file.read(length))
+            header = json.loads(raw)
         except ValueError as exc:
             raise CheckpointError(f"{path}: not a .safetensors file (bad header: {exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a .safetensors file (its header is not a table)")
+    # The tensors' bytes follow the header; the header says where each one ends. A file
+    # cut short (an interrupted download) passes a header-only check and then fails deep
+    # inside ComfyUI's loader with no file name, so the size is checked here.
+    ends = [
+        v["data_offsets"][1] for v in header.values()
+        if isinstance(v, dict) and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+        and isinstance(v["data_offsets"][1], int)
+    ]
+    needed = 8 + length + max(ends, default=0)
+    size = path.stat().st_size
+    if size < needed:
+        raise CheckpointError(
+            f"{path}: truncated: the file has {size:,} bytes but its header describes "
+            f"{needed:,}. It is probably an interrupted download: download it again."
+        )
     return {k: v["shape"] for k, v in header.items() if isinstance(v, dict) and "shape" in v}
 
 

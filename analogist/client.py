@@ -1,12 +1,19 @@
 """A small client for a ComfyUI server's HTTP API (standard library only).
 
 ``/object_info`` for node definitions, ``/upload/image`` for inputs, ``/prompt`` to queue,
-``/history/<id>`` to wait, ``/view`` to download results.
+``/history/<id>`` to wait, ``/view`` to download results, ``/queue`` and ``/interrupt`` to
+cancel what this client queued, and the ``/ws`` websocket for step progress.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
+import socket
+import struct
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -48,13 +55,41 @@ def _node_errors_text(body: dict) -> str:
     return "\n".join(lines) or json.dumps(body)[:2000]
 
 
+def check_url(url: str) -> str:
+    """``url`` as an http(s) base URL (``host:port`` gets ``http://``), or a ServerError
+    that says what is wrong with it."""
+    text = str(url).strip()
+    if "://" not in text:
+        text = "http://" + text
+    hint = "give it as http://HOST:PORT, e.g. --server http://127.0.0.1:8188"
+    if not text or any(ch.isspace() for ch in text):
+        raise ServerError(f"--server {url!r} is not a URL (it contains spaces): {hint}")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number 0-65535)
+    except ValueError as exc:
+        raise ServerError(f"--server {url!r} is not a valid URL ({exc}): {hint}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ServerError(f"--server {url!r}: the scheme must be http or https, not {parts.scheme!r}: {hint}")
+    if not parts.hostname:
+        raise ServerError(f"--server {url!r} names no host: {hint}")
+    if parts.query or parts.fragment:
+        raise ServerError(f"--server {url!r} has a query or fragment; {hint}")
+    return text.rstrip("/")
+
+
 class ComfyClient:
     def __init__(self, url: str, timeout: float = 30.0):
-        url = url.rstrip("/")
-        if "://" not in url:
-            url = "http://" + url
-        self.url = url
+        self.url = check_url(url)
         self.timeout = timeout
+        # One id for this client: the server sends this run's progress to it on /ws.
+        self.client_id = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._mine: set[str] = set()  # queued by this client and not yet finished
+        self.closed = False  # set by cancel(): nothing more is queued
+        self.progress: dict[str, tuple[int, int]] = {}  # prompt_id -> (step, steps)
+        self.on_progress = None  # called with (prompt_id, value, max) from the ws thread
+        self._ws: _ProgressSocket | None = None
 
     def __repr__(self) -> str:
         return f"ComfyClient({self.url})"
@@ -65,6 +100,8 @@ class ComfyClient:
             return urllib.request.urlopen(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError:
             raise
+        except ValueError as exc:  # http.client.InvalidURL and friends
+            raise ServerError(f"{self.url} is not a usable URL ({exc})") from exc
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ServerError(
@@ -90,11 +127,20 @@ class ComfyClient:
 
     # -- work ------------------------------------------------------------------------------
     def upload_image(self, path: Path, name: str) -> str:
-        """Upload ``path`` into the server's input folder as ``name``; returns the stored name."""
+        """Upload ``path`` into the server's input folder; returns the stored name.
+
+        The stored name is ``name`` with the file's SHA-256 prefix before the suffix, so
+        runs sharing a server never overwrite each other's inputs: the same name always
+        means the same bytes (overwriting it rewrites identical content).
+        """
+        data = Path(path).read_bytes()
+        stem, dot, suffix = name.rpartition(".")
+        digest = hashlib.sha256(data).hexdigest()[:20]
+        name = f"{stem}_{digest}.{suffix}" if dot else f"{name}_{digest}"
         boundary = uuid.uuid4().hex
         parts = [
             (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-             "Content-Type: application/octet-stream\r\n\r\n").encode() + Path(path).read_bytes() + b"\r\n",
+             "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n",
             f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'.encode(),
             f"--{boundary}--\r\n".encode(),
         ]
@@ -111,13 +157,19 @@ class ComfyClient:
         return f"{body['subfolder']}/{stored}" if body.get("subfolder") else stored
 
     def queue(self, prompt: dict) -> str:
-        payload = json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex}).encode()
+        self.watch_progress()
+        payload = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
         request = urllib.request.Request(
             self.url + "/prompt", data=payload, headers={"Content-Type": "application/json"}
         )
         try:
-            with self._open(request) as response:
-                return json.loads(response.read())["prompt_id"]
+            with self._lock:  # cancel() either sees this prompt or stops it being queued
+                if self.closed:
+                    raise ServerError(f"{self.url}: cancelled, nothing more is queued")
+                with self._open(request) as response:
+                    prompt_id = json.loads(response.read())["prompt_id"]
+                self._mine.add(prompt_id)
+                return prompt_id
         except urllib.error.HTTPError as exc:
             try:
                 body = json.loads(exc.read())
@@ -127,15 +179,78 @@ class ComfyClient:
 
     def wait(self, prompt_id: str, timeout: float = 3600.0, poll: float = 0.5) -> Finished:
         deadline = time.monotonic() + timeout
+        unanswered_since = None
         while time.monotonic() < deadline:
-            entry = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+            try:
+                entry = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+                unanswered_since = None
+            except ServerError:
+                # A busy server (loading a model on a loaded machine) may not answer for a
+                # while; give up only when it stays silent for minutes.
+                unanswered_since = unanswered_since or time.monotonic()
+                if time.monotonic() - unanswered_since > 300:
+                    raise
+                time.sleep(poll)
+                continue
             status = (entry or {}).get("status") or {}
             if status.get("completed") is not None and status.get("status_str") in ("success", "error"):
+                with self._lock:
+                    self._mine.discard(prompt_id)
                 if status["status_str"] == "error":
                     raise ServerError(f"{self.url}: {_error_text(status.get('messages', []))}")
                 return Finished(prompt_id, entry.get("outputs", {}))
             time.sleep(poll)
         raise ServerError(f"{self.url}: the run {prompt_id} did not finish within {timeout:.0f} s")
+
+    def _post_json(self, path: str, payload: dict) -> None:
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with self._open(request, timeout=10) as response:
+            response.read()
+
+    def cancel(self) -> list[str]:
+        """Stop what this client queued: pending prompts leave the queue, and the running
+        one is interrupted only if it is ours. Nothing more is queued afterwards. Returns
+        the prompt ids it cancelled."""
+        with self._lock:
+            self.closed = True
+            mine = sorted(self._mine)
+            self._mine.clear()
+        if mine:
+            self._post_json("/queue", {"delete": mine})
+            running = self.get_json("/queue", timeout=10).get("queue_running", [])
+            for item in running:
+                if len(item) > 1 and item[1] in mine:
+                    # Servers that know targeted interrupts check the id themselves; older
+                    # ones interrupt whatever runs, which the snapshot above says is ours.
+                    self._post_json("/interrupt", {"prompt_id": item[1]})
+        self.close()
+        return mine
+
+    # -- progress ---------------------------------------------------------------------------
+    def watch_progress(self) -> None:
+        """Listen on the server's websocket for this client's step progress (best effort:
+        without it the run still works, it just reports less)."""
+        if self._ws is not None:
+            return
+        self._ws = _ProgressSocket(self)
+        self._ws.start()
+
+    def close(self) -> None:
+        if self._ws is not None:
+            self._ws.stop()
+
+    def _progress(self, data: dict) -> None:
+        prompt_id = data.get("prompt_id")
+        try:
+            value, total = int(data["value"]), int(data["max"])
+        except (KeyError, TypeError, ValueError):
+            return
+        self.progress[prompt_id] = (value, total)
+        if self.on_progress is not None:
+            self.on_progress(prompt_id, value, total)
 
     def view(self, image: dict) -> bytes:
         query = urllib.parse.urlencode(
@@ -144,3 +259,116 @@ class ComfyClient:
         )
         with self._open(f"{self.url}/view?{query}", timeout=120) as response:
             return response.read()
+
+
+class _ProgressSocket(threading.Thread):
+    """A minimal websocket client (RFC 6455, text frames only) for ComfyUI's ``/ws``.
+
+    Standard library only, so the runner needs nothing beyond the pack's own
+    requirements. Messages ``{"type": "progress", "data": {"value", "max", "prompt_id"}}``
+    go to :meth:`ComfyClient._progress`; binary frames (previews) are skipped.
+    """
+
+    def __init__(self, client: ComfyClient):
+        super().__init__(daemon=True, name=f"analogist-ws-{client.url}")
+        self.client = client
+        self.sock: socket.socket | None = None
+        self.stopping = False
+        self.connected = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping = True
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def run(self) -> None:
+        try:
+            self._connect()
+            self.connected.set()
+            while not self.stopping:
+                opcode, payload = self._frame()
+                if opcode == 8:  # close
+                    return
+                if opcode == 9:  # ping
+                    self._send(10, payload)
+                elif opcode == 1:
+                    message = json.loads(payload.decode("utf-8", "replace"))
+                    if isinstance(message, dict) and message.get("type") == "progress":
+                        self.client._progress(message.get("data") or {})
+        except (OSError, ValueError, EOFError, struct.error):
+            pass  # progress is a nicety: the HTTP polling decides how the run ends
+        finally:
+            self.connected.set()
+
+    def _connect(self) -> None:
+        parts = urllib.parse.urlsplit(self.client.url)
+        if parts.scheme != "http":
+            raise OSError("websocket progress only over plain http")
+        port = parts.port or 80
+        self.sock = socket.create_connection((parts.hostname, port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        path = (parts.path or "") + f"/ws?clientId={self.client.client_id}"
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        self.sock.sendall(
+            (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+             "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise EOFError("closed during the handshake")
+            head += chunk
+            if len(head) > 65536:
+                raise ValueError("handshake too long")
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status + b" ":
+            raise OSError(f"no websocket: {status!r}")
+        expected = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        if expected not in head:
+            raise OSError("bad websocket accept key")
+        self.sock.settimeout(None)
+
+    def _read(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise EOFError("websocket closed")
+            data += chunk
+        return data
+
+    def _frame(self) -> tuple[int, bytes]:
+        """One whole message (continuation frames joined)."""
+        opcode, payload = None, b""
+        while True:
+            first, second = self._read(2)
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self._read(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self._read(8))
+            mask = self._read(4) if second & 0x80 else None
+            data = self._read(length)
+            if mask:
+                data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+            code = first & 0x0F
+            if code >= 8:  # control frames come whole, even between fragments
+                return code, data
+            if opcode is None:
+                opcode = code
+            payload += data
+            if first & 0x80:
+                return opcode, payload
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        header = bytes([0x80 | opcode, 0x80 | len(payload)])  # control frames: < 126 bytes
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))

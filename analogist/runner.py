@@ -21,6 +21,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -93,9 +94,40 @@ def check_image(path: Path, role: str) -> Path:
     try:
         with Image.open(path) as image:
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            f"{role}: {path} is too large to load safely ({exc}). Downscale it: the grid "
+            "cells are at most 4096 px, so a few thousand pixels per side is plenty."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise InputError(f"{role}: cannot read {path} as an image ({exc})") from exc
     return path
+
+
+def check_out(path: Path) -> Path:
+    """``--out`` must be a folder we can create or write into; nothing is created here
+    (the folder appears only once every check has passed)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out: {path} is a file, not a folder; give a folder for the results")
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"--out: {path} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "write into" if existing == path else f"create {path} in"
+        raise InputError(f"--out: cannot {what} {existing} (no write permission); choose another folder")
+    return path
+
+
+def make_out(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out: cannot create the folder {path} ({exc.strerror or exc})") from None
 
 
 def b_images(path: Path) -> list[Path]:
@@ -167,11 +199,15 @@ def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str) -> No
 
 
 # -- running -------------------------------------------------------------------------------
-def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploaded: dict[str, str]) -> list[Path]:
+def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploaded: dict[str, str],
+            progress: Progress | None = None) -> list[Path]:
     stem = f"{job.index:03d}_{job.b.stem}" if len(settings.b) > 1 else job.b.stem
     b_name = client.upload_image(job.b, f"analogist_b_{stem}{job.b.suffix.lower()}")
     prompt = build_prompt(settings, info, {**uploaded, "b": b_name})
-    finished = client.wait(client.queue(prompt))
+    prompt_id = client.queue(prompt)
+    if progress is not None:
+        progress.started(prompt_id, job)
+    finished = client.wait(prompt_id)
     files = []
     for node_id, node in prompt.items():
         kind = node["class_type"]
@@ -199,22 +235,56 @@ def save_inputs(settings: Settings, job: Job, stem: str) -> None:
 
 
 class Progress:
-    """One status line per finished job, with a bar: ``[####------] 4/10``."""
+    """One status line per finished job, with a bar: ``[####------] 4/10``; in between,
+    the sampler's steps as the server reports them (``step 12/50``): rewritten in place on
+    a terminal, otherwise a line at most every few seconds and at the last step."""
+
+    WIDTH = 20
+    QUIET_S = 5.0
 
     def __init__(self, total: int, stream=None):
         self.total = total
         self.done = 0
         self.stream = stream or sys.stderr
         self.lock = threading.Lock()
+        self.jobs: dict[str, Job] = {}  # prompt_id -> job
+        self.last_step_line = 0.0
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.open_line = False
+
+    def bar(self) -> str:
+        filled = self.WIDTH * self.done // self.total
+        return f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {self.done}/{self.total}"
+
+    def started(self, prompt_id: str, job: Job) -> None:
+        with self.lock:
+            self.jobs[prompt_id] = job
+
+    def step(self, server: str, prompt_id: str, value: int, total: int) -> None:
+        with self.lock:
+            job = self.jobs.get(prompt_id)
+            if job is None:
+                return
+            line = f"{self.bar()} {job.b.name}: step {value}/{total} ({server})"
+            if self.tty:
+                print(f"\r{line}\033[K", end="", file=self.stream, flush=True)
+                self.open_line = True
+                return
+            now = time.monotonic()
+            if value >= total or now - self.last_step_line >= self.QUIET_S:
+                self.last_step_line = now
+                print(line, file=self.stream, flush=True)
 
     def update(self, outcome: Outcome) -> None:
         with self.lock:
             self.done += 1
-            width = 20
-            filled = width * self.done // self.total
-            status = "ok" if outcome.error is None else "FAILED"
-            print(f"[{'#' * filled}{'-' * (width - filled)}] {self.done}/{self.total} "
-                  f"{outcome.job.b.name}: {status} ({outcome.server})", file=self.stream, flush=True)
+            status = "ok" if outcome.error is None else (
+                "FAILED: " + (outcome.error.strip().splitlines() or [""])[-1][:160])
+            start = "\r" if self.open_line else ""
+            end = "\033[K" if self.open_line else ""
+            self.open_line = False
+            print(f"{start}{self.bar()} {outcome.job.b.name}: {status} ({outcome.server}){end}",
+                  file=self.stream, flush=True)
 
 
 def spread(jobs: list[Job], workers: dict[str, Callable[[Job], list[Path]]], progress: Progress) -> list[Outcome]:
@@ -242,34 +312,67 @@ def spread(jobs: list[Job], workers: dict[str, Callable[[Job], list[Path]]], pro
     threads = [threading.Thread(target=work, args=item, daemon=True) for item in workers.items()]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            while thread.is_alive():  # short joins: a signal stops the run at once
+                thread.join(0.5)
+    except BaseException:
+        while not pending.empty():  # the workers take no further job
+            try:
+                pending.get_nowait()
+            except queue.Empty:
+                break
+        raise
     return sorted(outcomes, key=lambda o: o.job.index)
 
 
-def prepare_server(client: ComfyClient, settings: Settings) -> tuple[dict, dict[str, str]]:
+def prepare_server(client: ComfyClient, settings: Settings) -> dict:
     client.check()
     info = client.object_info()
     check_server_can_run(client, info, settings.checkpoint)
-    uploaded = {
+    return info
+
+
+def upload_examples(client: ComfyClient, settings: Settings) -> dict[str, str]:
+    """A and A' on the server, under names that carry a hash of their bytes (see
+    :meth:`ComfyClient.upload_image`): runs sharing a server never swap inputs."""
+    return {
         "a": client.upload_image(settings.a, f"analogist_a{settings.a.suffix.lower()}"),
         "a_prime": client.upload_image(settings.a_prime, f"analogist_a_prime{settings.a_prime.suffix.lower()}"),
     }
-    return info, uploaded
 
 
 def run_on_servers(settings: Settings, urls: list[str], stream=None) -> list[Outcome]:
+    """Check every server, create --out, then run; on an interruption (Ctrl-C, SIGTERM)
+    cancel what this run queued on each server before the exception goes on."""
     clients = [ComfyClient(url) for url in urls]
-    prepared = {}
-    for index, client in enumerate(clients):  # all up and able before anything is queued
-        prepared[f"{client.url}#{index}" if urls.count(urls[index]) > 1 else client.url] = (
-            client, *prepare_server(client, settings))
-    workers = {
-        name: (lambda job, c=c, i=i, u=u: run_job(c, i, settings, job, u))
-        for name, (c, i, u) in prepared.items()
-    }
-    jobs = [Job(b, index) for index, b in enumerate(settings.b)]
-    return spread(jobs, workers, Progress(len(jobs), stream))
+    infos = [prepare_server(client, settings) for client in clients]  # all able first
+    make_out(settings.out)
+    progress = Progress(len(settings.b), stream)
+    workers = {}
+    try:
+        for index, (client, info) in enumerate(zip(clients, infos, strict=True)):
+            name = f"{client.url}#{index}" if urls.count(urls[index]) > 1 else client.url
+            client.on_progress = (lambda pid, value, total, name=name:
+                                  progress.step(name, pid, value, total))
+            uploaded = upload_examples(client, settings)
+            workers[name] = (lambda job, c=client, i=info, u=uploaded:
+                             run_job(c, i, settings, job, u, progress))
+        jobs = [Job(b, index) for index, b in enumerate(settings.b)]
+        return spread(jobs, workers, progress)
+    except BaseException:
+        for client in clients:
+            try:
+                cancelled = client.cancel()
+            except (ServerError, OSError, ValueError):
+                continue
+            if cancelled:
+                print(f"[analogist] cancelled {len(cancelled)} queued job(s) on {client.url}",
+                      file=stream or sys.stderr, flush=True)
+        raise
+    finally:
+        for client in clients:
+            client.close()
 
 
 # -- embedded ComfyUI ------------------------------------------------------------------------
@@ -361,18 +464,88 @@ def _has_cuda() -> bool:
     return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGTERM when the runner dies, even by SIGKILL,
+    so no ComfyUI is ever left behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _stop_process(process: subprocess.Popen) -> None:
+    """Terminate ComfyUI and anything it started (its own process group), then wait."""
+    def send(sig: int) -> None:
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    if process.poll() is None:
+        send(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            send(signal.SIGKILL)
+            process.wait(timeout=10)
+    send(signal.SIGKILL)  # stragglers in the group, if any
+
+
+WORKSPACE_PREFIX = "analogist-comfyui-"
+OWNER_FILE = "runner.pid"
+
+
+def sweep_stale_workspaces(folder: Path | None = None) -> list[Path]:
+    """Remove the temporary workspaces of runners that died without cleaning up (SIGKILL,
+    a power cut): those whose ``runner.pid`` names a process that no longer exists.
+    Their ComfyUI died with them (see ``_die_with_parent``). Returns what was removed."""
+    folder = Path(folder or tempfile.gettempdir())
+    removed = []
+    for workspace in folder.glob(WORKSPACE_PREFIX + "*"):
+        try:
+            pid = int((workspace / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        try:
+            os.kill(pid, 0)
+            continue  # its runner is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        shutil.rmtree(workspace, ignore_errors=True)
+        removed.append(workspace)
+    return removed
+
+
+class EmbeddedFailed(ServerError):
+    """The run on the embedded ComfyUI failed; its log was kept (the message says where)."""
+
+
 @contextmanager
 def embedded_comfyui(
-    checkpoint: Path, log=None, workspace: Path | None = None, comfyui_dir: Path | None = None
+    checkpoint: Path, log=None, workspace: Path | None = None, comfyui_dir: Path | None = None,
+    keep_log: Path | None = None,
 ) -> Iterator[str]:
     """A ComfyUI child process with this pack and ``checkpoint``; yields its URL.
 
     ``comfyui_dir``: a ComfyUI checkout to start (default: the one the pack lives in, if
-    any); otherwise the ``comfyui`` installed in this Python.
+    any); otherwise the ``comfyui`` installed in this Python. The child runs in its own
+    process group and is stopped, with its temporary workspace removed, however the
+    block ends (an error, Ctrl-C, SIGTERM or SIGHUP turned into exceptions by the CLI).
+    When the block fails with an ``Exception`` (not an interruption), ComfyUI's log is
+    copied to ``keep_log`` first and the error says where it is.
     """
     comfyui_dir = comfyui_dir or host_comfyui()
     owned = workspace is None
-    workspace = Path(workspace or tempfile.mkdtemp(prefix="analogist-comfyui-"))
+    if owned:
+        sweep_stale_workspaces()
+    workspace = Path(workspace or tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
+    if owned:
+        (workspace / OWNER_FILE).write_text(str(os.getpid()))
+    log_path = workspace / "comfyui.log"
     try:
         for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
             (workspace / sub).mkdir(parents=True, exist_ok=True)
@@ -380,13 +553,16 @@ def embedded_comfyui(
         args, cwd = launch_args(workspace, checkpoint, port, comfyui_dir)
         if not _has_cuda():
             args.append("--cpu")  # the registry's torch is a CUDA build; without a GPU say so
-        log_path = workspace / "comfyui.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         hf = workspace / "hf-cache"
         hf.mkdir(exist_ok=True)
         env.setdefault("HF_HUB_CACHE", str(hf))
         with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                args, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the runner only; it stops ComfyUI itself
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
             try:
                 url = f"http://127.0.0.1:{port}"
                 client = ComfyClient(url)
@@ -403,19 +579,30 @@ def embedded_comfyui(
                         break
                     except ServerError:
                         if time.monotonic() > deadline:
-                            raise ServerError(f"ComfyUI did not start within 300 s; see {log_path}") from None
+                            raise ServerError("ComfyUI did not start within 300 s") from None
                         time.sleep(0.5)
                 yield url
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+                _stop_process(process)
+    except Exception as exc:
+        kept = _keep_log(log_path, keep_log) if keep_log is not None else None
+        if kept is not None:
+            raise EmbeddedFailed(f"{exc}\nComfyUI's log: {kept}") from exc
+        raise
     finally:
         if owned:
             shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _keep_log(log_path: Path, target: Path) -> Path | None:
+    if not log_path.is_file():
+        return None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log_path, target)
+    except OSError:
+        return None
+    return target
 
 
 def summarize(outcomes: list[Outcome], stream=None) -> int:
@@ -433,17 +620,30 @@ def summarize(outcomes: list[Outcome], stream=None) -> int:
     return 0
 
 
+class _JobsFailed(Exception):
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
 def main_run(settings: Settings, servers: list[str], log=None) -> int:
+    """Run every job; ``--out`` is created only once the servers have passed their checks."""
     log = log or sys.stderr
-    settings.out.mkdir(parents=True, exist_ok=True)
     if servers:
-        outcomes = run_on_servers(settings, servers, log)
-    else:
-        checkpoint = Path(settings.checkpoint)
-        with embedded_comfyui(checkpoint, log) as url:
+        return summarize(run_on_servers(settings, servers, log))
+    checkpoint = Path(settings.checkpoint)
+    try:
+        with embedded_comfyui(checkpoint, log, keep_log=settings.out / "comfyui.log") as url:
             settings.checkpoint = checkpoint.name
-            outcomes = run_on_servers(settings, [url], log)
-    return summarize(outcomes)
+            code = summarize(run_on_servers(settings, [url], log))
+            if code:
+                raise _JobsFailed(code)  # so the embedded ComfyUI's log is kept
+    except EmbeddedFailed as exc:
+        if isinstance(exc.__cause__, _JobsFailed):
+            print(str(exc).split("\n")[-1], file=sys.stderr, flush=True)
+            return exc.__cause__.code
+        raise
+    return code
 
 
 def run_sh_checkpoints() -> Path:

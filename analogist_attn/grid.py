@@ -12,7 +12,10 @@ just below ``k``: truncation would turn a loaded image's ``k`` into ``k - 1``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +25,13 @@ from PIL import Image
 
 from .layout import (
     ARRANGEMENTS,
+    FINGERPRINT_SIDE,
     FITS,
     REGIONS,
     GridLayout,
     Placement,
     Rect,
+    check_layout,
     make_layout,
 )
 
@@ -50,6 +55,15 @@ RESAMPLE = Image.Resampling.BICUBIC
 
 WHITE = 255  # the paper's canvas
 BLACK = 0  # the paper's empty B' cell
+
+# Values a little above 1 come from resampling overshoot and are clamped; far above 1 the
+# image is in 0..255 and clamping would silently turn it white.
+MAX_PIXEL = 1.5
+
+# A layout's fingerprint (a thumbnail of the A, A', B cells) matches its grid when their
+# mean absolute difference stays under this, in 0..255 per cell: a VAE round trip of an
+# 8x8-averaged cell moves it by a few levels; two different pictures by far more.
+FINGERPRINT_TOLERANCE = 16.0
 
 # GridCrop's output sizes.
 SIZE_ORIGINAL = "original size of B"
@@ -101,6 +115,26 @@ def check_image(images: object, name: str) -> torch.Tensor:
         raise ValueError(
             f"{name} has {channels} channels; expected 1 (gray), 2 (gray + alpha), "
             "3 (RGB) or 4 (RGBA). Is it a latent or a mask? Decode or convert it first."
+        )
+    if not images.is_floating_point():
+        raise TypeError(
+            f"{name}: expected float pixels in 0..1 (a ComfyUI IMAGE), got {images.dtype}. "
+            "Convert with x.float() / 255."
+        )
+    finite = torch.isfinite(images)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"{name} has {bad} of {images.numel()} values that are NaN or infinite. The node "
+            "before it produced them (often a VAE decoding in float16 overflowing: try a "
+            "float32 VAE, e.g. ComfyUI's --fp32-vae); a grid cannot be made or cut from them."
+        )
+    top = float(images.max())
+    if top > MAX_PIXEL:
+        raise ValueError(
+            f"{name} has pixel values up to {top:g}, but IMAGE pixels are floats in 0..1. "
+            "It looks like a 0..255 image (some packs' nodes return those): divide it by "
+            "255 before this node. Without the fix everything above 1 would turn white."
         )
     return images
 
@@ -281,6 +315,8 @@ def compose_grids(
         _put(canvas, layout.paste("b_prime"), BLACK)
     pasted = blank.copy()
     _copy_cell(pasted, layout.cell("b"), layout.cell("b_prime"))
+    layout = dataclasses.replace(layout, fingerprints=tuple(fingerprint(one, layout) for one in blank))
+    _remember(layout)
 
     return ComposedGrids(
         grid=to_float(pasted),
@@ -296,6 +332,104 @@ def quadrant_mask(layout: GridLayout, count: int) -> torch.Tensor:
     cell = layout.cell("b_prime")
     mask[:, cell.y : cell.bottom, cell.x : cell.right] = 1.0
     return mask
+
+
+# --- does a layout belong to a grid? ------------------------------------------------------
+
+
+def _thumbnails(pixels: torch.Tensor, layout: GridLayout) -> torch.Tensor:
+    """``[H, W, 3]`` pixels in 0..255 -> ``[3, side, side, 3]``: the A, A', B cells averaged
+    down to ``FINGERPRINT_SIDE`` px a side (cells are multiples of 64, so blocks are whole)."""
+    side = FINGERPRINT_SIDE
+    cells = []
+    for name in REGIONS[:3]:
+        rect = layout.cell(name)
+        cell = pixels[rect.y : rect.bottom, rect.x : rect.right, :].float()
+        blocks = cell.reshape(side, rect.height // side, side, rect.width // side, 3)
+        cells.append(blocks.mean(dim=(1, 3)))
+    return torch.stack(cells)
+
+
+def fingerprint(canvas: np.ndarray, layout: GridLayout) -> bytes:
+    """The fingerprint of one composed uint8 grid (see ``GridLayout.fingerprints``)."""
+    thumbs = _thumbnails(torch.from_numpy(np.ascontiguousarray(canvas)), layout)
+    return thumbs.round().clamp(0, 255).to(torch.uint8).numpy().tobytes()
+
+
+def _differences(image: torch.Tensor, layout: GridLayout, print_: bytes) -> float:
+    """Largest per-cell mean absolute difference (0..255) between an RGB 0..1 grid and a
+    fingerprint."""
+    side = FINGERPRINT_SIDE
+    thumbs = _thumbnails(image.clamp(0.0, 1.0) * 255.0, layout)
+    recorded = torch.frombuffer(bytearray(print_), dtype=torch.uint8).float().reshape(3, side, side, 3)
+    return float((thumbs - recorded).abs().mean(dim=(1, 2, 3)).max())
+
+
+# Fingerprints of the grids composed in this process (newest last), to name the Grid
+# Compose a grid really came from when the connected layout is not its own.
+_RECENT_LIMIT = 256
+_recent: OrderedDict[tuple[int, int, bytes], GridLayout] = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def _remember(layout: GridLayout) -> None:
+    with _recent_lock:
+        for print_ in layout.fingerprints:
+            key = (layout.grid_width, layout.grid_height, print_)
+            _recent[key] = layout
+            _recent.move_to_end(key)
+        while len(_recent) > _RECENT_LIMIT:
+            _recent.popitem(last=False)
+
+
+def _describe(layout: GridLayout) -> str:
+    sizes = sorted({f"{p.source_width}x{p.source_height}" for p in layout.b_placements})
+    return f"B of {', '.join(sizes) or 'unknown size'}, fit {layout.fit}, {layout.arrangement}"
+
+
+def check_layout_belongs(grids: torch.Tensor, layout: GridLayout, name: str = "grid") -> None:
+    """Is ``layout`` the one made with these grids? Compared by the A, A', B cells.
+
+    * they match the layout's fingerprints: fine;
+    * they match a grid composed with another layout in this process: a ``ValueError``
+      naming both (the B' would be cut with the wrong placement, at the wrong size);
+    * they match nothing known (the whole grid was regenerated, or a model's VAE does not
+      reconstruct it): the layout cannot be confirmed, and a warning says so.
+    """
+    if not layout.fingerprints:
+        return
+    rgb = to_rgb(grids)
+    unconfirmed = []
+    for index, image in enumerate(rgb):
+        own = layout.fingerprints[index % len(layout.fingerprints)]
+        difference = _differences(image, layout, own)
+        if difference <= FINGERPRINT_TOLERANCE:
+            continue
+        with _recent_lock:
+            candidates = [
+                other for (w, h, print_), other in reversed(_recent.items())
+                if (w, h) == (layout.grid_width, layout.grid_height) and print_ not in layout.fingerprints
+                and _differences(image, other, print_) <= FINGERPRINT_TOLERANCE
+            ]
+        if candidates:
+            raise ValueError(
+                f"{name} image {index} was made by another Analogist Grid Compose ({_describe(candidates[0])}) "
+                f"than the one whose layout is connected ({_describe(layout)}): its A, A', B "
+                "cells are not the ones this layout was made with, so B' would be cut out at "
+                "the wrong place or size. Connect the layout from the Grid Compose that made "
+                "this grid."
+            )
+        unconfirmed.append((index, difference))
+    if unconfirmed:
+        index, difference = max(unconfirmed, key=lambda item: item[1])
+        log.warning(
+            "[Analogist] %s: cannot confirm that the connected layout belongs to this grid: "
+            "the A, A', B cells of %d of %d image(s) differ from the ones the layout was made "
+            "with (by up to %.0f of 255 on average; a VAE round trip stays under %.0f). Fine if "
+            "the sampler regenerated the whole grid; otherwise connect the layout from the Grid "
+            "Compose that made this grid, or B' may be cut at the wrong place or size.",
+            name, len(unconfirmed), rgb.shape[0], difference, FINGERPRINT_TOLERANCE,
+        )
 
 
 # --- GridCrop ----------------------------------------------------------------------------
@@ -384,13 +518,16 @@ def crop_b_prime(
     first one's size with a warning (one GridCompose never makes that: all B in a batch
     share a size).
     """
+    layout = check_layout(layout)
     check_image(grids, "grid")
     check_grid_size(grids, layout, "grid")
     check_choice(output_size, OUTPUT_SIZES, "output_size")
+    placements = placement_per_image(layout, grids.shape[0])
+    check_layout_belongs(grids, layout, "grid")
     rgb = to_rgb(grids)
     crops = [
         _restore(image, layout, placement, output_size)
-        for image, placement in zip(rgb, placement_per_image(layout, rgb.shape[0]), strict=True)
+        for image, placement in zip(rgb, placements, strict=True)
     ]
     return _stack_same_size(crops)
 
@@ -422,6 +559,7 @@ def _stack_same_size(images: list[torch.Tensor]) -> torch.Tensor:
 
 def strip(grids: torch.Tensor, layout: GridLayout) -> torch.Tensor:
     """A | A' | B | B' side by side, one row per sampled grid, for a quick look."""
+    layout = check_layout(layout)
     check_image(grids, "grid")
     check_grid_size(grids, layout, "grid")
     rgb = to_rgb(grids)

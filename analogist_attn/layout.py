@@ -90,6 +90,12 @@ class GridLayout:
     pastes: tuple[Rect, Rect, Rect, Rect]
     # One per grid in the batch: how B (and so the expected B') was placed.
     b_placements: tuple[Placement, ...] = ()
+    # One per grid in the batch: a thumbnail of its A, A' and B cells (each averaged down
+    # to FINGERPRINT_SIDE^2 RGB uint8 pixels, in REGIONS order), so a node given a grid
+    # and a layout can tell whether the layout belongs to that grid: those three cells
+    # survive sampling (only B' is inpainted) and a VAE round trip changes them little.
+    # Empty for a layout not made by GridCompose (then nothing can be checked).
+    fingerprints: tuple[bytes, ...] = ()
 
     @property
     def grid_width(self) -> int:
@@ -113,6 +119,21 @@ class GridLayout:
         }
 
 
+# Side of each cell's thumbnail in a fingerprint: coarse enough that a VAE round trip
+# (8x8 px latent pixels) barely moves it, fine enough to tell two pictures apart.
+FINGERPRINT_SIDE = 8
+
+
+def check_layout(layout: object, name: str = "layout") -> GridLayout:
+    """ComfyUI checks socket types by name only: make sure a layout really is one."""
+    if not isinstance(layout, GridLayout):
+        raise TypeError(
+            f"{name}: expected the {LAYOUT_TYPE} output of Analogist Grid Compose, got "
+            f"{type(layout).__name__} ({str(layout)[:60]!r}). Connect Grid Compose's layout output."
+        )
+    return layout
+
+
 def inner_size(cell: int, border: int) -> int:
     """Side of the image pasted into a cell: ``c - 1.5 p`` (253 for the paper's 256 / 2)."""
     return cell - (3 * border) // 2
@@ -125,6 +146,7 @@ def make_layout(
     arrangement: str = ARRANGEMENT_DEFAULT,
     fit: str = "stretch",
     b_placements: tuple[Placement, ...] = (),
+    fingerprints: tuple[bytes, ...] = (),
 ) -> GridLayout:
     """The paper's grid geometry for the given cell size, border and arrangement.
 
@@ -156,4 +178,5 @@ def make_layout(
         cells=cells,  # type: ignore[arg-type]
         pastes=pastes,  # type: ignore[arg-type]
         b_placements=tuple(b_placements),
+        fingerprints=tuple(fingerprints),
     )

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .grid import check_grid_size, check_image, to_float, to_rgb, to_uint8
-from .layout import REGION_LABELS, REGIONS, GridLayout
+from .grid import check_grid_size, check_image, check_layout_belongs, to_float, to_rgb, to_uint8
+from .layout import REGION_LABELS, REGIONS, GridLayout, check_layout
 
 # The paper's values, all at cell 256 and scaled with the cell.
 LABEL_SIDE_AT_256 = 36
@@ -54,6 +54,11 @@ def default_arrow_width(layout: GridLayout) -> int:
 
 def parse_color(text: str, name: str) -> Color:
     """``#RRGGBB``, ``RRGGBB`` or ``R, G, B`` (0-255) -> an RGB tuple; errors name the input."""
+    if not isinstance(text, str):
+        raise TypeError(
+            f"{name} must be a colour as text (#RRGGBB, e.g. #E60000, or R, G, B with numbers "
+            f"0-255), got {type(text).__name__} {text!r:.60}."
+        )
     value = text.strip()
     hex_match = re.fullmatch(r"#?([0-9a-fA-F]{6})", value)
     if hex_match:
@@ -221,8 +226,10 @@ def mark_grids(
     arrows: bool = True,
 ) -> torch.Tensor:
     """Every grid of a batch with labels and arrows drawn (0 sizes = the paper's)."""
+    layout = check_layout(layout)
     check_image(images, "grid")
     check_grid_size(images, layout, "grid")
+    check_layout_belongs(images, layout, "grid")
     check_mark_sizes(layout, label_side, arrow_width)
     side = label_side or default_label_side(layout)
     width = arrow_width or default_arrow_width(layout)

@@ -25,7 +25,7 @@ from ..analogist_attn.blocks import (
     transformer_block_keys,
 )
 from ..analogist_attn.cam import cam_attention, cam_mask_output
-from ..analogist_attn.layout import LAYOUT_TYPE, GridLayout
+from ..analogist_attn.layout import LAYOUT_TYPE, GridLayout, check_layout
 from ..analogist_attn.sac import PAPER_SAC_SCALE, sac_attention
 from ..analogist_attn.tokens import regions_for_block
 
@@ -56,6 +56,7 @@ class AnalogistAttentionPatch:
     ):
         # Marks our patches in a model's replace slots (the class may be imported twice).
         self.analogist_kind = kind
+        layout = check_layout(layout)  # a wrong socket value gets a clear error
         self.fractions = layout.cell_fractions()
         self.grid_size = (layout.grid_width, layout.grid_height)
         self.sigma_start = sigma_start

@@ -10,7 +10,7 @@ import torch
 
 from ..analogist_attn import grid as grid_math
 from ..analogist_attn import marks
-from ..analogist_attn.layout import ARRANGEMENTS, FITS, LAYOUT_TYPE, GridLayout
+from ..analogist_attn.layout import ARRANGEMENTS, FITS, LAYOUT_TYPE, GridLayout, check_layout
 
 CATEGORY = "Analogist"
 
@@ -19,7 +19,10 @@ _CELL_TOOLTIP = (
     "a token edge at every UNet level). The grid is twice this. Paper: 256 (grid 512) or "
     "512 (grid 1024)."
 )
-_LAYOUT_TOOLTIP = "The grid layout from Analogist Grid Compose that made this grid."
+_LAYOUT_TOOLTIP = (
+    "The grid layout from the Analogist Grid Compose that made this grid (checked against "
+    "the grid's A, A', B cells; a layout from another Grid Compose is an error)."
+)
 
 
 def _cell_input(tooltip: str) -> tuple[str, dict]:
@@ -229,7 +232,9 @@ class AnalogistGridCrop:
         "Cuts B' out of the decoded grid. By default it is restored to B's original size "
         "and aspect ratio, undoing the letterbox or crop of Grid Compose. Several samples "
         "per grid are fine: image i belongs to grid i mod N. Also gives a side-by-side strip "
-        "A | A' | B | B' for a quick look."
+        "A | A' | B | B' for a quick look. The layout remembers a thumbnail of its grid's "
+        "A, A', B cells: a layout from another Grid Compose is refused with an error; if the "
+        "sampler regenerated those cells too, a warning says the layout cannot be confirmed."
     )
     CATEGORY = CATEGORY
     FUNCTION = "crop"
@@ -277,12 +282,7 @@ class AnalogistGridCrop:
 
 def _check_layout(layout: object) -> GridLayout:
     """ComfyUI checks socket types by name only; make sure a layout really is one."""
-    if not isinstance(layout, GridLayout):
-        raise TypeError(
-            f"layout: expected the {LAYOUT_TYPE} output of Analogist Grid Compose, got "
-            f"{type(layout).__name__}."
-        )
-    return layout
+    return check_layout(layout, "layout")
 
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {

@@ -175,3 +175,111 @@ def test_launch_in_a_checkout_adds_the_checkpoint_folder_as_a_model_path(tmp_pat
     yaml = (workspace / "extra_model_paths.yaml").read_text()
     assert f'base_path: "{inpainting.parent}"' in yaml and "checkpoints: ." in yaml
     assert not (workspace / "custom_nodes").exists()  # the checkout has the pack already
+
+
+# -- faults and bad input (issue 16) --------------------------------------------------------
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width x height`` (a decompression bomb's header) without the
+    gigabytes of pixels: Pillow refuses it from the header alone."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_png_is_refused_cleanly(capsys, tmp_path, inpainting):
+    bomb = png_header_only(tmp_path / "huge.png", 20000, 20000)
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "--b", bomb, "--checkpoint", inpainting, "--out", out)
+    assert code == 2 and "--b:" in err and "too large" in err and str(bomb) in err
+    assert "Traceback" not in err and not stdout and not out.exists()
+
+
+@pytest.mark.parametrize("url, says", [
+    ("htp:/x y", "contains spaces"),
+    ("http://[::1", "not a valid URL"),
+    ("ftp://127.0.0.1:8188", "scheme must be http"),
+    ("http://127.0.0.1:99999", "not a valid URL"),
+    ("http://", "names no host"),
+])
+def test_an_invalid_server_url_is_refused_cleanly(capsys, tmp_path, inpainting, url, says):
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "--server", url, "--checkpoint", "x.ckpt", "--out", out)
+    assert code == 2 and says in err and repr(url) in err, err
+    assert "Traceback" not in err and "did not answer with JSON" not in err
+    assert not stdout and not out.exists()
+
+
+def test_out_that_is_a_file_is_refused_before_anything_runs(capsys, tmp_path, inpainting):
+    taken = tmp_path / "results"
+    taken.write_text("I am a file")
+    code, _, err = cli(capsys, "--checkpoint", inpainting, "--out", taken)
+    assert code == 2 and f"--out: {taken} is a file" in err
+    code, _, err = cli(capsys, "--checkpoint", inpainting, "--out", taken / "sub")
+    assert code == 2 and "cannot be created" in err and "Traceback" not in err
+    assert taken.read_text() == "I am a file"
+
+
+def test_out_that_is_not_writable_is_refused(capsys, tmp_path, inpainting):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        code, _, err = cli(capsys, "--checkpoint", inpainting, "--out", locked / "new")
+        assert code == 2 and "no write permission" in err and "Traceback" not in err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_out_is_not_created_when_a_check_fails(capsys, tmp_path, inpainting):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "not-yet"
+    code, _, err = cli(capsys, "--server", f"http://127.0.0.1:{port}", "--checkpoint", "x.ckpt", "--out", out)
+    assert code == 2 and "cannot reach" in err
+    assert not out.exists()  # the server check failed: nothing was created
+
+
+def test_a_truncated_safetensors_is_caught_by_the_pre_check_with_its_path(capsys, tmp_path):
+    whole = safetensors_with(tmp_path / "whole.safetensors", {FIRST_CONV: torch.zeros(320, 9, 3, 3)})
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert check_inpainting_checkpoint(whole).unet_in_channels == 9
+    code, _, err = cli(capsys, "--checkpoint", cut, "--out", tmp_path / "out")
+    assert code == 2 and str(cut) in err and "truncated" in err and "download it again" in err
+    header_cut = tmp_path / "header_cut.safetensors"
+    header_cut.write_bytes(whole.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="truncated"):
+        check_inpainting_checkpoint(header_cut)
+
+
+def test_workspaces_of_runners_that_died_unclean_are_swept(tmp_path):
+    """SIGKILL leaves no chance to clean up: the next run removes such a workspace, and
+    only such a one."""
+    import subprocess
+    import sys
+
+    from comfyui_analogist.analogist.runner import sweep_stale_workspaces
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale, live, foreign = (tmp_path / f"analogist-comfyui-{n}" for n in ("stale", "live", "foreign"))
+    for folder in (stale, live, foreign):
+        (folder / "input").mkdir(parents=True)
+    (stale / "runner.pid").write_text(str(dead.pid))
+    (live / "runner.pid").write_text(str(__import__("os").getpid()))
+    assert sweep_stale_workspaces(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and foreign.exists()
