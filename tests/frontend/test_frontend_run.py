@@ -36,13 +36,18 @@ def run_from_ui(frontend, server, label: str) -> dict:
     """Click Run; wait for the server to finish the prompt; return its history entry."""
     status, body = frontend.click_run()
     shot = frontend.screenshot(f"{label}-queued")
-    assert status == 200 and body.get("prompt_id"), (
-        f"the server refused the prompt the frontend queued ({status}): {body}\n(screenshot: {shot})"
+    # Outputs whose inputs fail validation are dropped from an accepted prompt: the
+    # server names them in node_errors, and the rest runs without them.
+    assert status == 200 and body.get("prompt_id") and not body.get("node_errors"), (
+        f"the server refused (part of) the prompt the frontend queued ({status}): {body}\n(screenshot: {shot})"
     )
     prompt_id = body["prompt_id"]
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
-        entry = server.get_json(f"/history/{prompt_id}").get(prompt_id)
+        try:
+            entry = server.get_json(f"/history/{prompt_id}", timeout=120).get(prompt_id)
+        except (TimeoutError, OSError):  # a server busy sampling on a loaded CPU answers late
+            entry = None
         if entry and entry.get("status", {}).get("completed") is not None:
             assert entry["status"]["status_str"] == "success", (
                 f"the run failed: {entry['status'].get('messages')}\n{server.log_tail()}"
@@ -86,14 +91,14 @@ def test_gpt4v_node_run_against_a_local_server_shows_the_returned_prompt(fronten
     frontend.drop_workflow(WORKFLOWS / "analogist.json")
     small_settings(frontend)
     assert frontend.set_widget("AnalogistGPT4VPrompt", "base_url", chat.base_url) == 1
-    chat.default_text = "a pencil sketch of a triangle"
+    chat.default_text = "a pencil sketch of triangle"  # max_words is 5
     before = chat.count
 
     entry = run_from_ui(frontend, frontend_server, "gpt4v")
 
     assert chat.count == before + 1, "the node did not ask the local server"
     vlm = node_id(entry, "AnalogistGPT4VPrompt")
-    expected = "a pencil sketch of a triangle, best quality, extremely detailed"
+    expected = "a pencil sketch of triangle, best quality, extremely detailed"
     assert entry["outputs"][vlm]["text"] == [expected]
     # The pack's web extension puts the answer on the node, in a visible read-only box...
     shown = frontend.wait_for(
