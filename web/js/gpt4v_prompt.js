@@ -74,5 +74,17 @@ app.registerExtension({
       }
       return result;
     };
+    // The current frontend leaves widgets with serialize === false out of widgets_values;
+    // the legacy one saves every widget's value, so take the answer out there.
+    const onSerialize = nodeType.prototype.onSerialize;
+    nodeType.prototype.onSerialize = function (data) {
+      const result = onSerialize?.apply(this, arguments);
+      const values = data?.widgets_values;
+      const index = this.widgets?.findIndex((w) => w.name === WIDGET_NAME) ?? -1;
+      if (Array.isArray(values) && index >= 0 && values.length === this.widgets.length) {
+        values.splice(index, 1);
+      }
+      return result;
+    };
   },
 });
