@@ -103,3 +103,64 @@ def test_saved_view_shows_every_node_title_clear_of_the_menus(frontend, path):
         f"{path.name} opens with the view {frontend.view()} (extra.ds); these title bars are "
         "covered by the frontend's menus or off screen:\n" + "\n".join(covered) + f"\n(screenshot: {shot})"
     )
+
+
+# Input specs whose widgets the frontend lays out differently; the node-builder in the
+# page registers each as a one-input node, as ComfyUI registers the server's nodes.
+CONTROL_CASES = {
+    "seed": ["INT", {}],
+    "seed_control_false": ["INT", {"control_after_generate": False}],
+    "seed_control_true": ["INT", {"control_after_generate": True}],
+    "seed_control_none": ["INT", {"control_after_generate": None}],
+    "noise_seed": ["INT", {}],
+    "my_seed": ["INT", {}],
+    "count_control_true": ["INT", {"control_after_generate": True}],
+    "strength_control_true": ["FLOAT", {"control_after_generate": True}],
+    "choice_control_true": [["a", "b"], {"control_after_generate": True}],
+}
+
+
+def _input_name(case: str) -> str:
+    return "seed" if case.startswith("seed") else case.split("_control")[0]
+
+
+def test_converter_counts_saved_values_as_the_frontend_does(frontend, frontend_server):
+    """The number of widgets_values the frontend saves for a node is what our converter expects.
+
+    For every node this pack registers, and for the input specs where frontends differ
+    (control_after_generate), the frontend's own node is created and serialized.
+    """
+    from comfyui_analogist.analogist.workflow_format import widgets_values_for
+
+    probes = {}
+    for case, spec in CONTROL_CASES.items():
+        name = _input_name(case)
+        probes[f"AnalogistFrontendProbe_{case}"] = {
+            "name": f"AnalogistFrontendProbe_{case}", "display_name": case, "category": "probe",
+            "description": "", "python_module": "probe", "output_node": False,
+            "input": {"required": {name: spec}}, "input_order": {"required": [name]},
+            "output": [], "output_name": [], "output_is_list": [],
+        }
+    ours = {k: v for k, v in frontend_server.info.items() if k.startswith("Analogist")}
+    saved = frontend.page.evaluate(
+        """async ([probes, ours]) => {
+            for (const [name, def] of Object.entries(probes)) await app.registerNodeDef(name, def);
+            const out = {};
+            for (const name of [...Object.keys(probes), ...ours]) {
+                const node = LiteGraph.createNode(name);
+                out[name] = {widgets: (node.widgets ?? []).map(w => w.name), saved: node.serialize().widgets_values ?? []};
+            }
+            return out;
+        }""",
+        [probes, sorted(ours)],
+    )
+    wrong = []
+    for name, info in {**probes, **ours}.items():
+        expected = widgets_values_for(info, {})
+        if len(expected) != len(saved[name]["saved"]):
+            wrong.append(
+                f"{name}: the frontend saves {len(saved[name]['saved'])} values (widgets "
+                f"{saved[name]['widgets']}), the converter expects {len(expected)}: {expected}"
+            )
+    assert not wrong, CONTROL_RULE + " A COMBO with control_after_generate saves two extra values " \
+        "(control_after_generate and control_filter_list).\n" + "\n".join(wrong)
