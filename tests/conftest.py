@@ -90,6 +90,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 return
 
 
+@pytest.fixture(scope="session")
+def sd15_checkpoint() -> Path:
+    """The random SD1.5 inpainting checkpoint (2.2 GB, cached in $TMPDIR/analogist-tests)."""
+    from support import sd15
+
+    return sd15.cached_sd15_inpainting_checkpoint(seed=0)
+
+
 _repo_root_off_sys_path()
 _use_host_tree()
 _comfy_on_cpu()

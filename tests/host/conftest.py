@@ -1,22 +1,15 @@
 """Session fixtures for runs through the real ComfyUI server.
 
 One server per test session (start-up takes ~15 s on CPU), with the random SD1.5
-inpainting checkpoint in ``models/checkpoints``. Tests that need a differently
-configured server (a broken dependency, say) start their own.
+inpainting checkpoint (``sd15_checkpoint``, shared from tests/conftest.py) in
+``models/checkpoints``. Tests that need a differently configured server (a broken
+dependency, say) start their own.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from support import sd15
 from support.comfy_server import ComfyServer, make_workspace
-
-
-@pytest.fixture(scope="session")
-def sd15_checkpoint() -> Path:
-    return sd15.cached_sd15_inpainting_checkpoint(seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -4,19 +4,15 @@
 // The display widget is read-only and never serialized: it adds nothing to saved
 // workflows, image metadata or the prompt sent to the server.
 // Served as /extensions/<pack>/js/gpt4v_prompt.js, hence three levels up to /scripts.
+//
+// Only scripts/app.js is imported: the frontend documents it for extensions. The
+// multiline text box is the node's own DOM widget (LGraphNode.addDOMWidget, in the
+// legacy frontend since 2024 and in the current one), not ComfyWidgets from
+// scripts/widgets.js, which the current frontend flags as an internal module.
 import { app } from "../../../scripts/app.js";
 
 const NODE_ID = "AnalogistGPT4VPrompt";
 const WIDGET_NAME = "vlm_answer";
-
-// The multiline STRING widget comes from the frontend's legacy module; if a frontend no
-// longer ships it, fall back to LiteGraph's one-line text widget.
-let ComfyWidgets = null;
-try {
-  ({ ComfyWidgets } = await import("../../../scripts/widgets.js"));
-} catch (error) {
-  console.info("[Analogist] scripts/widgets.js unavailable; using a one-line display", error);
-}
 
 function linesOf(message) {
   const text = message?.text;
@@ -24,19 +20,38 @@ function linesOf(message) {
   return text == null ? [] : [String(text)];
 }
 
+function textBox() {
+  const area = document.createElement("textarea");
+  area.readOnly = true;
+  area.rows = 3;
+  area.className = "comfy-multiline-input analogist-vlm-answer";
+  area.placeholder = "prompt from the vision model (after a run)";
+  area.setAttribute("aria-label", "Prompt written by the vision model");
+  Object.assign(area.style, { width: "100%", boxSizing: "border-box", resize: "none", opacity: "0.85" });
+  return area;
+}
+
 function displayWidget(node) {
   const existing = node.widgets?.find((w) => w.name === WIDGET_NAME);
   if (existing) return existing;
   let widget;
-  if (ComfyWidgets?.STRING) {
-    widget = ComfyWidgets.STRING(node, WIDGET_NAME, ["STRING", { multiline: true }], app).widget;
+  if (typeof node.addDOMWidget === "function") {
+    const area = textBox();
+    widget = node.addDOMWidget(WIDGET_NAME, "analogist_text", area, {
+      getValue: () => area.value,
+      setValue: (value) => {
+        area.value = value ?? "";
+      },
+      serialize: false,
+      getMinHeight: () => 60,
+    });
+    widget.inputEl = area;
   } else {
-    widget = node.addWidget("text", WIDGET_NAME, "", () => {}, {});
+    // A frontend without DOM widgets: LiteGraph's one-line text widget.
+    widget = node.addWidget("text", WIDGET_NAME, "", () => {}, { serialize: false });
   }
   widget.serialize = false; // not in the workflow's widgets_values
   if (widget.options) widget.options.serialize = false; // not in the API prompt
-  const input = widget.inputEl ?? widget.element;
-  if (input) input.readOnly = true;
   const size = node.computeSize?.();
   if (size) node.setSize?.([Math.max(node.size[0], size[0]), Math.max(node.size[1], size[1])]);
   return widget;
@@ -52,10 +67,22 @@ app.registerExtension({
       try {
         const widget = displayWidget(this);
         const lines = linesOf(message);
-        widget.value = ComfyWidgets?.STRING ? lines.join("\n") : lines.join(" | ");
+        widget.value = widget.inputEl ? lines.join("\n") : lines.join(" | ");
         this.setDirtyCanvas?.(true, true);
       } catch (error) {
         console.warn("[Analogist] could not show the GPT-4V prompts", error);
+      }
+      return result;
+    };
+    // The current frontend leaves widgets with serialize === false out of widgets_values;
+    // the legacy one saves every widget's value, so take the answer out there.
+    const onSerialize = nodeType.prototype.onSerialize;
+    nodeType.prototype.onSerialize = function (data) {
+      const result = onSerialize?.apply(this, arguments);
+      const values = data?.widgets_values;
+      const index = this.widgets?.findIndex((w) => w.name === WIDGET_NAME) ?? -1;
+      if (Array.isArray(values) && index >= 0 && values.length === this.widgets.length) {
+        values.splice(index, 1);
       }
       return result;
     };
