@@ -68,13 +68,26 @@ def socket_inputs(node_info: dict) -> list[tuple[str, str]]:
 def has_control_value(name: str, spec: list) -> bool:
     """Does the frontend add a "control after generate" widget after this one?
 
-    An input's own ``control_after_generate`` option decides when it has one (the current
-    frontend honours ``False``); otherwise every INT named seed or noise_seed gets one.
+    As ComfyUI's frontend (1.47) decides: an input's own ``control_after_generate`` option
+    when it is set (``False`` means none); otherwise only an INT named seed or noise_seed.
+    (The 2024 frontend adds one to every such INT even when told ``False``: nodes that want
+    the same saved values everywhere declare ``True``.)
     """
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if "control_after_generate" in options:
-        return bool(options["control_after_generate"])
+    declared = options.get("control_after_generate")
+    if declared is not None:
+        return bool(declared)
     return spec[0] == "INT" and name in SEED_NAMES
+
+
+def control_values(name: str, spec: list, control: str = "fixed") -> list:
+    """The values the frontend saves after this widget for its control widget(s).
+
+    A COMBO's control comes with a filter box (saved as ``""``).
+    """
+    if not has_control_value(name, spec):
+        return []
+    return [control, ""] if isinstance(spec[0], (list, tuple)) or spec[0] == "COMBO" else [control]
 
 
 def has_upload_value(spec: list) -> bool:
@@ -100,8 +113,7 @@ def widgets_values_for(node_info: dict, values: dict[str, Any], control: str = "
         raise WorkflowError(f"not widget inputs of this node: {sorted(unknown)}")
     for name, spec in widget_inputs(node_info):
         out.append(values[name] if name in values else default_value(spec))
-        if has_control_value(name, spec):
-            out.append(control)
+        out.extend(control_values(name, spec, control))
         if has_upload_value(spec):
             out.append(UPLOAD_VALUES[0])
     return out
@@ -122,7 +134,7 @@ def widget_values_by_name(node: dict, node_info: dict) -> dict[str, Any]:
         values[name] = saved[index]
         index += 1
         if has_control_value(name, spec) and index < len(saved) and saved[index] in CONTROL_VALUES:
-            index += 1
+            index += len(control_values(name, spec))
         if has_upload_value(spec) and index < len(saved) and saved[index] in UPLOAD_VALUES:
             index += 1
     return values

@@ -118,8 +118,9 @@ def node_definitions() -> dict[str, dict]:
         finally:
             sys.argv = saved
     try:  # the ComfyUI source tree (0.30.0, the host the shipped files are made for)
-        import nodes as base_nodes
         from comfy_extras import nodes_canny
+
+        import nodes as base_nodes
 
         canny = {"Canny": nodes_canny.Canny}
     except ImportError:  # the 2024 registry packaging (0.0.1)
@@ -278,7 +279,10 @@ class Graph:
             "links": links,
             "groups": [],
             "config": {},
-            "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}, **(extra_info or {})},
+            # The saved view: every title bar clear of the current frontend's tab bar, menus
+            # and sidebar at 1920x1080, and a scale above 0.571, below which it draws nodes
+            # without their text (tests/frontend checks both).
+            "extra": {"ds": {"scale": 0.6, "offset": [140, 580]}, **(extra_info or {})},
             "version": 0.4,
         }
 
@@ -514,10 +518,9 @@ def thumbnail(images: dict[str, Any], arrangement: str, caption: str, side: int 
     """The labelled grid (what the paper shows GPT-4V) over a caption band, as a JPEG."""
     import numpy as np
     import torch
-    from PIL import Image, ImageDraw
-
     from comfyui_analogist.analogist_attn import grid as grid_math
     from comfyui_analogist.analogist_attn import marks
+    from PIL import Image, ImageDraw
 
     def tensor(img):
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from comfyui_analogist.analogist_attn.attention import batch_mask_from_cond_or_uncond
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from comfyui_analogist.analogist_attn.blocks import select_blocks, transformer_block_keys
 from comfyui_analogist.analogist_attn.tokens import token_map_size
 

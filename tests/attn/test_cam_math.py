@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from comfyui_analogist.analogist_attn.attention import plain_attention
 from comfyui_analogist.analogist_attn.cam import cam_attention, cam_mask_output
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENT_DEFAULT, make_layout
+from comfyui_analogist.analogist_attn.layout import (
+    ARRANGEMENT_ALIGNED,
+    ARRANGEMENT_DEFAULT,
+    make_layout,
+)
 from comfyui_analogist.analogist_attn.reference import cam_reference, plain_reference
 from comfyui_analogist.analogist_attn.tokens import region_tokens
 

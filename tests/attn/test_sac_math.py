@@ -6,10 +6,13 @@ import itertools
 
 import pytest
 import torch
-
 from comfyui_analogist.analogist_attn import sac as sac_module
 from comfyui_analogist.analogist_attn.attention import plain_attention
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENT_DEFAULT, make_layout
+from comfyui_analogist.analogist_attn.layout import (
+    ARRANGEMENT_ALIGNED,
+    ARRANGEMENT_DEFAULT,
+    make_layout,
+)
 from comfyui_analogist.analogist_attn.reference import plain_reference, sac_reference
 from comfyui_analogist.analogist_attn.sac import sac_attention
 from comfyui_analogist.analogist_attn.tokens import RegionTokens, region_tokens

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENT_DEFAULT, make_layout
+from comfyui_analogist.analogist_attn.layout import (
+    ARRANGEMENT_ALIGNED,
+    ARRANGEMENT_DEFAULT,
+    make_layout,
+)
 from comfyui_analogist.analogist_attn.tokens import region_tokens, regions_for_block, token_map_size
 
 

@@ -15,8 +15,8 @@ from comfyui_analogist.analogist_attn.layout import (
     Rect,
 )
 from comfyui_analogist.nodes import grid
-from support.grid_images import image, pattern, pixels
 from PIL import Image
+from support.grid_images import image, pattern, pixels
 
 compose = grid.AnalogistGridCompose().compose
 

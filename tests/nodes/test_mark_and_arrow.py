@@ -8,8 +8,8 @@ import torch
 from comfyui_analogist.analogist_attn import marks
 from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS, REGIONS
 from comfyui_analogist.nodes import grid
-from support.grid_images import image, pattern, pixels
 from PIL import ImageFont
+from support.grid_images import image, pattern, pixels
 
 compose = grid.AnalogistGridCompose().compose
 mark = grid.AnalogistMarkAndArrow().mark

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from comfyui_analogist.analogist.__main__ import main
-from comfyui_analogist.analogist.checkpoints import FIRST_CONV, CheckpointError, check_inpainting_checkpoint
+from comfyui_analogist.analogist.checkpoints import (
+    FIRST_CONV,
+    CheckpointError,
+    check_inpainting_checkpoint,
+)
 from comfyui_analogist.analogist.runner import Job, Progress, checkpoint_for, spread, summarize
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from comfyui_analogist.analogist.workflow_format import (
     WorkflowError,
     set_widget,

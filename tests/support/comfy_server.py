@@ -19,7 +19,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comfyui_analogist.analogist.runner import workspace_command  # the runner starts ComfyUI the same way
+from comfyui_analogist.analogist.runner import (
+    workspace_command,  # the runner starts ComfyUI the same way
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK_DIR_NAME = "comfyui-analogist"
