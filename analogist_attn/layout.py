@@ -115,7 +115,7 @@ class GridLayout:
         """Each region's cell as ``(x0, y0, x1, y1)`` fractions of the grid."""
         return {
             name: rect.fractions(self.grid_width, self.grid_height)
-            for name, rect in zip(REGIONS, self.cells)
+            for name, rect in zip(REGIONS, self.cells, strict=True)
         }
 
 
