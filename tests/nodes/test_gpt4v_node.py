@@ -336,13 +336,20 @@ def test_user_directory_comes_from_folder_paths_old_or_new(monkeypatch, tmp_path
     assert gpt4v.user_directory() == tmp_path / "old"
 
 
-def test_web_extension_shows_ui_text_on_this_node_only():
-    source = (ROOT / "web" / "js" / "gpt4v_prompt.js").read_text()
-    assert '"AnalogistGPT4VPrompt"' in source and "registerExtension" in source
-    assert "onExecuted" in source and "serialize = false" in source
+def test_web_extensions_show_ui_text_on_their_own_nodes_only():
+    web = ROOT / "web" / "js"
+    shared = (web / "text_display.js").read_text()
+    assert "registerExtension" in shared and "onExecuted" in shared and "serialize = false" in shared
+    imports = [line for line in shared.splitlines() if line.startswith("import") or "import(" in line]
+    assert imports == ['import { app } from "../../../scripts/app.js";']  # nothing internal
+    for name, node_id in (("gpt4v_prompt.js", "AnalogistGPT4VPrompt"),
+                          ("rank_candidates.js", "AnalogistRankCandidates")):
+        source = (web / name).read_text()
+        assert f'"{node_id}"' in source and "registerTextDisplay" in source
     node = shutil.which("node")
     if node:
-        subprocess.run([node, "--check", str(ROOT / "web" / "js" / "gpt4v_prompt.js")], check=True)
+        for path in web.glob("*.js"):
+            subprocess.run([node, "--check", str(path)], check=True)
 
 
 # --------------------------------------------------------------------------- without openai

@@ -1,90 +1,12 @@
 // Analogist GPT-4V Prompt: show the model's prompts on the node after it runs.
-//
-// The node returns {"ui": {"text": [prompt, ...]}}; ComfyUI hands that to onExecuted.
-// The display widget is read-only and never serialized: it adds nothing to saved
-// workflows, image metadata or the prompt sent to the server.
-// Served as /extensions/<pack>/js/gpt4v_prompt.js, hence three levels up to /scripts.
-//
-// Only scripts/app.js is imported: the frontend documents it for extensions. The
-// multiline text box is the node's own DOM widget (LGraphNode.addDOMWidget, in the
-// legacy frontend since 2024 and in the current one), not ComfyWidgets from
-// scripts/widgets.js, which the current frontend flags as an internal module.
-import { app } from "../../../scripts/app.js";
+// (The display itself: text_display.js.)
+import { registerTextDisplay } from "./text_display.js";
 
-const NODE_ID = "AnalogistGPT4VPrompt";
-const WIDGET_NAME = "vlm_answer";
-
-function linesOf(message) {
-  const text = message?.text;
-  if (Array.isArray(text)) return text.map((t) => String(t));
-  return text == null ? [] : [String(text)];
-}
-
-function textBox() {
-  const area = document.createElement("textarea");
-  area.readOnly = true;
-  area.rows = 3;
-  area.className = "comfy-multiline-input analogist-vlm-answer";
-  area.placeholder = "prompt from the vision model (after a run)";
-  area.setAttribute("aria-label", "Prompt written by the vision model");
-  Object.assign(area.style, { width: "100%", boxSizing: "border-box", resize: "none", opacity: "0.85" });
-  return area;
-}
-
-function displayWidget(node) {
-  const existing = node.widgets?.find((w) => w.name === WIDGET_NAME);
-  if (existing) return existing;
-  let widget;
-  if (typeof node.addDOMWidget === "function") {
-    const area = textBox();
-    widget = node.addDOMWidget(WIDGET_NAME, "analogist_text", area, {
-      getValue: () => area.value,
-      setValue: (value) => {
-        area.value = value ?? "";
-      },
-      serialize: false,
-      getMinHeight: () => 60,
-    });
-    widget.inputEl = area;
-  } else {
-    // A frontend without DOM widgets: LiteGraph's one-line text widget.
-    widget = node.addWidget("text", WIDGET_NAME, "", () => {}, { serialize: false });
-  }
-  widget.serialize = false; // not in the workflow's widgets_values
-  if (widget.options) widget.options.serialize = false; // not in the API prompt
-  const size = node.computeSize?.();
-  if (size) node.setSize?.([Math.max(node.size[0], size[0]), Math.max(node.size[1], size[1])]);
-  return widget;
-}
-
-app.registerExtension({
-  name: "Analogist.GPT4VPrompt",
-  async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name !== NODE_ID) return;
-    const onExecuted = nodeType.prototype.onExecuted;
-    nodeType.prototype.onExecuted = function (message) {
-      const result = onExecuted?.apply(this, arguments);
-      try {
-        const widget = displayWidget(this);
-        const lines = linesOf(message);
-        widget.value = widget.inputEl ? lines.join("\n") : lines.join(" | ");
-        this.setDirtyCanvas?.(true, true);
-      } catch (error) {
-        console.warn("[Analogist] could not show the GPT-4V prompts", error);
-      }
-      return result;
-    };
-    // The current frontend leaves widgets with serialize === false out of widgets_values;
-    // the legacy one saves every widget's value, so take the answer out there.
-    const onSerialize = nodeType.prototype.onSerialize;
-    nodeType.prototype.onSerialize = function (data) {
-      const result = onSerialize?.apply(this, arguments);
-      const values = data?.widgets_values;
-      const index = this.widgets?.findIndex((w) => w.name === WIDGET_NAME) ?? -1;
-      if (Array.isArray(values) && index >= 0 && values.length === this.widgets.length) {
-        values.splice(index, 1);
-      }
-      return result;
-    };
-  },
+registerTextDisplay({
+  extension: "Analogist.GPT4VPrompt",
+  nodeId: "AnalogistGPT4VPrompt",
+  widgetName: "vlm_answer",
+  placeholder: "prompt from the vision model (after a run)",
+  label: "Prompt written by the vision model",
+  what: "GPT-4V prompts",
 });
