@@ -128,4 +128,4 @@ def _load(image: ImageInput, name: str) -> torch.Tensor:
     if not isinstance(image, Image.Image):
         raise TypeError(f"{name}: expected a PIL image or a path, got {type(image).__name__}")
     mode = "RGBA" if "A" in image.getbands() else "RGB"
-    return to_float(np.asarray(image.convert(mode)))[None]
+    return to_float(np.array(image.convert(mode)))[None]

@@ -73,7 +73,9 @@ def tiny_inpaint_pipeline(seed: int = 0, **widths):
         sample_size=128,
     )
     tokenizer_dir = Path(comfy.sd1_clip.__file__).with_name("sd1_tokenizer")
-    tokenizer = CLIPTokenizer(str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"))
+    tokenizer = CLIPTokenizer(
+        str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"), model_max_length=77
+    )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=tokenizer.vocab_size,
