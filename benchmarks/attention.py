@@ -29,6 +29,7 @@ import argparse
 import ctypes
 import gc
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -73,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "kernel SAC/CAM call, so plain and patched use the same kernels). 'comfy-default' is "
         "ComfyUI's own choice: sub-quadratic on CPU, SDPA (or xformers) on CUDA.",
     )
+    parser.add_argument(
+        "--host",
+        choices=("both", "comfyui", "diffusers"),
+        default="both",
+        help="which UNet to measure: ComfyUI's with the nodes' patches, diffusers' with "
+        "analogist_diffusers' processors, or both (default; diffusers only where installed)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.memory_repeats < 1 or args.warmup < 0:
@@ -92,8 +100,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def use_host_tree() -> None:
+    """Import ``comfy`` from the ComfyUI tree in ``ANALOGIST_COMFYUI_HOST``, as the tests do."""
+    tree = os.environ.get("ANALOGIST_COMFYUI_HOST")
+    if tree and str(Path(tree)) not in sys.path:
+        sys.path.append(str(Path(tree)))
+
+
+def comfy_version() -> str:
+    try:
+        import comfyui_version
+
+        return comfyui_version.__version__
+    except ImportError:
+        import importlib.metadata
+
+        return importlib.metadata.version("comfyui")
+
+
 def configure_comfy(device: str, attention: str) -> None:
     """Hand ComfyUI its command-line flags before anything imports ``comfy``."""
+    use_host_tree()
     if "comfy.cli_args" in sys.modules:
         raise RuntimeError("comfy was imported before its flags were set")
     from comfy import options
@@ -278,50 +305,148 @@ def patch_call_counts(model) -> str:
     return f"SAC {counts['sac']}, CAM {counts['cam']}"
 
 
+@dataclass
+class Variant:
+    """One model to measure: its call, plus hooks run outside the timed region."""
+
+    label: str
+    call: Callable[[], object]
+    time_target: float | None
+    memory_target: float | None
+    setup: Callable[[], None] = lambda: None  # before each call (e.g. install processors)
+    reset_counts: Callable[[], None] = lambda: None
+    counts: Callable[[], str] = lambda: "-"
+
+
 def run_grid(args, base, grid: int, memory, torch) -> list[Result]:
     from comfyui_analogist.analogist_attn.layout import make_layout
 
     layout = make_layout(cell_width=grid // 2, cell_height=grid // 2)
-    models = [base if start is None else patched(base, layout, start, end) for _, start, end, _, _ in VARIANTS]
-    calls = [unet_caller(m, grid, args.seed, args.device) for m in models]
-    results = [Result(label, [], [], [], [], tt, mt) for label, _, _, tt, mt in VARIANTS]
+    variants = []
+    for label, start, end, time_target, memory_target in VARIANTS:
+        model = base if start is None else patched(base, layout, start, end)
+        variant = Variant(label, unet_caller(model, grid, args.seed, args.device), time_target, memory_target)
+        if start is not None:
+            variant.reset_counts = lambda model=model: [p.calls.clear() for p in _our_patches(model)]
+            variant.counts = lambda model=model: patch_call_counts(model)
+        variants.append(variant)
+    return measure(args, variants, memory, torch)
+
+
+def measure(args, variants: list[Variant], memory, torch) -> list[Result]:
+    """Warm up, time the variants interleaved, then measure their peak memory."""
+    results = [Result(v.label, [], [], [], [], v.time_target, v.memory_target) for v in variants]
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
 
-    for call in calls:
+    for variant in variants:
         for _ in range(args.warmup):
-            call()
+            variant.setup()
+            variant.call()
             sync()
-    for model in models[1:]:  # count the timed calls only
-        for patch in _our_patches(model):
-            patch.calls.clear()
+    for variant in variants:  # count the timed calls only
+        variant.reset_counts()
     # Time first, with the allocator as ComfyUI runs it. Calls are interleaved across
     # models, and the order rotates each repeat so no model always runs first or last.
     for repeat in range(args.repeats):
-        order = [(repeat + i) % len(calls) for i in range(len(calls))]
+        order = [(repeat + i) % len(variants) for i in range(len(variants))]
         for index in order:
+            variants[index].setup()
             gc.collect()
             sync()
             cpu_start, start = time.process_time(), time.perf_counter()
-            out = calls[index]()
+            out = variants[index].call()
             sync()
             results[index].times.append(time.perf_counter() - start)
             results[index].cpu_times.append(time.process_time() - cpu_start)
             del out
         print(f"  repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{r.times[-1]:.3f}s" for r in results), flush=True)
-    for model, result in zip(models, results, strict=True):
-        result.patch_calls = patch_call_counts(model) if model is not base else "-"
+    for variant, result in zip(variants, results, strict=True):
+        result.patch_calls = variant.counts()
     # Then memory (on CPU this switches glibc to mmap for large blocks: see module doc).
     memory.prepare()
     for _ in range(args.memory_repeats):
-        for call, result in zip(calls, results, strict=True):
+        for variant, result in zip(variants, results, strict=True):
+            variant.setup()
             gc.collect()
             before = memory.start()
-            out = call()
+            out = variant.call()
             peak = memory.peak()
             del out
             result.peaks.append(peak)
             result.deltas.append(peak - before)
     return results
+
+
+# --- the same three models as a diffusers UNet2DConditionModel ------------------------------
+
+
+def diffusers_available() -> bool:
+    try:
+        import diffusers.models  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_diffusers_unet(dtype, device: str):
+    """Full-size SD1.5 inpainting UNet2DConditionModel (diffusers' own random init)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from diffusers import UNet2DConditionModel
+    from support.diffusers_models import SD15_INPAINT_DIFFUSERS
+
+    unet = UNet2DConditionModel(**SD15_INPAINT_DIFFUSERS).to(device=device).eval()
+    if unet.dtype != dtype:
+        unet = unet.to(dtype=dtype)
+    assert unet.config.in_channels == 9 and unet.config.block_out_channels[0] == 320
+    return unet
+
+
+def run_grid_diffusers(args, unet, grid: int, memory, torch) -> list[Result]:
+    """Plain (diffusers' AttnProcessor2_0: SDPA) vs our processors, one UNet call at batch 2."""
+    from comfyui_analogist.analogist_attn.layout import make_layout
+    from comfyui_analogist.analogist_diffusers import install_analogist, remove_analogist
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet.set_attn_processor(AttnProcessor2_0())
+    layout = make_layout(cell_width=grid // 2, cell_height=grid // 2)
+    latent = grid // 8
+    gen = torch.Generator().manual_seed(args.seed)
+    dtype = unet.dtype
+    sample = torch.randn(2, 9, latent, latent, generator=gen).to(args.device, dtype)  # latent + mask + masked image
+    context = torch.randn(2, 77, 768, generator=gen).to(args.device, dtype)
+    timestep = torch.tensor(500, device=args.device)
+
+    def call():
+        with torch.inference_mode():
+            return unet(sample, timestep, encoder_hidden_states=context).sample
+
+    installed = {}
+
+    def setup_for(label, start, end):
+        def setup():
+            remove_analogist(unet)
+            if start is not None:
+                installed[label] = install_analogist(
+                    unet, layout, sac_layers=(start, end), cam_layers=(start, end)
+                )
+        return setup
+
+    def counts_for(label):
+        def counts():
+            calls = installed[label].calls()
+            return f"SAC {sum(calls['sac'].values())}, CAM {sum(calls['cam'].values())}"
+        return counts
+
+    variants = []
+    for label, start, end, time_target, memory_target in VARIANTS:
+        variant = Variant(f"diffusers {label}", call, time_target, memory_target, setup=setup_for(label, start, end))
+        if start is not None:
+            variant.counts = counts_for(label)
+        variants.append(variant)
+    try:
+        return measure(args, variants, memory, torch)
+    finally:
+        remove_analogist(unet)
 
 
 def _our_patches(model):
@@ -400,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     memory = CudaMemory(torch) if args.device == "cuda" else CpuMemory()
 
     print(f"machine: {machine_description(args.device, torch)}")
-    print(f"torch {torch.__version__}, ComfyUI {importlib.metadata.version('comfyui')}")
+    print(f"torch {torch.__version__}, ComfyUI {comfy_version()}")
     print(f"ComfyUI attention backend: {comfy_attention.optimized_attention.__name__} (--attention {args.attention})")
     print(
         f"dtype {args.dtype}, batch 2 (cond + uncond); per model {args.warmup} warm-up, "
@@ -411,16 +536,34 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("memory: torch.cuda.max_memory_allocated")
 
-    start = time.perf_counter()
-    base = build_model(args.seed, dtype, args.device)
-    print(f"built the full SD1.5 inpainting UNet in {time.perf_counter() - start:.0f} s", flush=True)
+    if args.host in ("both", "comfyui"):
+        start = time.perf_counter()
+        base = build_model(args.seed, dtype, args.device)
+        print(f"built the full SD1.5 inpainting UNet in {time.perf_counter() - start:.0f} s", flush=True)
 
-    for grid in args.grids:
-        print(f"\n## grid {grid} x {grid} px (cells {grid // 2}, latent {grid // 8} x {grid // 8}), {args.dtype}, {args.device}")
-        results = run_grid(args, base, grid, memory, torch)
-        print_table(results, memory.unit)
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
+        for grid in args.grids:
+            print(f"\n## grid {grid} x {grid} px (cells {grid // 2}, latent {grid // 8} x {grid // 8}), {args.dtype}, {args.device}")
+            results = run_grid(args, base, grid, memory, torch)
+            print_table(results, memory.unit)
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+        del base
+        gc.collect()
+
+    if args.host in ("both", "diffusers"):
+        if not diffusers_available():
+            print("\ndiffusers is not installed: the diffusers UNet is skipped (pip install diffusers)")
+            return 0 if args.host == "both" else 2
+        print(f"\ndiffusers {importlib.metadata.version('diffusers')}: UNet2DConditionModel, plain = AttnProcessor2_0 (SDPA)")
+        start = time.perf_counter()
+        unet = build_diffusers_unet(dtype, args.device)
+        print(f"built the full SD1.5 inpainting UNet2DConditionModel in {time.perf_counter() - start:.0f} s", flush=True)
+        for grid in args.grids:
+            print(f"\n## diffusers: grid {grid} x {grid} px (cells {grid // 2}, latent {grid // 8} x {grid // 8}), {args.dtype}, {args.device}")
+            results = run_grid_diffusers(args, unet, grid, memory, torch)
+            print_table(results, memory.unit)
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
     return 0
 
 
