@@ -130,13 +130,20 @@ class SACAttention(_Edit):
 
     analogist_kind = "sac"
 
-    def __init__(self, layout: GridLayout, gate: StepPassGate, sac_scale: float = PAPER_SAC_SCALE):
+    def __init__(
+        self,
+        layout: GridLayout,
+        gate: StepPassGate,
+        sac_scale: float = PAPER_SAC_SCALE,
+        layers: dict[BlockKey, int] | None = None,
+    ):
         super().__init__(layout, gate)
         self.sac_scale = sac_scale
+        self.layers = dict(layers or {})  # block -> the paper's layer number, for messages
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         block = block_key(extra_options)
-        _check_whole_token_map(q, k, extra_options, block)
+        _check_whole_token_map(q, k, extra_options, block, self.layers.get(block))
         if not self.gate.active(extra_options):
             return host_attention(q, k, v, extra_options)
         mask = self.gate.batch_mask(extra_options, q.shape[0], q.device)
@@ -216,21 +223,21 @@ def _in_features(to_out: Any) -> int:
     return int(first.in_features)
 
 
-def _check_whole_token_map(q: torch.Tensor, k: torch.Tensor, extra_options: dict, block: BlockKey) -> None:
+def _check_whole_token_map(q: torch.Tensor, k: torch.Tensor, extra_options: dict, block: BlockKey, layer: int | None) -> None:
     """SAC needs every query of the block's token map in one call, with all the keys."""
     batch = extra_options.get("original_shape", [q.shape[0]])[0]
     if q.shape[0] == k.shape[0] == batch and q.shape[1] == k.shape[1]:
         return
+    where = f"block {block}" + (f" (layer {layer})" if layer is not None else "")
     raise ValueError(
-        f"Analogist SAC on block {block}: this self-attention call has queries "
+        f"Analogist SAC on {where}: this self-attention call has queries "
         f"{list(q.shape[:2])} (batch, tokens) but keys {list(k.shape[:2])} for a latent batch "
         f"of {batch}: another node tiled, merged or extended this block's tokens before "
-        "attention. "
-        "Likely HyperTile (max_depth >= 1 tiles the deeper levels SAC uses; at a 1024 grid "
-        "even level 1) or ToMe (merges tokens at the first level). SAC needs the whole "
-        "token map, A, A', B and B' together. Fix: set HyperTile's max_depth to 0 (or raise "
-        "its tile_size so this level stays one tile), drop ToMe, or choose SAC layers "
-        "outside the tiled levels with start_layer/end_layer."
+        "attention. Likely HyperTile with max_depth >= 1 (it then tiles the queries of the "
+        "deeper levels SAC uses; depth 0 tiles only the first level) or ToMe (it merges the "
+        "queries of the first level). SAC needs the whole token map, A, A', B and B' in one "
+        "call. Fix: set HyperTile's max_depth to 0, drop ToMe, or choose SAC layers outside "
+        "the tiled or merged levels with start_layer/end_layer."
     )
 
 
@@ -509,11 +516,12 @@ class AnalogistSACPatch:
                 "wrap another self-attention replacement exactly; choose SAC layers without "
                 "this block with start_layer/end_layer, or patch the other node elsewhere."
             )
-        fn = SACAttention(layout, gate, float(sac_scale))
+        all_keys = transformer_block_keys(model.model)
+        layers = {key: all_keys.index(key) for key in blocks}
+        fn = SACAttention(layout, gate, float(sac_scale), layers)
         patched = model.clone()
         for key in blocks:
             patched.set_model_attn1_replace(fn, *key)
-        layers = {key: transformer_block_keys(model.model).index(key) for key in blocks}
         install_sac_guard(patched, layers)
         return (patched,)
 
