@@ -48,7 +48,7 @@ def host_has_wrappers() -> bool:
     return hasattr(comfy.model_patcher.ModelPatcher, "add_wrapper_with_key")
 
 
-NO_GUARD = "this ComfyUI has no model-patcher wrappers, so SAC cannot check its slots at sampling (README: Compatibility)"
+NO_GUARD = "this ComfyUI has no model-patcher wrappers, so SAC cannot check its slots at sampling (README: Working with other nodes)"
 
 
 @pytest.fixture(scope="module")

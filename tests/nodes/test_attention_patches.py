@@ -7,6 +7,7 @@ block structure, so the paper's 16 transformer blocks exist; sampling uses
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
@@ -284,6 +285,7 @@ def test_sac_skipped_half_gets_the_hosts_own_attention(base_model, monkeypatch):
     calls = []
     real = comfy_attention.optimized_attention
 
+    @functools.wraps(real)  # same signature: the patch passes what the real one accepts
     def spy(q, k, v, heads, *args, **kwargs):
         calls.append(q.shape[0])
         return real(q, k, v, heads, *args, **kwargs)
