@@ -12,7 +12,10 @@ import logging
 
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.blocks import transformer_block_keys
+from comfyui_analogist.analogist_attn.blocks import (
+    transformer_block_keys,
+    transformer_block_modules,
+)
 from comfyui_analogist.analogist_attn.cam import cam_mask_output
 from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, make_layout
 from comfyui_analogist.analogist_attn.reference import cam_reference, sac_reference
@@ -107,6 +110,14 @@ def test_block_walk_gives_the_papers_16_blocks(base_model):
         + [("middle", 0, 0)]
         + [("output", i, 0) for i in range(3, 12)]
     )
+
+
+def test_block_modules_follow_the_same_keys(base_model):
+    modules = transformer_block_modules(base_model.model)
+    assert list(modules) == transformer_block_keys(base_model.model)
+    unet = base_model.model.diffusion_model
+    assert modules[("middle", 0, 0)] is unet.middle_block[1].transformer_blocks[0]
+    assert modules[("output", 4, 0)] is unet.output_blocks[4][1].transformer_blocks[0]
 
 
 @pytest.mark.parametrize("arrangement_aligned", [False, True])
