@@ -41,6 +41,32 @@ def transformer_block_keys(model: Any) -> list[BlockKey]:
     return keys
 
 
+def transformer_block_modules(model: Any) -> dict[BlockKey, Any]:
+    """The transformer block module (``BasicTransformerBlock``) behind every patch key.
+
+    Same walk and order as :func:`transformer_block_keys`; a patch uses it to reach a
+    block's own layers (e.g. CAM's ``attn2.to_out``).
+    """
+    unet = _find_unet(model)
+    modules: dict[BlockKey, Any] = {}
+    stages = (
+        ("input", list(unet.input_blocks)),
+        ("middle", [unet.middle_block]),
+        ("output", list(unet.output_blocks)),
+    )
+    for name, blocks in stages:
+        for number, block in enumerate(blocks):
+            if block is None:
+                continue
+            children: Iterable[Any] = block.children() if hasattr(block, "children") else block
+            index = 0
+            for child in children:
+                for transformer in getattr(child, "transformer_blocks", ()):
+                    modules[(name, number, index)] = transformer
+                    index += 1
+    return modules
+
+
 def select_blocks(keys: Sequence[BlockKey], start_layer: int, end_layer: int) -> list[BlockKey]:
     """The keys of layers ``start_layer <= i < end_layer`` (the paper's numbering)."""
     count = len(keys)

@@ -6,6 +6,12 @@ so zeroing a row is the same as never computing it: :func:`cam_attention` attend
 for the rows CAM keeps, and :func:`cam_mask_output` applies the same edit to an output
 some other attention implementation (e.g. another pack's attn2 patch) already computed.
 The block's output projection, bias included, still runs on the zero rows afterwards.
+
+:func:`cam_projected_output` does the same *after* the output projection: a zero row
+projects to ``to_out(0)`` (the bias, as the block computes it), so replacing the dropped
+rows of the projected output by that one row is CAM, exactly. This is how the ComfyUI
+patch applies CAM (an attn2 output patch), leaving the cross-attention slot itself free
+for other packs.
 """
 
 from __future__ import annotations
@@ -70,6 +76,28 @@ def cam_mask_output(
     if mask is not None:
         keep = keep | ~mask[:, None]
     return out.masked_fill(~keep[..., None], 0)
+
+
+def cam_projected_output(
+    out: torch.Tensor,
+    regions: RegionTokens,
+    projected_zero: torch.Tensor,
+    batch_mask: torch.Tensor | Sequence[bool] | None = None,
+) -> torch.Tensor:
+    """CAM on the *projected* cross-attention output ``[B, N, C]`` of one block.
+
+    ``projected_zero`` is the block's output projection applied to an all-zero attention
+    row (``[C]``, or anything broadcasting to ``[1, 1, C]``): what every row CAM drops
+    becomes. Rows CAM keeps (B', and batch entries where ``batch_mask`` is False) are
+    returned untouched.
+    """
+    check_token_count(out.shape[1], regions.n_tokens, regions.h, regions.w)
+    mask = batch_mask_tensor(batch_mask, out.shape[0], out.device)
+    keep = regions.cam_keep[None, :]
+    if mask is not None:
+        keep = keep | ~mask[:, None]
+    fill = projected_zero.to(out.dtype).reshape(1, 1, -1)
+    return torch.where(keep[..., None], out, fill)
 
 
 def _cam_all(

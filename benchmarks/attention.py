@@ -450,12 +450,14 @@ def run_grid_diffusers(args, unet, grid: int, memory, torch) -> list[Result]:
 
 
 def _our_patches(model):
-    slots = model.model_options["transformer_options"].get("patches_replace", {})
+    """SAC sits in the attn1 replace slots, CAM among the attn2 output patches."""
+    options = model.model_options["transformer_options"]
+    candidates = [p for slot in options.get("patches_replace", {}).values() for p in slot.values()]
+    candidates += [p for patches in options.get("patches", {}).values() for p in patches]
     seen = {}
-    for slot in slots.values():
-        for patch in slot.values():
-            if hasattr(patch, "calls"):
-                seen[id(patch)] = patch
+    for patch in candidates:
+        if getattr(patch, "analogist_kind", None) in ("sac", "cam"):
+            seen[id(patch)] = patch
     return seen.values()
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from comfyui_analogist.analogist_attn.attention import plain_attention
-from comfyui_analogist.analogist_attn.cam import cam_attention, cam_mask_output
+from comfyui_analogist.analogist_attn.cam import (
+    cam_attention,
+    cam_mask_output,
+    cam_projected_output,
+)
 from comfyui_analogist.analogist_attn.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
@@ -89,6 +93,24 @@ def test_masking_a_wrapped_output_equals_cam() -> None:
         cam_mask_output(wrapped, regions, mask),
         cam_reference(q, k, v, 2, regions, batch_mask=mask),
     )
+
+
+@pytest.mark.parametrize("batch_mask", [None, torch.tensor([True, False]), torch.tensor([False, True])])
+def test_cam_after_the_output_projection_equals_projecting_the_naive_cam(batch_mask) -> None:
+    """What the ComfyUI patch does: the dropped rows become to_out of a zero row."""
+    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    q, k, v = _qkv(2, 64, 2, 8, seed=4)
+    gen = torch.Generator().manual_seed(5)
+    to_out = torch.nn.Linear(16, 12)
+    with torch.no_grad():
+        to_out.weight.copy_(torch.randn(12, 16, generator=gen))
+        to_out.bias.copy_(torch.randn(12, generator=gen))
+    with torch.no_grad():
+        projected = to_out(plain_reference(q, k, v, 2))
+        got = cam_projected_output(projected, regions, to_out(torch.zeros(1, 1, 16)), batch_mask)
+        want = to_out(cam_reference(q, k, v, 2, regions, batch_mask=batch_mask))
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, projected), "CAM changed nothing"
 
 
 def test_masking_leaves_exact_zeros_even_over_non_finite_rows() -> None:

@@ -138,7 +138,7 @@ def probe_report(result) -> dict:
 
 
 def assert_fired_on(report: dict, blocks: list[str]) -> None:
-    assert report["sac"]["slot"] == "attn1" and report["cam"]["slot"] == "attn2"
+    assert report["sac"]["slot"] == "attn1" and report["cam"]["slot"] == "attn2_output_patch"
     for kind in ("sac", "cam"):
         assert report[kind]["registered"] == blocks, kind
         calls = report[kind]["calls"]

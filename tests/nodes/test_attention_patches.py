@@ -7,11 +7,15 @@ block structure, so the paper's 16 transformer blocks exist; sampling uses
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.blocks import transformer_block_keys
+from comfyui_analogist.analogist_attn.blocks import (
+    transformer_block_keys,
+    transformer_block_modules,
+)
 from comfyui_analogist.analogist_attn.cam import cam_mask_output
 from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, make_layout
 from comfyui_analogist.analogist_attn.reference import cam_reference, sac_reference
@@ -108,6 +112,14 @@ def test_block_walk_gives_the_papers_16_blocks(base_model):
     )
 
 
+def test_block_modules_follow_the_same_keys(base_model):
+    modules = transformer_block_modules(base_model.model)
+    assert list(modules) == transformer_block_keys(base_model.model)
+    unet = base_model.model.diffusion_model
+    assert modules[("middle", 0, 0)] is unet.middle_block[1].transformer_blocks[0]
+    assert modules[("output", 4, 0)] is unet.output_blocks[4][1].transformer_blocks[0]
+
+
 @pytest.mark.parametrize("arrangement_aligned", [False, True])
 def test_patched_unet_equals_naive_reference_at_the_papers_layers(base_model, arrangement_aligned):
     layout = make_layout(64, 64, arrangement=ARRANGEMENT_ALIGNED) if arrangement_aligned else LAYOUT
@@ -120,15 +132,22 @@ def test_patched_unet_equals_naive_reference_at_the_papers_layers(base_model, ar
     assert (got - plain).abs().max() > 1e-3 * plain.abs().max(), "the patches changed nothing"
 
 
+def cam_patch(model):
+    (fn,) = [p for p in model.model_options["transformer_options"]["patches"]["attn2_output_patch"] if getattr(p, "analogist_kind", None) == "cam"]
+    return fn
+
+
 def test_patches_fire_on_exactly_the_chosen_blocks(base_model):
     model = cam(sac(base_model, start=5, end=9), start=0, end=2)
     sample(model)
     keys = transformer_block_keys(base_model.model)
     sac_fn = model.model_options["transformer_options"]["patches_replace"]["attn1"][keys[5]]
-    cam_fn = model.model_options["transformer_options"]["patches_replace"]["attn2"][keys[0]]
+    cam_fn = cam_patch(model)
     assert set(sac_fn.calls) == set(keys[5:9])
     assert set(cam_fn.calls) == set(keys[0:2])
     assert set(model.model_options["transformer_options"]["patches_replace"]["attn1"]) == set(keys[5:9])
+    # CAM leaves the cross-attention replace slot free for other nodes.
+    assert "attn2" not in model.model_options["transformer_options"]["patches_replace"]
 
 
 def test_input_model_is_untouched_and_samples_as_without_the_pack(base_model):
@@ -219,16 +238,21 @@ def test_sac_refuses_to_overwrite_another_packs_self_attention_patch(base_model)
     assert sac(other, start=6, end=11).model_options is not None
 
 
-def test_cam_wraps_another_packs_cross_attention_patch_exactly(base_model):
+@pytest.mark.parametrize("cam_first", [False, True])
+def test_cam_composes_exactly_with_another_packs_cross_attention_patch(base_model, cam_first):
     seen = []
 
     def other_pack_attn2(q, k, v, extra):
         seen.append(block_key(extra))
         return v.mean(dim=1, keepdim=True).expand(q.shape[0], q.shape[1], v.shape[-1]) * 0.5 + 0.1
 
-    other = base_model.clone()
     key = ("output", 4, 0)
-    other.set_model_attn2_replace(other_pack_attn2, *key[:2])  # a 2-part key, as some packs use
+
+    def add_other(model):
+        other = model.clone()
+        other.set_model_attn2_replace(other_pack_attn2, *key[:2])  # a 2-part key, as some packs use
+        return other
+
     fractions = LAYOUT.cell_fractions()
 
     def expected(q, k, v, extra):
@@ -239,7 +263,7 @@ def test_cam_wraps_another_packs_cross_attention_patch_exactly(base_model):
     for block in transformer_block_keys(base_model.model)[3:11]:
         fn = expected if block == key else (lambda q, k, v, e: cam_reference(q, k, v, e["n_heads"], regions_for_block(fractions, e["original_shape"], q.shape[1], q.device)))
         reference.set_model_attn2_replace(fn, *block)
-    got = unet_call(cam(other))
+    got = unet_call(add_other(cam(base_model)) if cam_first else cam(add_other(base_model)))
     assert key in seen, "the other pack's patch must still run"
     want = unet_call(reference)
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
@@ -251,6 +275,48 @@ def test_reapplying_our_patch_replaces_it_with_a_warning(base_model, caplog):
         twice = sac(once, scale=2.0)
     assert "replace" in caplog.text
     assert torch.equal(unet_call(twice), unet_call(sac(base_model, scale=2.0)))
+
+
+def test_reapplying_cam_replaces_it_on_its_blocks_and_keeps_the_others(base_model, caplog):
+    keys = transformer_block_keys(base_model.model)
+    first = cam(base_model, start=3, end=8)
+    with caplog.at_level(logging.WARNING, logger="analogist"):
+        second = cam(first, start=6, end=11)
+    assert "replace" in caplog.text
+    cams = [p for p in second.model_options["transformer_options"]["patches"]["attn2_output_patch"]]
+    assert sorted(b for p in cams for b in p.blocks) == sorted(keys[3:11])  # each block once
+    assert torch.equal(unet_call(second), unet_call(cam(base_model, start=3, end=11)))
+    assert cam_patch(first).blocks == keys[3:8], "the input model's CAM must stay as it was"
+
+
+def test_sac_skipped_half_gets_the_hosts_own_attention(base_model, monkeypatch):
+    """"cond only": the uncond half is what ComfyUI's optimized_attention computes."""
+    from comfy.ldm.modules import attention as comfy_attention
+
+    calls = []
+    real = comfy_attention.optimized_attention
+
+    @functools.wraps(real)  # same signature: the patch passes what the real one accepts
+    def spy(q, k, v, heads, *args, **kwargs):
+        calls.append(q.shape[0])
+        return real(q, k, v, heads, *args, **kwargs)
+
+    monkeypatch.setattr(comfy_attention, "optimized_attention", spy)
+    unet_call(sac(base_model, passes="cond only"))
+    # 8 SAC blocks, one uncond entry each, through the host's attention.
+    assert calls.count(1) == 8
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_sac_scale_is_a_clear_error(base_model, bad):
+    with pytest.raises(ValueError, match=r"sac_scale=(nan|inf|-inf) is not a finite number.*1\.3"):
+        sac(base_model, scale=bad)
+
+
+@pytest.mark.parametrize("patcher", [sac, cam])
+def test_unknown_passes_value_is_a_clear_error_listing_the_choices(base_model, patcher):
+    with pytest.raises(ValueError, match=r"passes='both' is not a valid choice.*cond only.*uncond only"):
+        patcher(base_model, passes="both")
 
 
 def test_half_precision_model_stays_finite():

@@ -123,7 +123,9 @@ def test_a_colour_of_the_wrong_type_gets_a_clear_error(bad):
 
 @pytest.mark.parametrize("bad", [None, {"cell_width": 64}])
 def test_the_attention_patches_refuse_a_layout_of_the_wrong_type(bad):
-    from comfyui_analogist.nodes.attention import AnalogistAttentionPatch
+    from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch, AnalogistSACPatch
 
     with pytest.raises(TypeError, match="layout: expected the ANALOGIST_LAYOUT output"):
-        AnalogistAttentionPatch("sac", bad, 1.0, 0.0, "both")
+        AnalogistSACPatch().patch(None, bad, 1.3, 3, 11, 0.0, 1.0, PASSES[0])
+    with pytest.raises(TypeError, match="layout: expected the ANALOGIST_LAYOUT output"):
+        AnalogistCAMPatch().patch(None, bad, 3, 11, 0.0, 1.0, PASSES[0])

@@ -123,17 +123,3 @@ def test_node_is_registered_with_a_tooltip_on_every_input_and_output() -> None:
     assert all(options.get("tooltip") for _, options in required.values())
     assert len(rank.AnalogistRankCandidates.OUTPUT_TOOLTIPS) == len(rank.AnalogistRankCandidates.RETURN_TYPES)
     assert rank.AnalogistRankCandidates.CATEGORY == "Analogist"
-
-
-def test_web_extension_shows_the_scores_on_this_node_only() -> None:
-    import shutil
-    import subprocess
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "web" / "js" / "rank_candidates.js"
-    source = path.read_text()
-    assert 'const NODE_ID = "AnalogistRankCandidates"' in source and "registerExtension" in source
-    assert "onExecuted" in source and "serialize = false" in source
-    node_js = shutil.which("node")
-    if node_js:
-        subprocess.run([node_js, "--check", str(path)], check=True)
