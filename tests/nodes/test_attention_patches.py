@@ -234,8 +234,11 @@ def test_sac_refuses_to_overwrite_another_packs_self_attention_patch(base_model)
     other.set_model_attn1_replace(other_pack_attn1, "input", 7, 0)
     with pytest.raises(ValueError, match=r"\('input', 7, 0\).*other_pack_attn1"):
         sac(other)
-    # Blocks the other patch does not touch are fine.
-    assert sac(other, start=6, end=11).model_options is not None
+    # Blocks the other patch does not touch are fine: ours go there, theirs stays put.
+    slots = sac(other, start=6, end=11).model_options["transformer_options"]["patches_replace"]["attn1"]
+    keys = transformer_block_keys(base_model.model)
+    assert slots[("input", 7, 0)] is other_pack_attn1
+    assert all(getattr(slots[key], "analogist_kind", None) == "sac" for key in keys[6:11])
 
 
 @pytest.mark.parametrize("cam_first", [False, True])
