@@ -90,6 +90,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 return
 
 
+@pytest.fixture
+def fake_key() -> str:
+    """A key-shaped secret made for this test only (tests/vlm, tests/nodes, tests/host)."""
+    from support.fake_secrets import make_secret
+
+    return make_secret()
+
+
 @pytest.fixture(scope="session")
 def sd15_checkpoint() -> Path:
     """The random SD1.5 inpainting checkpoint (2.2 GB, cached in $TMPDIR/analogist-tests)."""

@@ -11,12 +11,12 @@ against local chat-completions servers.
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 from PIL import Image
 from support.chat_server import ChatServer, Reply
 from support.comfy_server import ComfyServer, make_workspace
+from support.fake_secrets import make_secret
 from support.images import save_pattern
 from support.sd15 import checkpoint_name
 
@@ -101,10 +101,10 @@ class Rig:
 
     def __init__(self, base, checkpoint):
         self.secrets = {
-            KEY_ENV: "sk-test-" + secrets.token_urlsafe(30),
-            "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
-            "OPENAI_API_KEY": "sk-" + secrets.token_urlsafe(30),
-            "GITHUB_TOKEN": "ghp_" + secrets.token_urlsafe(30),
+            KEY_ENV: make_secret("sk-test-"),
+            "AWS_SECRET_ACCESS_KEY": make_secret(""),
+            "OPENAI_API_KEY": make_secret("sk-"),
+            "GITHUB_TOKEN": make_secret("ghp_"),
         }
         self.key = self.secrets[KEY_ENV]
         self.chat, self.redirector, self.foreign = (ChatServer().start() for _ in range(3))
@@ -203,7 +203,7 @@ def test_a_redirect_to_another_host_carries_no_key(rig):
 
 def test_credentials_in_base_url_are_refused_before_history_log_or_image(rig):
     server, foreign = rig.server, rig.foreign
-    password = secrets.token_urlsafe(20)
+    password = make_secret("")
     before_count, before_images = foreign.count, set((rig.workspace / "output").rglob("*.png"))
     for base_url in (
         f"http://analogist:{password}@127.0.0.1:{foreign.port}/v1",

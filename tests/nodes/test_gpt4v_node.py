@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 import shutil
-import string
 import subprocess
 import sys
 import time
@@ -40,12 +39,10 @@ def server():
 
 
 @pytest.fixture
-def fake_key(monkeypatch):
-    key = "sk-test-" + "".join(
-        secrets.choice(string.ascii_letters + string.digits) for _ in range(40)
-    )
-    monkeypatch.setenv(KEY_ENV, key)
-    return key
+def fake_key(fake_key, monkeypatch):
+    """The shared fake key (tests/conftest.py), in the environment variable a binding names."""
+    monkeypatch.setenv(KEY_ENV, fake_key)
+    return fake_key
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import io
 import logging
 import secrets
 import socket
-import string
 import time
 import traceback
 
@@ -42,14 +41,6 @@ def waits(monkeypatch):
     slept = []
     monkeypatch.setattr(time, "sleep", slept.append)
     return slept
-
-
-@pytest.fixture
-def fake_key():
-    # Generated per run: no key-shaped literal lives in the repo.
-    return "sk-test-" + "".join(
-        secrets.choice(string.ascii_letters + string.digits) for _ in range(40)
-    )
 
 
 @pytest.fixture
