@@ -28,17 +28,7 @@ def transformer_block_keys(model: Any) -> list[BlockKey]:
     (ComfyUI's ``UNetModel``), or something that holds one as ``model.diffusion_model``
     (a ``BaseModel``) or ``model.model.diffusion_model`` (a ``ModelPatcher``).
     """
-    unet = _find_unet(model)
-    keys: list[BlockKey] = []
-    stages = (
-        ("input", list(unet.input_blocks)),
-        ("middle", [unet.middle_block]),
-        ("output", list(unet.output_blocks)),
-    )
-    for name, blocks in stages:
-        for number, block in enumerate(blocks):
-            keys.extend((name, number, index) for index in range(_transformer_count(block)))
-    return keys
+    return list(transformer_block_modules(model))
 
 
 def transformer_block_modules(model: Any) -> dict[BlockKey, Any]:
@@ -90,14 +80,4 @@ def _find_unet(model: Any) -> Any:
     raise TypeError(
         f"{type(model).__name__} has no UNet with input_blocks, middle_block and "
         "output_blocks; Analogist's attention edits need an SD1.x, SD2.x or SDXL UNet."
-    )
-
-
-def _transformer_count(block: Any) -> int:
-    """Transformers in one UNet block (0 for a block without a SpatialTransformer)."""
-    if block is None:
-        return 0
-    children: Iterable[Any] = block.children() if hasattr(block, "children") else block
-    return sum(
-        len(child.transformer_blocks) for child in children if hasattr(child, "transformer_blocks")
     )
