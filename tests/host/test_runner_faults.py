@@ -181,9 +181,14 @@ def test_ctrl_c_in_server_mode_cancels_what_the_run_queued(tmp_path, idle_server
     assert queue_of(idle_server) == ([], []), "the server still works for a run nobody will collect"
     history = idle_server.history()
     finished = [pid for pid in ours if pid in history]
-    assert len(finished) == 1  # the running one was interrupted; the waiting one never ran
-    messages = [m[0] for m in history[finished[0]]["status"]["messages"]]
-    assert "execution_interrupted" in messages
+    # The running one was interrupted. The waiting one never ran, unless the server started
+    # it in the instant between the two clients' cancels (the first one's interrupt frees
+    # the server): then it was interrupted too. No prompt of this run ran to the end.
+    assert 1 <= len(finished) <= 2, finished
+    for pid in finished:
+        messages = [m[0] for m in history[pid]["status"]["messages"]]
+        assert "execution_interrupted" in messages, (pid, messages)
+        assert "execution_success" not in messages, (pid, messages)
 
 
 def test_a_server_run_that_someone_else_is_using_is_not_interrupted(tmp_path, idle_server):
