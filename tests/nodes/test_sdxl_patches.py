@@ -185,3 +185,49 @@ def test_a_flux_model_gets_an_error_naming_it_and_what_is_supported(node):
     args = (flux, layout, 1.3, 3, 11, 0.0, 1.0, PASSES[0]) if node is AnalogistSACPatch else (flux, layout, 3, 11, 0.0, 1.0, PASSES[0])
     with pytest.raises(ValueError, match=r"cannot patch this Flux \(config Flux\) model.*Supported: SD1\.x, SD2\.x and SDXL.*Not supported: SD3, Flux"):
         node().patch(*args)
+
+
+def test_shipped_sdxl_workflow_patches_a_sdxl_model_on_the_paper_levels(sdxl):
+    """analogist_sdxl.json, in process: the frontend's conversion with the host's real node
+    definitions, its GridCompose run on the shipped example images, its SAC and CAM
+    settings applied to the SDXL model, one UNet call on the grid's latent. (The server
+    cannot load a toy-width SDXL checkpoint, so this is not run through it.)"""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from comfyui_analogist.analogist.workflow_format import ui_to_api
+    from comfyui_analogist.nodes.grid import AnalogistGridCompose
+    from PIL import Image
+
+    workflows = Path(__file__).resolve().parents[2] / "workflows"
+    spec = importlib.util.spec_from_file_location("build_workflows", workflows / "build_workflows.py")
+    builder = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = builder
+    spec.loader.exec_module(builder)
+    prompt = ui_to_api(json.loads((workflows / "analogist_sdxl.json").read_text()), builder.node_definitions())
+    by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    assert by_type["CheckpointLoaderSimple"]["ckpt_name"] == builder.SDXL_CHECKPOINT
+
+    def image(name):
+        pixels = np.asarray(Image.open(workflows / "images" / name).convert("RGB"), np.float32) / 255
+        return torch.from_numpy(pixels)[None]
+
+    loads = {node["_meta"]["title"]: node["inputs"]["image"] for node in prompt.values() if node["class_type"] == "LoadImage"}
+    grid_inputs = {k: v for k, v in by_type["AnalogistGridCompose"].items() if not isinstance(v, list)}
+    grid, _, _, layout = AnalogistGridCompose().compose(
+        image(loads["A (example, before)"]), image(loads["A' (example, after)"]), image(loads["B (to change)"]),
+        **grid_inputs,
+    )
+    assert grid.shape[1:3] == (1024, 1024)
+    widgets = {kind: {k: v for k, v in by_type[kind].items() if not isinstance(v, list)}
+               for kind in ("AnalogistSACPatch", "AnalogistCAMPatch")}
+    model = AnalogistSACPatch().patch(sdxl, layout, **widgets["AnalogistSACPatch"])[0]
+    model = AnalogistCAMPatch().patch(model, layout, **widgets["AnalogistCAMPatch"])[0]
+    out = unet_call(model, latent=grid.shape[1] // 8)
+    assert torch.isfinite(out).all()
+    chosen = transformer_block_keys(sdxl.model)[slice(*paper_layer_range(sdxl.model))]
+    sac_slots, cam_fn = patches(model)
+    assert set(sac_slots) == set(chosen) == set(sac_slots[chosen[0]].calls) == set(cam_fn.calls)
