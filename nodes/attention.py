@@ -493,7 +493,7 @@ def _tooltip_layers(what: str) -> tuple[str, str]:
 def _common_inputs(what: str) -> dict:
     start_tip, end_tip = _tooltip_layers(what)
     return {
-        "model": ("MODEL", {"tooltip": "The diffusion model to patch (an SD1.5 inpainting checkpoint in the paper). It is cloned; the input stays unpatched."}),
+        "model": ("MODEL", {"tooltip": "The diffusion model to patch: an SD1.5 (the paper) or SDXL inpainting UNet; SD3, Flux and video models are not supported. It is cloned; the input stays unpatched."}),
         "layout": (LAYOUT_TYPE, {"tooltip": "Where A, A', B and B' sit in the grid. Connect the layout from the same GridCompose whose grid is sampled."}),
     }, {
         "start_layer": ("INT", {"default": PAPER_START_LAYER, "min": 0, "max": MAX_LAYER, "tooltip": start_tip}),
