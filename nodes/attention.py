@@ -36,6 +36,8 @@ from ..analogist_attn.blocks import (
     PAPER_END_LAYER,
     PAPER_START_LAYER,
     BlockKey,
+    describe_blocks,
+    paper_layer_range,
     select_blocks,
     transformer_block_keys,
     transformer_block_modules,
@@ -296,18 +298,38 @@ def sigma_range(model: Any, start_percent: float, end_percent: float) -> tuple[f
     return float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent))
 
 
+def model_kind(model: Any) -> str:
+    """The model's type for a message, e.g. ``Flux (config Flux)``."""
+    inner = getattr(model, "model", model)
+    config = getattr(inner, "model_config", None)
+    kind = type(inner).__name__
+    return kind + (f" (config {type(config).__name__})" if config is not None else "")
+
+
 def chosen_blocks(model: Any, start_layer: int, end_layer: int, node: str) -> list[BlockKey]:
+    """The blocks ``start_layer <= layer < end_layer``; ``end_layer == 0``: the paper's levels."""
     try:
         keys = transformer_block_keys(model.model)
     except (AttributeError, TypeError, ValueError) as exc:
         raise ValueError(
-            f"{node}: this model has no UNet transformer blocks to patch ({exc}). Analogist "
-            "needs a UNet diffusion model: SD1.x / SD2.x / SDXL, ideally an inpainting one."
+            f"{node}: cannot patch this {model_kind(model)} model: it has no UNet transformer "
+            "blocks (input_blocks / middle_block / output_blocks). Supported: SD1.x, SD2.x and "
+            "SDXL UNets, ideally inpainting checkpoints. Not supported: SD3, Flux, video and "
+            "other DiT models. Load an SD1.5 or SDXL inpainting checkpoint."
         ) from exc
+    rule = ""
+    if end_layer == 0:
+        start_layer, end_layer = paper_layer_range(model.model)
+        rule = " (end_layer 0: the paper's levels for this model)"
     try:
-        return select_blocks(keys, start_layer, end_layer)
+        blocks = select_blocks(keys, start_layer, end_layer)
     except ValueError as exc:
-        raise ValueError(f"{node}: {exc}") from exc
+        raise ValueError(f"{node}: {exc} Or set end_layer to 0 for the paper's levels for this model.") from exc
+    log.info(
+        "[Analogist] %s on layers %d..%d of %d%s: %s",
+        node, start_layer, end_layer - 1, len(keys), rule, describe_blocks(model.model, blocks),
+    )
+    return blocks
 
 
 def warn_if_not_inpainting(model: Any, node: str) -> None:
@@ -455,21 +477,27 @@ def install_sac_guard(patched: Any, layers: dict[BlockKey, int]) -> None:
 
 def _tooltip_layers(what: str) -> tuple[str, str]:
     start = (
-        f"First transformer block that gets {what}, counted in execution order "
-        "(SD1.5: 0-5 input, 6 middle, 7-15 output). Paper: 3."
+        f"First transformer block that gets {what}, counted in execution order. "
+        "SD1.5 (16 blocks): 0-5 input 1,2,4,5,7,8; 6 middle; 7-15 output 3-11. "
+        "SDXL (70 blocks): 0-3 input 4,5; 4-23 input 7,8; 24-33 middle; 34-63 output 0-2; "
+        "64-69 output 3-5. Paper (SD1.5): 3. The log names the blocks a range covers."
     )
-    end = f"Block after the last one that gets {what} (end is exclusive). Paper: 11, i.e. blocks 3..10."
+    end = (
+        f"Block after the last one that gets {what} (end is exclusive). Paper (SD1.5): 11, "
+        "i.e. blocks 3..10. 0 = the paper's levels for this model, whatever it is "
+        "(SD1.5: 3..10; SDXL: 2..65); start_layer is then not used."
+    )
     return start, end
 
 
 def _common_inputs(what: str) -> dict:
     start_tip, end_tip = _tooltip_layers(what)
     return {
-        "model": ("MODEL", {"tooltip": "The diffusion model to patch (an SD1.5 inpainting checkpoint in the paper). It is cloned; the input stays unpatched."}),
+        "model": ("MODEL", {"tooltip": "The diffusion model to patch: an SD1.5 (the paper) or SDXL inpainting UNet; SD3, Flux and video models are not supported. It is cloned; the input stays unpatched."}),
         "layout": (LAYOUT_TYPE, {"tooltip": "Where A, A', B and B' sit in the grid. Connect the layout from the same GridCompose whose grid is sampled."}),
     }, {
         "start_layer": ("INT", {"default": PAPER_START_LAYER, "min": 0, "max": MAX_LAYER, "tooltip": start_tip}),
-        "end_layer": ("INT", {"default": PAPER_END_LAYER, "min": 1, "max": MAX_LAYER, "tooltip": end_tip}),
+        "end_layer": ("INT", {"default": PAPER_END_LAYER, "min": 0, "max": MAX_LAYER, "tooltip": end_tip}),
         "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": f"Part of the sampling schedule where {what} acts: from this fraction (0 = first step)."}),
         "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "...to this fraction (1 = last step). Paper: the whole schedule, 0 to 1."}),
         "passes": (list(PASSES), {"default": PASSES[0], "tooltip": f"Which CFG passes get {what}: both (the paper), only the prompt (cond) pass, or only the negative (uncond) pass."}),

@@ -90,6 +90,9 @@ WORKFLOWS = (
 USED_NODES += ("RepeatLatentBatch", "CLIPVisionLoader", "AnalogistRankCandidates")
 WORKFLOWS += ("analogist_best_of_n",)
 CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"  # the image encoder IPAdapter users have
+# SDXL inpainting (issue 14): a 1024 grid, SAC/CAM on the paper's levels carried to SDXL.
+WORKFLOWS += ("analogist_sdxl",)
+SDXL_CHECKPOINT = "sdxl-inpainting.safetensors"
 
 
 # -- node definitions ----------------------------------------------------------------------
@@ -318,6 +321,8 @@ class Recipe:
     lora_controlnet: bool = False
     best_of: int = 0  # > 0: sample this many B' and keep the best (Rank Candidates)
     note: str = ""
+    checkpoint: str = CHECKPOINT
+    loading: str = ""  # replaces NOTE_LOADING's first item (which checkpoint to load)
 
 
 NOTE_LOADING = (
@@ -334,7 +339,10 @@ NOTE_LOADING = (
 
 def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     g = Graph(defs)
-    g.note((X[0], -380), recipe.note + "\n\n" + NOTE_LOADING)
+    loading = NOTE_LOADING
+    if recipe.loading:
+        loading = "WHAT TO LOAD WHERE\n" + recipe.loading + NOTE_LOADING[NOTE_LOADING.index("\n* A, A'"):]
+    g.note((X[0], -380), recipe.note + "\n\n" + loading)
     a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
     a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
     b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B)
@@ -343,7 +351,7 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
         b=b.out("IMAGE"), cell_width=recipe.cell, cell_height=recipe.cell, border=2,
         fit="stretch", arrangement=recipe.arrangement,
     )
-    ckpt = g.add("CheckpointLoaderSimple", (X[1], 420), ckpt_name=CHECKPOINT)
+    ckpt = g.add("CheckpointLoaderSimple", (X[1], 420), ckpt_name=recipe.checkpoint)
     model, clip = ckpt.out("MODEL"), ckpt.out("CLIP")
     if recipe.lora_controlnet:
         lora = g.add("LoraLoader", (X[1], 580), model=model, clip=clip, lora_name=LORA,
@@ -425,6 +433,7 @@ CAPTIONS = {
     "analogist_aligned_with_b": "Analogist: A aligned with B",
     "analogist_lora_controlnet": "Analogist + LoRA + ControlNet",
     "analogist_best_of_n": "Analogist: best of 4 by CLIP",
+    "analogist_sdxl": "Analogist on SDXL inpainting",
 }
 
 RECIPES: dict[str, Callable[[], Recipe]] = {
@@ -476,6 +485,19 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "image encoder in ComfyUI/models/clip_vision/, e.g. the ViT-H/14 or ViT-L/14 one "
         "IPAdapter uses (ComfyUI's loader does not take the paper's ViT-B/16). Raise the "
         "batch for more choice (each candidate costs a full sampling run)."
+    ),
+    "analogist_sdxl": lambda: Recipe(
+        cell=512, start_layer=2, end_layer=66, checkpoint=SDXL_CHECKPOINT,
+        loading="* Load Checkpoint: an SDXL *inpainting* checkpoint (9-channel UNet) in "
+        "ComfyUI/models/checkpoints/ (a single file); set "
+        "ckpt_name to its file name.",
+        note="ANALOGIST ON SDXL INPAINTING (1024 grid, cells 512)\n"
+        "The typed-prompt workflow on SDXL. SAC/CAM layers 2-65 (start 2, end 66) are the "
+        "paper's SD1.5 choice carried to SDXL's 70 transformer blocks by resolution level: "
+        "input 5 (64x64 tokens), input 7-8, middle, output 0-2 (32x32), output 3 (64x64). "
+        "end_layer 0 picks the same for whatever model is loaded (SD1.5: 3-10). No SDXL "
+        "weights were tried with it: sampler settings are the paper's SD1.5 ones (DDIM 50, "
+        "CFG 15, denoise 0.98); SDXL usually wants a lower CFG (5-8)."
     ),
 }
 
