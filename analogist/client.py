@@ -73,6 +73,12 @@ def check_url(url: str) -> str:
         raise ServerError(f"--server {url!r}: the scheme must be http or https, not {parts.scheme!r}: {hint}")
     if not parts.hostname:
         raise ServerError(f"--server {url!r} names no host: {hint}")
+    if parts.username is not None or parts.password is not None:
+        # Not repeated: the part before @ may be a password.
+        raise ServerError(
+            "--server: a URL with a user name or password (user:password@host) is not "
+            f"supported; ComfyUI's API takes none. {hint}"
+        )
     if parts.query or parts.fragment:
         raise ServerError(f"--server {url!r} has a query or fragment; {hint}")
     return text.rstrip("/")

@@ -199,6 +199,25 @@ def load_bindings(
     return {OPENAI_SERVER: default, **user}
 
 
+# Prefixes of keys people paste (OpenAI, Groq, Hugging Face, GitHub, Slack, an AWS key id).
+_KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "ghp_", "gho_", "ghs_", "github_pat_", "xoxb-",
+                 "xoxp-", "AKIA")
+
+
+def _looks_like_key(name: str) -> bool:
+    """True for what is more likely a pasted secret than a variable name.
+
+    Variable names are short words in capitals (OPENAI_API_KEY); keys are long, mixed-case
+    or lower-case with digits, or start with a provider's prefix.
+    """
+    if name.startswith(_KEY_PREFIXES):  # case matters: HF_TOKEN is a name, hf_... a key
+        return True
+    if len(name) >= 32 and "_" not in name:
+        return True
+    has_digit = any(c.isdigit() for c in name)
+    return len(name) >= 20 and has_digit and name != name.upper()
+
+
 def check_env_name(env_name: str) -> str:
     """Accept the *name* of an environment variable; refuse anything that may be a key.
 
@@ -208,8 +227,7 @@ def check_env_name(env_name: str) -> str:
     name = (env_name or "").strip()
     if not name:
         return ""
-    looks_like_key = len(name) >= 32 and "_" not in name
-    if not _ENV_NAME.match(name) or looks_like_key:
+    if not _ENV_NAME.match(name) or _looks_like_key(name):
         raise VLMError(
             "api_key_env must be the NAME of an environment variable (like OPENAI_API_KEY), "
             "not the key itself. The value given is not shown because it may be a secret: "

@@ -123,7 +123,9 @@ DESCRIPTION = (
     "set base_url, e.g. http://127.0.0.1:11434/v1.\n\n"
     "Answers are cached on disk (ComfyUI/user/__analogist/vlm_cache) by image, model, "
     "instruction, counts, base_url and seed: re-queuing or restarting costs no API call. "
-    "Change the seed to ask again."
+    "Change the seed to ask again. Set 'control after generate' to 'fixed' (the shipped "
+    "workflows do): on 'randomize', ComfyUI's default for a new node, every queue asks the "
+    "model again."
 )
 
 
@@ -341,10 +343,11 @@ def _note_ignored_key_env(requested_env: str, api: vlm.ApiKey) -> None:
     """Say once per run that ``api_key_env`` chose nothing, and what does."""
     if not requested_env or requested_env in (vlm.DEFAULT_KEY_ENV, api.env):
         return  # the default, or what the user's own binding reads anyway
+    # The value itself is never logged: it comes from a workflow and might be a pasted key.
     log.warning(
-        "[Analogist] api_key_env=%s is ignored: a workflow cannot choose which of your "
-        "keys is sent (a shared one could send any variable anywhere). Key used: %s",
-        requested_env,
+        "[Analogist] api_key_env is set in this workflow and ignored: a workflow cannot "
+        "choose which of your keys is sent (a shared one could send any variable anywhere). "
+        "Key used: %s",
         api.origin if api.missing else str(api),
     )
 

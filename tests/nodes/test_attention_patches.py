@@ -18,7 +18,7 @@ from comfyui_analogist.analogist_attn.blocks import (
 )
 from comfyui_analogist.analogist_attn.cam import cam_mask_output
 from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, make_layout
-from comfyui_analogist.analogist_attn.reference import cam_reference, sac_reference
+from comfyui_analogist.analogist_attn.reference import cam_reference
 from comfyui_analogist.analogist_attn.tokens import regions_for_block
 from comfyui_analogist.nodes.attention import (
     PASSES,
@@ -27,6 +27,7 @@ from comfyui_analogist.nodes.attention import (
     block_key,
 )
 from support.lora import random_unet_lora
+from support.reference_patch import reference_patched
 from support.sd15 import tiny_inpaint_model_patcher
 
 CONTEXT_DIM = 64
@@ -80,27 +81,6 @@ def unet_call(model, seed=0, dtype=torch.float32):
     options.update(cond_or_uncond=[0, 1], sigmas=sigma)
     with torch.no_grad():
         return model.model.apply_model(x, sigma, c_concat=concat, c_crossattn=context, transformer_options=options)
-
-
-def reference_patched(model, layout, blocks, scale=1.3, cam_blocks=None):
-    """The same model with the naive, full-matrix definitions as patches."""
-    fractions = layout.cell_fractions()
-
-    def regions(q, extra):
-        return regions_for_block(fractions, extra["original_shape"], q.shape[1], q.device)
-
-    def naive_sac(q, k, v, extra):
-        return sac_reference(q, k, v, extra["n_heads"], regions(q, extra), scale)
-
-    def naive_cam(q, k, v, extra):
-        return cam_reference(q, k, v, extra["n_heads"], regions(q, extra))
-
-    patched = model.clone()
-    for key in blocks:
-        patched.set_model_attn1_replace(naive_sac, *key)
-    for key in blocks if cam_blocks is None else cam_blocks:
-        patched.set_model_attn2_replace(naive_cam, *key)
-    return patched
 
 
 def test_block_walk_gives_the_papers_16_blocks(base_model):

@@ -220,8 +220,9 @@ def test_api_key_env_no_longer_chooses_a_key_and_says_what_to_do(
     with caplog.at_level(logging.WARNING, logger="analogist.gpt4v"):
         run(server, grid_batch(batch=1)[0])  # api_key_env=KEY_ENV, as an old workflow has it
     assert "authorization" not in server.requests[0].headers
-    notes = [r.getMessage() for r in caplog.records if "is ignored" in r.getMessage()]
-    assert len(notes) == 1 and f"api_key_env={KEY_ENV}" in notes[0]
+    notes = [r.getMessage() for r in caplog.records if "and ignored" in r.getMessage()]
+    assert len(notes) == 1 and "api_key_env is set in this workflow" in notes[0]
+    assert KEY_ENV not in caplog.text  # what a workflow put there is never logged
     origin = server.base_url[: -len("/v1")]
     # A placeholder, not the workflow's name: a shared workflow must not get to suggest
     # binding one of the user's variables to its server.
@@ -233,13 +234,22 @@ def test_api_key_env_no_longer_chooses_a_key_and_says_what_to_do(
     with caplog.at_level(logging.WARNING, logger="analogist.gpt4v"):
         run(server, grid_batch(batch=1)[0], seed=1)
     assert server.requests[1].headers["authorization"] == f"Bearer {fake_key}"
-    assert "is ignored" not in caplog.text
+    assert "and ignored" not in caplog.text
 
 
-def test_node_refuses_a_key_typed_into_api_key_env(server, user_dir, fake_key):
-    with pytest.raises(vlm.VLMError, match="NAME of an environment variable") as info:
-        run(server, grid_batch(batch=1)[0], api_key_env=fake_key)
-    assert fake_key not in str(info.value) and server.count == 0
+@pytest.mark.parametrize("prefix", ["sk-test-", "gsk_", "hf_", "ghp_", "github_pat_"])
+def test_node_refuses_a_key_typed_into_api_key_env(server, user_dir, prefix, caplog):
+    from support.fake_secrets import make_secret
+
+    pasted = make_secret(prefix).replace("-", "")  # also when it passes for a variable name
+    with caplog.at_level(logging.DEBUG), pytest.raises(vlm.VLMError, match="NAME of an environment variable") as info:
+        run(server, grid_batch(batch=1)[0], api_key_env=pasted)
+    assert pasted not in str(info.value) and pasted not in caplog.text and server.count == 0
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "GROQ_API_KEY", "HF_TOKEN", "MY_VLLM_KEY2"])
+def test_variable_names_are_still_names(name):
+    assert vlm.check_env_name(name) == name
 
 
 def test_node_errors_are_clear_and_keyless(server, user_dir, fake_key):

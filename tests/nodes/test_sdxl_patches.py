@@ -13,9 +13,8 @@ import pytest
 import torch
 from comfyui_analogist.analogist_attn.blocks import paper_layer_range, transformer_block_keys
 from comfyui_analogist.analogist_attn.layout import make_layout
-from comfyui_analogist.analogist_attn.reference import cam_reference, sac_reference
-from comfyui_analogist.analogist_attn.tokens import regions_for_block
 from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch, AnalogistSACPatch
+from support.reference_patch import reference_patched
 from support.sdxl import CONTEXT_DIM, POOLED_DIM, tiny_sdxl_inpaint_model_patcher
 
 SDXL_PAPER = (2, 66)  # input 5; input 7, 8; middle; output 0..2; output 3
@@ -48,25 +47,6 @@ def unet_call(model, latent: int, seed: int = 0):
         return model.model.apply_model(
             x, sigma, c_concat=concat, c_crossattn=context, y=adm, transformer_options=options
         )
-
-
-def reference_patched(model, layout, blocks, scale=1.3):
-    fractions = layout.cell_fractions()
-
-    def regions(q, extra):
-        return regions_for_block(fractions, extra["original_shape"], q.shape[1], q.device)
-
-    def naive_sac(q, k, v, extra):
-        return sac_reference(q, k, v, extra["n_heads"], regions(q, extra), scale)
-
-    def naive_cam(q, k, v, extra):
-        return cam_reference(q, k, v, extra["n_heads"], regions(q, extra))
-
-    patched = model.clone()
-    for key in blocks:
-        patched.set_model_attn1_replace(naive_sac, *key)
-        patched.set_model_attn2_replace(naive_cam, *key)
-    return patched
 
 
 def patches(model):

@@ -221,6 +221,15 @@ def test_an_invalid_server_url_is_refused_cleanly(capsys, tmp_path, inpainting, 
     assert not stdout and not out.exists()
 
 
+def test_a_server_url_with_a_password_is_refused_without_repeating_it(capsys, tmp_path, inpainting):
+    from support.fake_secrets import make_secret
+
+    password = make_secret("")
+    code, stdout, err = cli(capsys, "--server", f"http://artist:{password}@127.0.0.1:8188",
+                            "--checkpoint", "x.ckpt", "--out", tmp_path / "out")
+    assert code == 2 and "user name or password" in err and password not in err + stdout
+
+
 def test_out_that_is_a_file_is_refused_before_anything_runs(capsys, tmp_path, inpainting):
     taken = tmp_path / "results"
     taken.write_text("I am a file")

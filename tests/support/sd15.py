@@ -170,11 +170,16 @@ def tiny_inpaint_model_patcher(seed: int = 0, dtype: torch.dtype = torch.float32
     channels (inpainting), ComfyUI's own ``BaseModel`` and sampling code: samples a few
     steps on CPU in about a second.
     """
-    import comfy.model_management
-    import comfy.model_patcher
     import comfy.supported_models
 
-    config = comfy.supported_models.SD15(tiny_unet_config(**widths))
+    return random_model_patcher(comfy.supported_models.SD15(tiny_unet_config(**widths)), seed, dtype)
+
+
+def random_model_patcher(config, seed: int, dtype: torch.dtype):
+    """A ``ModelPatcher`` around the host's own model class for ``config``, random weights."""
+    import comfy.model_management
+    import comfy.model_patcher
+
     config.set_inference_dtype(dtype, None)
     model = config.get_model({}, device="cpu")
     randomize_(model.diffusion_model, seed)

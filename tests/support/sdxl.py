@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .sd15 import randomize_
+from .sd15 import random_model_patcher
 
 CONTEXT_DIM = 2048
 POOLED_DIM = 1280
@@ -42,17 +42,6 @@ SDXL_INPAINT_UNET = {
 
 def tiny_sdxl_inpaint_model_patcher(seed: int = 0, dtype: torch.dtype = torch.float32):
     """A ``ModelPatcher`` around ComfyUI's SDXL model class (inpainting) with toy widths."""
-    import comfy.model_management
-    import comfy.model_patcher
     import comfy.supported_models
 
-    config = comfy.supported_models.SDXL(dict(SDXL_INPAINT_UNET))
-    config.set_inference_dtype(dtype, None)
-    model = config.get_model({}, device="cpu")
-    randomize_(model.diffusion_model, seed)
-    model.eval()
-    return comfy.model_patcher.ModelPatcher(
-        model,
-        load_device=comfy.model_management.get_torch_device(),
-        offload_device=comfy.model_management.unet_offload_device(),
-    )
+    return random_model_patcher(comfy.supported_models.SDXL(dict(SDXL_INPAINT_UNET)), seed, dtype)
