@@ -28,4 +28,6 @@ if ! compgen -G "$ws/models/checkpoints/*" >/dev/null; then
   echo "      into $ws/models/checkpoints/"
 fi
 echo "[run] ComfyUI with Analogist at http://127.0.0.1:${PORT:-8188} (workspace: $ws)"
-exec .venv/bin/python "$host/main.py" "${device[@]}" --base-directory "$ws" --listen 127.0.0.1 --port "${PORT:-8188}"
+# The database (job history, assets) lives with the rest of your data in the workspace.
+exec .venv/bin/python "$host/main.py" "${device[@]}" --base-directory "$ws" \
+  --database-url "sqlite:///$ws/user/comfyui.db" --listen 127.0.0.1 --port "${PORT:-8188}"
