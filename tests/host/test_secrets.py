@@ -186,7 +186,10 @@ def test_hostile_workflows_send_no_secret_anywhere(rig):
     received = json.dumps([[r.headers, r.body] for r in foreign.requests + chat.requests[-1:]])
     assert rig.secrets_in(received) == []
     assert all("authorization" not in r.headers for r in foreign.requests + chat.requests[-1:])
-    assert "api_key_env=AWS_SECRET_ACCESS_KEY is ignored" in server.log_text()
+    log = server.log_text()
+    assert "api_key_env is set in this workflow and ignored" in log
+    # What a workflow names is never echoed: a shared one may carry a pasted key there.
+    assert "AWS_SECRET_ACCESS_KEY" not in log and "GITHUB_TOKEN" not in log
     assert rig.secrets_in(server.log_text() + json.dumps(server.history())) == []
 
 
