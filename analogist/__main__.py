@@ -50,6 +50,14 @@ def parser() -> argparse.ArgumentParser:
                      "http://127.0.0.1:11434/v1 (Ollama); default OpenAI (OPENAI_API_KEY in the "
                      "server's environment)")
     run.add_argument("--vlm-model", help="vision model name for --workflow vlm (default gpt-4o)")
+    run.add_argument("--candidates", type=int, metavar="N",
+                     help="sample N B' (2-64, one batch) and keep the best by the paper's CLIP "
+                     "direction score (workflows/analogist_best_of_n.json); needs --clip-vision. "
+                     "All N are saved best first as <name>_candidate_rankK.png with <name>_scores.txt")
+    run.add_argument("--clip-vision", metavar="PATH",
+                     help="CLIP vision model file that scores the candidates (e.g. the ViT-L/14 or "
+                     "ViT-H/14 image encoder IPAdapter uses); with --server, its name in the "
+                     "servers' models/clip_vision")
     add_score_command(commands)
     return top
 
@@ -120,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         InputError,
         Settings,
         b_images,
+        check_candidates,
         check_image,
         check_out,
         checkpoint_for,
@@ -150,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             denoise=args.denoise,
             vlm_base_url=args.vlm_base_url,
             vlm_model=args.vlm_model,
+            candidates=args.candidates,
+            clip_vision=check_candidates(args.candidates, args.clip_vision, args.workflow, servers),
         )
         return main_run(settings, servers)
     except (InputError, CheckpointError, ServerError, WorkflowError) as exc:

@@ -42,6 +42,10 @@ WORKFLOW_FILES = {
     "manual": PACK_ROOT / "workflows" / "analogist_manual_prompt.json",
     "vlm": PACK_ROOT / "workflows" / "analogist.json",
 }
+# ``--candidates N``: the typed-prompt graph sampling N B' and keeping the best by CLIP.
+BEST_OF_N_FILE = PACK_ROOT / "workflows" / "analogist_best_of_n.json"
+MAX_CANDIDATES = 64  # every candidate is a full sampling run in one batch (memory grows with N)
+CLIP_VISION_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
 EXAMPLES = PACK_ROOT / "workflows" / "images"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 PACK_LINK_NAME = "comfyui-analogist"
@@ -66,6 +70,8 @@ class Settings:
     denoise: float | None = None
     vlm_base_url: str | None = None
     vlm_model: str | None = None
+    candidates: int | None = None  # sample this many B' and keep the best (needs clip_vision)
+    clip_vision: str | None = None  # a path (embedded) or the server's CLIP vision model name
 
 
 @dataclass
@@ -141,16 +147,69 @@ def b_images(path: Path) -> list[Path]:
     return [check_image(path, "--b")]
 
 
+def check_candidates(candidates: int | None, clip_vision: str | None, workflow: str,
+                     servers: list[str]) -> str | None:
+    """``--candidates N`` with ``--clip-vision``: checked together; the CLIP vision model as
+    the run needs it (a local file's path embedded, the name the servers list otherwise)."""
+    if candidates is None:
+        if clip_vision is not None:
+            raise InputError("--clip-vision goes with --candidates N (it scores the N candidates)")
+        return None
+    if not 2 <= candidates <= MAX_CANDIDATES:
+        raise InputError(
+            f"--candidates must be between 2 and {MAX_CANDIDATES} (all are sampled in one batch, "
+            f"so memory grows with it), got {candidates}"
+        )
+    if workflow != "manual":
+        raise InputError(
+            "--candidates goes with --workflow manual (it runs workflows/analogist_best_of_n.json, "
+            "the typed-prompt graph); give the B' prompt with --prompt"
+        )
+    if not clip_vision:
+        raise InputError(
+            "--candidates needs --clip-vision: a CLIP vision model file (e.g. the ViT-L/14 or "
+            "ViT-H/14 image encoder IPAdapter uses, from ComfyUI/models/clip_vision) that "
+            "scores each candidate by the paper's CLIP direction metric"
+        )
+    path = Path(clip_vision).expanduser()
+    if servers and not path.exists():
+        return clip_vision  # a name the servers are asked for
+    if not path.is_file():
+        raise InputError(
+            f"--clip-vision: file not found: {path}. Give the path of a CLIP vision model file"
+            + (" (with --server: a path, or the name in the servers' models/clip_vision)" if servers else "")
+        )
+    if path.suffix.lower() not in CLIP_VISION_SUFFIXES:
+        raise InputError(
+            f"--clip-vision: {path.name} is not a model file ({', '.join(CLIP_VISION_SUFFIXES)}); "
+            "give a CLIP vision model such as CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
+        )
+    return path.name if servers else str(path.resolve())
+
+
 # -- the graph -----------------------------------------------------------------------------
-def load_workflow(kind: str) -> dict:
+def load_workflow(kind: str, candidates: int | None = None) -> dict:
     if kind not in WORKFLOW_FILES:
         raise InputError(f"--workflow must be one of {sorted(WORKFLOW_FILES)}, got {kind!r}")
+    if candidates is not None:
+        return json.loads(BEST_OF_N_FILE.read_text())
     return json.loads(WORKFLOW_FILES[kind].read_text())
+
+
+def set_candidates(workflow: dict, settings: Settings, info: dict) -> None:
+    """The best-of-N graph: sample ``settings.candidates`` B' and score them with the
+    given CLIP vision model."""
+    (repeat,) = nodes_of_type(workflow, "RepeatLatentBatch")
+    set_widget(workflow, repeat["id"], "amount", settings.candidates, info)
+    (loader,) = nodes_of_type(workflow, "CLIPVisionLoader")
+    set_widget(workflow, loader["id"], "clip_name", settings.clip_vision, info)
 
 
 def build_prompt(settings: Settings, info: dict, images: dict[str, str]) -> dict:
     """The API prompt for one B: the shipped workflow with the user's inputs and options."""
-    workflow = load_workflow(settings.workflow)
+    workflow = load_workflow(settings.workflow, settings.candidates)
+    if settings.candidates is not None:
+        set_candidates(workflow, settings, info)
     titles = {"A (example, before)": "a", "A' (example, after)": "a_prime", "B (to change)": "b"}
     for node in nodes_of_type(workflow, "LoadImage"):
         set_widget(workflow, node["id"], "image", images[titles[node["title"]]], info)
@@ -179,9 +238,12 @@ def build_prompt(settings: Settings, info: dict, images: dict[str, str]) -> dict
     return ui_to_api(workflow, info)
 
 
-def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str) -> None:
-    missing = [n for n in ("AnalogistGridCompose", "AnalogistSACPatch", "AnalogistCAMPatch",
-                           "AnalogistGridCrop") if n not in info]
+def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str,
+                         clip_vision: str | None = None) -> None:
+    needed = ["AnalogistGridCompose", "AnalogistSACPatch", "AnalogistCAMPatch", "AnalogistGridCrop"]
+    if clip_vision is not None:
+        needed.append("AnalogistRankCandidates")
+    missing = [n for n in needed if n not in info]
     if missing:
         raise ServerError(
             f"{client.url} does not have the Analogist nodes ({', '.join(missing)} missing): "
@@ -196,6 +258,14 @@ def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str) -> No
             f"{client.url} has no checkpoint {checkpoint!r} (it lists: {listed}). Put the "
             f"file into that ComfyUI's models/checkpoints/.\n{DOWNLOAD_HINT}"
         )
+    if clip_vision is not None:
+        names = info.get("CLIPVisionLoader", {}).get("input", {}).get("required", {}).get("clip_name", [[]])[0]
+        if clip_vision not in names:
+            listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") or "none"
+            raise ServerError(
+                f"{client.url} has no CLIP vision model {clip_vision!r} (it lists: {listed}). Put "
+                "the file into that ComfyUI's models/clip_vision/, or name one it lists with --clip-vision"
+            )
 
 
 # -- running -------------------------------------------------------------------------------
@@ -211,13 +281,16 @@ def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploa
     files = []
     for node_id, node in prompt.items():
         kind = node["class_type"]
+        if kind == "AnalogistRankCandidates":
+            files.append(save_scores(settings, stem, finished.outputs.get(node_id, {})))
         if kind not in ("SaveImage", "PreviewImage"):
             continue
         title = node.get("_meta", {}).get("title", "")
         label = "b_prime" if kind == "SaveImage" else (
-            "strip" if title.startswith("A |") else "labelled_grid" if "Labelled" in title else f"preview{node_id}")
+            "strip" if title.startswith("A |") else "labelled_grid" if "Labelled" in title
+            else "candidate_rank" if title.startswith("All candidates") else f"preview{node_id}")
         for i, image in enumerate(finished.outputs.get(node_id, {}).get("images", [])):
-            suffix = f"_{i}" if i else ""
+            suffix = str(i + 1) if label == "candidate_rank" else f"_{i}" if i else ""
             target = settings.out / f"{stem}_{label}{suffix}.png"
             target.write_bytes(client.view(image))
             files.append(target)
@@ -225,6 +298,16 @@ def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploa
         raise ServerError(f"{client.url}: the run finished but saved no B' image")
     save_inputs(settings, job, stem)
     return files
+
+
+def save_scores(settings: Settings, stem: str, output: dict) -> Path:
+    """The ranking node's scores (``#batch index score``, best first) as ``<stem>_scores.txt``."""
+    lines = output.get("text") or []
+    if not lines:
+        raise ServerError("the run finished but the ranking node reported no scores")
+    target = settings.out / f"{stem}_scores.txt"
+    target.write_text("\n".join(str(line) for line in lines) + "\n")
+    return target
 
 
 def save_inputs(settings: Settings, job: Job, stem: str) -> None:
@@ -329,7 +412,7 @@ def spread(jobs: list[Job], workers: dict[str, Callable[[Job], list[Path]]], pro
 def prepare_server(client: ComfyClient, settings: Settings) -> dict:
     client.check()
     info = client.object_info()
-    check_server_can_run(client, info, settings.checkpoint)
+    check_server_can_run(client, info, settings.checkpoint, settings.clip_vision)
     return info
 
 
@@ -422,8 +505,10 @@ def host_comfyui(pack_dir: Path | None = None) -> Path | None:
     return None
 
 
-def launch_args(workspace: Path, checkpoint: Path, port: int, comfyui_dir: Path | None) -> tuple[list[str], Path]:
-    """Command line and working folder for a ComfyUI that sees the pack and ``checkpoint``.
+def launch_args(workspace: Path, checkpoint: Path, port: int, comfyui_dir: Path | None,
+                clip_vision: Path | None = None) -> tuple[list[str], Path]:
+    """Command line and working folder for a ComfyUI that sees the pack and ``checkpoint``
+    (and ``clip_vision``, a CLIP vision model file, when given).
 
     * In a ComfyUI checkout: its own ``main.py`` with its custom nodes and models, plus the
       checkpoint's folder as an extra model path; inputs and outputs in ``workspace``.
@@ -433,11 +518,18 @@ def launch_args(workspace: Path, checkpoint: Path, port: int, comfyui_dir: Path 
     base = ["--listen", "127.0.0.1", "--port", str(port)]
     if comfyui_dir is not None:
         extra = workspace / "extra_model_paths.yaml"
-        extra.write_text(
+        text = (
             "analogist_runner:\n"
             f"    base_path: {json.dumps(str(checkpoint.resolve().parent))}\n"
             "    checkpoints: .\n"
         )
+        if clip_vision is not None:
+            text += (
+                "analogist_runner_clip_vision:\n"
+                f"    base_path: {json.dumps(str(clip_vision.resolve().parent))}\n"
+                "    clip_vision: .\n"
+            )
+        extra.write_text(text)
         args = [sys.executable, str(comfyui_dir / "main.py"), *base,
                 "--input-directory", str(workspace / "input"),
                 "--output-directory", str(workspace / "output"),
@@ -450,6 +542,11 @@ def launch_args(workspace: Path, checkpoint: Path, port: int, comfyui_dir: Path 
     model = workspace / "models" / "checkpoints" / checkpoint.name
     if not model.exists():
         model.symlink_to(checkpoint.resolve())
+    if clip_vision is not None:
+        encoder = workspace / "models" / "clip_vision" / clip_vision.name
+        encoder.parent.mkdir(parents=True, exist_ok=True)
+        if not encoder.exists():
+            encoder.symlink_to(clip_vision.resolve())
     return workspace_command(workspace) + base, workspace
 
 
@@ -527,7 +624,7 @@ class EmbeddedFailed(ServerError):
 @contextmanager
 def embedded_comfyui(
     checkpoint: Path, log=None, workspace: Path | None = None, comfyui_dir: Path | None = None,
-    keep_log: Path | None = None,
+    keep_log: Path | None = None, clip_vision: Path | None = None,
 ) -> Iterator[str]:
     """A ComfyUI child process with this pack and ``checkpoint``; yields its URL.
 
@@ -550,7 +647,7 @@ def embedded_comfyui(
         for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
             (workspace / sub).mkdir(parents=True, exist_ok=True)
         port = _free_port()
-        args, cwd = launch_args(workspace, checkpoint, port, comfyui_dir)
+        args, cwd = launch_args(workspace, checkpoint, port, comfyui_dir, clip_vision)
         if not _has_cuda():
             args.append("--cpu")  # the registry's torch is a CUDA build; without a GPU say so
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -632,9 +729,13 @@ def main_run(settings: Settings, servers: list[str], log=None) -> int:
     if servers:
         return summarize(run_on_servers(settings, servers, log))
     checkpoint = Path(settings.checkpoint)
+    clip_vision = Path(settings.clip_vision) if settings.clip_vision else None
     try:
-        with embedded_comfyui(checkpoint, log, keep_log=settings.out / "comfyui.log") as url:
+        with embedded_comfyui(checkpoint, log, keep_log=settings.out / "comfyui.log",
+                              clip_vision=clip_vision) as url:
             settings.checkpoint = checkpoint.name
+            if clip_vision is not None:
+                settings.clip_vision = clip_vision.name
             code = summarize(run_on_servers(settings, [url], log))
             if code:
                 raise _JobsFailed(code)  # so the embedded ComfyUI's log is kept

@@ -102,3 +102,40 @@ def test_runner_starts_the_comfyui_checkout_the_pack_lives_in(tmp_path, sd15_che
     assert "AnalogistSACPatch" in info
     assert sd15_checkpoint.name in info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
     assert (workspace / "input" / stored).exists()  # inputs go to the runner's folder
+
+
+def test_runner_keeps_the_best_of_n_candidates_by_the_clip_direction_score(tmp_path, sd15_checkpoint):
+    """``--candidates N --clip-vision FILE``: the embedded ComfyUI samples N B' in one batch,
+    ranks them with the given encoder, saves the best as B' and all N best first, with the
+    scores; A, A', B are saved beside them for ``python -m analogist score``."""
+    import re
+
+    import numpy as np
+    from support.clip_vision import cached_clip_vision_file
+
+    out = tmp_path / "out"
+    done = analogist("--checkpoint", sd15_checkpoint, "--out", out, *SMALL, "--candidates", 3,
+                     "--clip-vision", cached_clip_vision_file(0))
+    assert done.returncode == 0, done.stderr[-4000:]
+    names = sorted(p.name for p in printed_paths(done.stdout))
+    stem = "analogist_example_b"
+    # The strips are in sampling order (batch index i: _strip, _strip_1, _strip_2), the
+    # index the scores name; the candidates best first.
+    assert names == sorted([f"{stem}_b_prime.png", f"{stem}_strip.png", f"{stem}_strip_1.png",
+                            f"{stem}_strip_2.png", f"{stem}_scores.txt"]
+                           + [f"{stem}_candidate_rank{k}.png" for k in (1, 2, 3)])
+    (line,) = (out / f"{stem}_scores.txt").read_text().splitlines()
+    ranked = [(int(i), float(s)) for i, s in re.findall(r"#(\d+) (-?\d+\.\d+)", line)]
+    assert sorted(i for i, _ in ranked) == [0, 1, 2]
+    scores = [s for _, s in ranked]
+    assert scores == sorted(scores, reverse=True)
+
+    def pixels(name):
+        return np.asarray(Image.open(out / name).convert("RGB"), dtype=np.int16)
+
+    best = pixels(f"{stem}_b_prime.png")
+    assert best.shape == (256, 256, 3)  # B's own size
+    assert np.array_equal(best, pixels(f"{stem}_candidate_rank1.png"))
+    assert any(np.abs(pixels(f"{stem}_candidate_rank{k}.png") - best).max() > 0 for k in (2, 3))
+    assert sorted(p.name for p in out.glob(f"{stem}_a*")) == [f"{stem}_a.png", f"{stem}_a_prime.png"]
+    assert (out / f"{stem}_b.png").exists()

@@ -180,6 +180,110 @@ def test_launch_in_a_checkout_adds_the_checkpoint_folder_as_a_model_path(tmp_pat
     assert not (workspace / "custom_nodes").exists()  # the checkout has the pack already
 
 
+# -- best of N (issue 13) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def encoder(tmp_path) -> Path:
+    return safetensors_with(tmp_path / "clip-vit-l.safetensors", {"w": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--candidates", 4], "--candidates needs --clip-vision"),
+    (["--clip-vision", "{encoder}"], "--clip-vision goes with --candidates N"),
+    (["--candidates", 1, "--clip-vision", "{encoder}"], "--candidates must be between 2 and 64"),
+    (["--candidates", 65, "--clip-vision", "{encoder}"], "--candidates must be between 2 and 64"),
+    (["--candidates", 4, "--clip-vision", "{encoder}", "--workflow", "vlm"],
+     "--candidates goes with --workflow manual"),
+    (["--candidates", 4, "--clip-vision", "{missing}"], "--clip-vision: file not found"),
+    (["--candidates", 4, "--clip-vision", "{image}"], "is not a model file"),
+])
+def test_candidate_options_are_checked_before_anything_runs(capsys, tmp_path, inpainting, encoder, args, says):
+    names = {"{encoder}": encoder, "{missing}": tmp_path / "nope.safetensors", "{image}": A}
+    args = [names.get(a, a) if isinstance(a, str) else a for a in args]
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "--checkpoint", inpainting, "--out", out, *args)
+    assert code == 2 and says in err, err
+    assert not stdout and not out.exists()
+
+
+def test_best_of_n_prompt_samples_n_and_scores_with_the_given_encoder():
+    """The runner's graph is the shipped best-of-N workflow with N and the encoder set."""
+    import copy
+    import importlib.util
+    import sys
+
+    from comfyui_analogist.analogist.runner import Settings, build_prompt
+
+    spec = importlib.util.spec_from_file_location("build_workflows", ROOT / "workflows" / "build_workflows.py")
+    builder = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = builder  # dataclasses look their module up
+    spec.loader.exec_module(builder)
+    info = copy.deepcopy(builder.node_definitions())  # the host's own definitions
+    info["CLIPVisionLoader"]["input"]["required"]["clip_name"][0] = ["my-encoder.safetensors"]
+    settings = Settings(a=A, a_prime=A2, b=[B], out=Path("out"), checkpoint="inpaint.safetensors",
+                        prompt="a red square, best quality, extremely detailed", seed=7,
+                        candidates=6, clip_vision="my-encoder.safetensors")
+    prompt = build_prompt(settings, info, {"a": "a.png", "a_prime": "ap.png", "b": "b.png"})
+    by_type = {}
+    for node in prompt.values():
+        by_type.setdefault(node["class_type"], []).append(node["inputs"])
+    assert [n["amount"] for n in by_type["RepeatLatentBatch"]] == [6]
+    assert [n["clip_name"] for n in by_type["CLIPVisionLoader"]] == ["my-encoder.safetensors"]
+    assert [n["seed"] for n in by_type["KSampler"]] == [7]
+    assert sorted(n["image"] for n in by_type["LoadImage"]) == ["a.png", "ap.png", "b.png"]
+    (rank,) = by_type["AnalogistRankCandidates"]
+    assert rank["top_k"] == 1
+    texts = [n["text"] for n in by_type["CLIPTextEncode"]]
+    assert settings.prompt in texts
+
+
+def test_launch_gives_the_embedded_comfyui_the_clip_vision_model(tmp_path, inpainting, encoder):
+    from comfyui_analogist.analogist.runner import launch_args
+
+    workspace = tmp_path / "ws"
+    for sub in ("custom_nodes", "models/checkpoints"):  # as embedded_comfyui makes them
+        (workspace / sub).mkdir(parents=True)
+    launch_args(workspace, inpainting, 8190, None, encoder)
+    link = workspace / "models" / "clip_vision" / encoder.name
+    assert link.is_symlink() and link.resolve() == encoder.resolve()
+    # In a ComfyUI checkout: an extra model path, read by the host's own loader.
+    checkout = tmp_path / "ComfyUI"
+    launch_args(workspace, inpainting, 8190, checkout, encoder)
+    yaml = (workspace / "extra_model_paths.yaml")
+    assert sorted(extra_paths_read_by_host(yaml)) == sorted(
+        [("checkpoints", str(inpainting.parent)), ("clip_vision", str(encoder.parent))])
+
+
+def extra_paths_read_by_host(yaml: Path) -> list[tuple[str, str]]:
+    """What the host's extra_model_paths loader adds, in a fresh interpreter (it changes
+    process-wide folder lists)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = """
+import json, sys
+added = []
+try:
+    import folder_paths
+    from utils.extra_config import load_extra_path_config
+except ImportError:
+    from comfy.cmd import folder_paths
+    from comfy.cmd.extra_model_paths import load_extra_path_config
+folder_paths.add_model_folder_path = lambda kind, path, *a, **k: added.append((kind, path))
+load_extra_path_config(sys.argv[1])
+print(json.dumps(added))
+"""
+    host = os.environ.get("ANALOGIST_COMFYUI_HOST", "")
+    env = {**os.environ, "PYTHONPATH": host}
+    done = subprocess.run([sys.executable, "-c", probe, str(yaml)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [(kind, os.path.normpath(path)) for kind, path in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
 # -- faults and bad input (issue 16) --------------------------------------------------------
 
 
