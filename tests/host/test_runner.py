@@ -67,6 +67,16 @@ def test_runner_names_a_checkpoint_the_server_does_not_have(tmp_path, comfy_serv
     assert not list(tmp_path.glob("*.png"))
 
 
+def test_runner_names_a_clip_vision_model_the_server_does_not_have(tmp_path, comfy_server):
+    done = analogist("--server", comfy_server.url, "--checkpoint", checkpoint_name(0),
+                     "--candidates", 2, "--clip-vision", "clip-vit-h.safetensors", "--out", tmp_path / "out",
+                     timeout=120)
+    assert done.returncode == 2
+    assert "has no CLIP vision model 'clip-vit-h.safetensors'" in done.stderr
+    assert "models/clip_vision" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_runner_starts_the_comfyui_checkout_the_pack_lives_in(tmp_path, sd15_checkpoint):
     """A checkout's main.py with the pack in its custom_nodes; the checkpoint stays where it
     is and arrives through an extra model path.
