@@ -9,16 +9,16 @@ the inpainting mask is that grown to whole 8x8 px latent pixels.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
 from comfyui_analogist.analogist_attn import grid as grid_math
 from comfyui_analogist.analogist_attn import region as region_math
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENTS, FITS, GridLayout, Placement
+from comfyui_analogist.analogist_attn.layout import ARRANGEMENTS, FITS, GridLayout
 from comfyui_analogist.nodes import grid
 from support.grid_images import image, pattern
+from support.region import naive_b_prime_region, naive_latent_blocks
 
 compose = grid.AnalogistGridCompose().compose
 crop = grid.AnalogistGridCrop().crop
@@ -44,37 +44,6 @@ def disc(width: int, height: int, cx: float, cy: float, r: float) -> torch.Tenso
 def composed(mask, b=B, fit="stretch", arrangement=ARRANGEMENTS[0], cell=256, a=A, a_prime=A_PRIME):
     return compose(image(a), image(a_prime), image(*b) if isinstance(b, list) else image(b),
                    cell, cell, 2, fit, arrangement, b_region=mask)
-
-
-# --- the naive oracle ----------------------------------------------------------------------
-
-
-def naive_b_prime_region(mask: np.ndarray, placement: Placement, layout: GridLayout) -> np.ndarray:
-    """``[grid_h, grid_w]``: B' pixels whose source footprint touches a region pixel."""
-    crop, content = placement.source_crop, placement.content
-    out = np.zeros((layout.grid_height, layout.grid_width), bool)
-    offset_x = layout.cell("b_prime").x - layout.cell("b").x
-    offset_y = layout.cell("b_prime").y - layout.cell("b").y
-    for y in range(content.height):
-        top = Fraction(y * crop.height, content.height)
-        bottom = Fraction((y + 1) * crop.height, content.height)
-        rows = mask[crop.y + math.floor(top) : crop.y + math.ceil(bottom), crop.x : crop.right]
-        row_any = rows.any(axis=0)
-        for x in range(content.width):
-            left = Fraction(x * crop.width, content.width)
-            right = Fraction((x + 1) * crop.width, content.width)
-            hit = row_any[math.floor(left) : math.ceil(right)].any()
-            out[content.y + offset_y + y, content.x + offset_x + x] = hit
-    return out
-
-
-def naive_latent_blocks(pixels: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(pixels)
-    for by in range(0, pixels.shape[0], 8):
-        for bx in range(0, pixels.shape[1], 8):
-            if pixels[by : by + 8, bx : bx + 8].any():
-                out[by : by + 8, bx : bx + 8] = True
-    return out
 
 
 def dilate(region: np.ndarray, steps: int) -> np.ndarray:
