@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
                      "http://127.0.0.1:11434/v1 (Ollama); default OpenAI (OPENAI_API_KEY in the "
                      "server's environment)")
     run.add_argument("--vlm-model", help="vision model name for --workflow vlm (default gpt-4o)")
+    run.add_argument("--b-region", type=Path, metavar="MASK.png",
+                     help="region of interest on B: an image at B's size, white where B may "
+                     "change (red channel read); the rest of B comes back unchanged")
     add_score_command(commands)
     return top
 
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         InputError,
         Settings,
         b_images,
+        check_b_region,
         check_image,
         check_out,
         checkpoint_for,
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             vlm_base_url=args.vlm_base_url,
             vlm_model=args.vlm_model,
         )
+        settings.b_region = check_b_region(args.b_region, settings.b)
         return main_run(settings, servers)
     except (InputError, CheckpointError, ServerError, WorkflowError) as exc:
         print(f"analogist: error: {exc}", file=sys.stderr)
