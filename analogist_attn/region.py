@@ -220,7 +220,9 @@ def with_region(
                 f"{crop.y}..{crop.bottom - 1} and the region has none of them. Move the region "
                 "into the centre of B, or use fit = stretch or letterbox (they keep all of B)."
             )
-    grid_math._remember(layout)
+    # Not remembered again for the "which Grid Compose made this grid" check: the region-less
+    # layout compose_grids remembered has the same fingerprints and description, and the
+    # process-wide list should not keep B's pixels alive.
     return dataclasses.replace(composed, mask=region_masks(layout, count), layout=layout)
 
 
@@ -309,7 +311,7 @@ class RegionTokensInside:
 
     Built from the layout once (the regions at latent resolution, ``[G, H/8, W/8]``); a
     block's ``h x w`` map with factor ``f`` takes a token as inside when any latent pixel
-    of its ``f x f`` block is (max pooling, rounding up like the UNet's stride-2 convs).
+    of its ``f x f`` block is (max pooling over each token's latent pixels).
     """
 
     def __init__(self, layout: GridLayout):
@@ -337,14 +339,10 @@ class RegionTokensInside:
         """``[G, h * w]`` booleans: token inside the region (only B' tokens can be)."""
         key = (h, w, str(device))
         if key not in self._cache:
-            height, width = self.latent.shape[1:]
-            factor = max(1, -(-height // h))
-            pooled = F.max_pool2d(self.latent[:, None].float(), factor, stride=factor, ceil_mode=True)[:, 0]
-            if tuple(pooled.shape[1:]) != (h, w):
-                raise ValueError(
-                    f"Analogist CAM: the {h}x{w} token map does not match the layout's "
-                    f"{width}x{height} latent; connect the layout of the grid being sampled."
-                )
+            # Bins [floor(i H / h), ceil((i + 1) H / h)): exactly each token's latent pixels
+            # when h divides the latent (always, for grids of 64 px cells and SD's levels),
+            # and still "any pixel it covers" for a grid sampled at another size.
+            pooled = F.adaptive_max_pool2d(self.latent[:, None].float(), (h, w))[:, 0]
             self._cache[key] = (pooled > 0).reshape(pooled.shape[0], h * w).to(device)
         return self._cache[key]
 
