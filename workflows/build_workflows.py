@@ -94,9 +94,10 @@ CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"  # the image encoder
 WORKFLOWS += ("analogist_sdxl",)
 SDXL_CHECKPOINT = "sdxl-inpainting.safetensors"
 # Region of interest on B (issue 12): a mask on B limits the change; Grid Crop puts B back outside.
-USED_NODES += ("LoadImageMask",)
 WORKFLOWS += ("analogist_region",)
-IMAGE_B_REGION = "analogist_example_b_region.png"  # white = may change, at B's size
+# B with a painted mask, as ComfyUI's mask editor saves it: the region is transparent
+# (alpha 0, so Load Image's MASK is 1 there), B's colours are kept under it.
+IMAGE_B_REGION = "analogist_example_b_region.png"
 
 
 # -- node definitions ----------------------------------------------------------------------
@@ -350,8 +351,9 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     g.note((X[0], -380), recipe.note + "\n\n" + loading)
     a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
     a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
-    b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B)
-    region = add_region(g) if recipe.region else {}
+    b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B_REGION if recipe.region else IMAGE_B)
+    # The region of interest: B's own mask (drawn in its mask editor) into b_region.
+    region = {"b_region": b.out("MASK")} if recipe.region else {}
     grid = g.add(
         "AnalogistGridCompose", (X[1], 0), a=a.out("IMAGE"), a_prime=a2.out("IMAGE"),
         b=b.out("IMAGE"), cell_width=recipe.cell, cell_height=recipe.cell, border=2,
@@ -421,13 +423,6 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
               filename_prefix="analogist/b_prime")
     g.add("PreviewImage", (X[5], 560), "A | A' | B | B'", images=crop.out("strip"))
     return g.to_ui()
-
-
-def add_region(g: Graph) -> dict[str, Out]:
-    """The region of interest on B: a mask image (white = may change) into b_region."""
-    mask = g.add("LoadImageMask", (X[0], 1100), "B's region (white = may change)",
-                 image=IMAGE_B_REGION, channel="red")
-    return {"b_region": mask.out("MASK")}
 
 
 def add_ranking(g: Graph, recipe: Recipe, inputs: tuple[Node, Node, Node], candidates: Out) -> Out:
@@ -518,10 +513,10 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         region=True,
         loading="* Load Checkpoint: an SD1.5 *inpainting* checkpoint (9-channel UNet), e.g. "
         "sd-v1-5-inpainting.ckpt, in ComfyUI/models/checkpoints/.\n"
-        "* B's region: a mask image at B's size, white where B may change (red channel "
-        "read), e.g. analogist_example_b_region.png next to the examples. Or delete that "
-        "node, draw on B in its Load Image's mask editor (right click > Open in MaskEditor) "
-        "and connect B's MASK output to Grid Compose's b_region.",
+        "* B and its region: B's Load Image, with the region painted in its mask editor "
+        "(right click > Open in MaskEditor); its MASK output goes to Grid Compose's "
+        "b_region. The example (analogist_example_b_region.png) is B with the triangle's "
+        "top masked. An image without a painted mask gives an error saying so.",
         note="ANALOGIST, REGION OF INTEREST ON B (only part of B changes)\n"
         "The typed-prompt workflow with a mask on B: Grid Compose maps it into B' and its "
         "mask output (the inpainting mask) covers only that region, grown to whole 8x8 px "
@@ -558,10 +553,12 @@ def example_images(size: int = 256) -> dict[str, Any]:
     triangle = [(s * 0.5, s * 0.16), (s * 0.84, s * 0.8), (s * 0.16, s * 0.8)]
     draw.polygon(triangle, fill=(60, 170, 90), outline=(30, 100, 50))
     draw.line(triangle + [triangle[0]], fill=(30, 100, 50), width=max(2, s // 64))
-    # B's region of interest: the triangle's upper half (white = may change), grayscale.
-    region = Image.new("L", (s, s), 0)
-    ImageDraw.Draw(region).rectangle((s * 0.3, s * 0.1, s * 0.7, s * 0.5), fill=255)
-    return {IMAGE_A: a, IMAGE_A_PRIME: a_prime, IMAGE_B: b, IMAGE_B_REGION: region}
+    # B with a region of interest painted on it (the triangle's top): transparent there.
+    alpha = Image.new("L", (s, s), 255)
+    ImageDraw.Draw(alpha).rectangle((s * 0.3, s * 0.1, s * 0.7, s * 0.5), fill=0)
+    b_region = b.copy()
+    b_region.putalpha(alpha)
+    return {IMAGE_A: a, IMAGE_A_PRIME: a_prime, IMAGE_B: b, IMAGE_B_REGION: b_region}
 
 
 def png_bytes(image: Any) -> bytes:
@@ -624,7 +621,7 @@ def is_current(path: Path, data: bytes) -> bool:
     from PIL import Image
 
     old, new = Image.open(path), Image.open(io.BytesIO(data))
-    if old.size != new.size:
+    if old.size != new.size or old.mode != new.mode:
         return False
     tolerance = 0 if path.suffix == ".png" else 8  # JPEG decoders round differently
     diff = np.abs(np.asarray(old, np.int16) - np.asarray(new, np.int16))

@@ -291,14 +291,15 @@ def test_region_workflow_changes_b_only_inside_its_region(server):
     assert_fired_on(probe_report(result), PAPER_BLOCKS)
     (compose,) = [v for v in prompt.values() if v["class_type"] == "AnalogistGridCompose"]
     source = prompt[compose["inputs"]["b_region"][0]]
-    assert source["class_type"] == "LoadImageMask" and source["inputs"]["channel"] == "red"
+    assert source["class_type"] == "LoadImage" and compose["inputs"]["b_region"][1] == 1  # its MASK
     (cam,) = [v for v in prompt.values() if v["class_type"] == "AnalogistCAMPatch"]
     assert cam["inputs"]["text_only_in_region"] is True
     (crop,) = [v for v in prompt.values() if v["class_type"] == "AnalogistGridCrop"]
     feather = crop["inputs"]["feather"]
     out = pixels(saved_image(server, result, prompt))
     b = pixels(Image.open(WORKFLOWS / "images" / "analogist_example_b.png"))
-    region = np.asarray(Image.open(WORKFLOWS / "images" / source["inputs"]["image"]).convert("L")) >= 128
+    painted = Image.open(WORKFLOWS / "images" / source["inputs"]["image"])
+    region = np.asarray(painted.getchannel("A")) < 128  # the mask editor's painted pixels
     assert out.shape == b.shape == (256, 256, 3) and 0 < region.mean() < 0.5
     near = region.copy()
     for _ in range(feather):  # chessboard dilation: the feather ring

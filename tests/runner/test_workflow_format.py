@@ -204,17 +204,24 @@ def test_runner_points_the_vlm_workflow_at_the_chosen_server(definitions, tmp_pa
             and isinstance(v["inputs"]["text"], list)] == [str([vlm_id, 0])]
 
 
-def test_region_workflow_feeds_a_mask_to_b_region_and_cam_keeps_text_in_it(definitions):
+def test_region_workflow_feeds_bs_own_mask_to_b_region_and_cam_keeps_text_in_it(definitions):
     from comfyui_analogist.analogist.workflow_format import ui_to_api
+    from PIL import Image
 
     prompt = ui_to_api(json.loads((WORKFLOWS / "analogist_region.json").read_text()), definitions)
     by_type = {v["class_type"]: (k, v["inputs"]) for k, v in prompt.items()}
-    mask_id, mask = by_type["LoadImageMask"]
-    assert mask == {"image": "analogist_example_b_region.png", "channel": "red"}
-    assert (WORKFLOWS / "images" / mask["image"]).is_file()
-    assert by_type["AnalogistGridCompose"][1]["b_region"] == [mask_id, 0]
+    (b_id,) = [k for k, v in prompt.items() if v.get("_meta", {}).get("title") == "B (to change)"]
+    assert prompt[b_id]["inputs"]["image"] == "analogist_example_b_region.png"
+    # B's Load Image: IMAGE into b, its MASK (the painted region) into b_region.
+    assert by_type["AnalogistGridCompose"][1]["b"] == [b_id, 0]
+    assert by_type["AnalogistGridCompose"][1]["b_region"] == [b_id, 1]
     assert by_type["AnalogistCAMPatch"][1]["text_only_in_region"] is True
     assert by_type["AnalogistGridCrop"][1]["feather"] == 4
+    # The example is B itself with part of it transparent (what the mask editor saves).
+    painted = Image.open(WORKFLOWS / "images" / "analogist_example_b_region.png")
+    b = Image.open(WORKFLOWS / "images" / "analogist_example_b.png")
+    assert painted.mode == "RGBA" and painted.convert("RGB").tobytes() == b.convert("RGB").tobytes()
+    assert 0 < painted.getchannel("A").histogram()[0] < 256 * 256 // 2
     # The other workflows leave the region out, and CAM as the paper has it.
     plain = ui_to_api(json.loads((WORKFLOWS / "analogist_manual_prompt.json").read_text()), definitions)
     by_type = {v["class_type"]: v["inputs"] for v in plain.values()}
