@@ -573,8 +573,9 @@ class AnalogistCAMPatch:
         "Cross-Attention Masking (Analogist, SIGGRAPH 2024): in the chosen cross-attention "
         "layers only B' listens to the text prompt; A, A' and B take nothing from it. "
         "Acts on the cross-attention output, so another node's cross-attention patch "
-        "(IPAdapter and the like) keeps working on B', in either order. "
-        "Returns a patched clone of the model."
+        "(IPAdapter and the like) keeps working on B', in either order. With a region of "
+        "interest on B (Grid Compose's b_region), text_only_in_region narrows that to the "
+        "B' tokens inside the region. Returns a patched clone of the model."
     )
     CATEGORY = "Analogist"
     FUNCTION = "patch"
