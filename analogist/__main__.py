@@ -58,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
                      help="CLIP vision model file that scores the candidates (e.g. the ViT-L/14 or "
                      "ViT-H/14 image encoder IPAdapter uses); with --server, its name in the "
                      "servers' models/clip_vision")
+    run.add_argument("--b-region", type=Path, metavar="MASK.png",
+                     help="region of interest on B: an image at B's size, white where B may "
+                     "change (red channel read); the rest of B comes back unchanged")
     add_score_command(commands)
     return top
 
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         InputError,
         Settings,
         b_images,
+        check_b_region,
         check_candidates,
         check_image,
         check_out,
@@ -162,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             candidates=args.candidates,
             clip_vision=check_candidates(args.candidates, args.clip_vision, args.workflow, servers),
         )
+        settings.b_region = check_b_region(args.b_region, settings.b)
         return main_run(settings, servers)
     except (InputError, CheckpointError, ServerError, WorkflowError) as exc:
         print(f"analogist: error: {exc}", file=sys.stderr)

@@ -72,6 +72,7 @@ class Settings:
     vlm_model: str | None = None
     candidates: int | None = None  # sample this many B' and keep the best (needs clip_vision)
     clip_vision: str | None = None  # a path (embedded) or the server's CLIP vision model name
+    b_region: Path | None = None  # --b-region: mask on B, white = may change
 
 
 @dataclass
@@ -235,7 +236,54 @@ def build_prompt(settings: Settings, info: dict, images: dict[str, str]) -> dict
             set_widget(workflow, node["id"], "base_url", settings.vlm_base_url, info)
         if settings.vlm_model is not None:
             set_widget(workflow, node["id"], "model", settings.vlm_model, info)
-    return ui_to_api(workflow, info)
+    return with_b_region(ui_to_api(workflow, info), images.get("b_region"))
+
+
+# -- region of interest on B (--b-region) ----------------------------------------------------
+def check_b_region(path: Path | None, b: list[Path]) -> Path | None:
+    """``--b-region``: an image at B's size (every B's, for a folder), white = may change."""
+    if path is None:
+        return None
+    path = check_image(path, "--b-region")
+    from PIL import Image
+
+    with Image.open(path) as mask:
+        size = mask.size
+    for one in b:
+        with Image.open(one) as image:
+            if image.size != size:
+                raise InputError(
+                    f"--b-region: {path.name} is {size[0]}x{size[1]} px but B {one.name} is "
+                    f"{image.size[0]}x{image.size[1]} px; draw the region on B at B's size "
+                    "(white = may change, black = keep)"
+                )
+    return path
+
+
+def upload_b_region(client: ComfyClient, settings: Settings) -> dict[str, str]:
+    if settings.b_region is None:
+        return {}
+    suffix = settings.b_region.suffix.lower()
+    return {"b_region": client.upload_image(settings.b_region, f"analogist_b_region{suffix}")}
+
+
+def with_b_region(prompt: dict, image: str | None) -> dict:
+    """The API prompt with the uploaded region mask (its red channel: white = may change)
+    on every Grid Compose's ``b_region``; unchanged without one."""
+    if image is None:
+        return prompt
+    composers = [key for key, node in prompt.items() if node["class_type"] == "AnalogistGridCompose"]
+    if not composers:
+        raise InputError("--b-region: this workflow has no Analogist Grid Compose to take the region")
+    node_id = str(max(int(key) for key in prompt if str(key).isdigit()) + 1)
+    prompt[node_id] = {
+        "class_type": "LoadImageMask",
+        "inputs": {"image": image, "channel": "red"},
+        "_meta": {"title": "B's region (--b-region)"},
+    }
+    for key in composers:
+        prompt[key]["inputs"]["b_region"] = [node_id, 0]
+    return prompt
 
 
 def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str,
@@ -422,6 +470,7 @@ def upload_examples(client: ComfyClient, settings: Settings) -> dict[str, str]:
     return {
         "a": client.upload_image(settings.a, f"analogist_a{settings.a.suffix.lower()}"),
         "a_prime": client.upload_image(settings.a_prime, f"analogist_a_prime{settings.a_prime.suffix.lower()}"),
+        **upload_b_region(client, settings),
     }
 
 

@@ -110,3 +110,26 @@ def _cam_all(
     out = kept.new_zeros(q4.shape[:3] + v4.shape[3:])
     out.index_copy_(1, rows, kept)
     return out.reshape(q.shape[0], q.shape[1], -1)
+
+
+def cam_projected_output_rows(
+    out: torch.Tensor,
+    keep: torch.Tensor,
+    projected_zero: torch.Tensor,
+    batch_mask: torch.Tensor | Sequence[bool] | None = None,
+) -> torch.Tensor:
+    """:func:`cam_projected_output` with the kept rows given per batch entry.
+
+    ``keep`` is ``[N]`` or ``[B, N]`` booleans (e.g. text only for the B' tokens inside a
+    region of interest, ``region.RegionTokensInside.keep_rows``); rows not kept become
+    ``projected_zero``; entries where ``batch_mask`` is False are returned untouched.
+    """
+    if keep.shape[-1] != out.shape[1]:
+        raise ValueError(f"CAM: {keep.shape[-1]} row flags for {out.shape[1]} tokens")
+    mask = batch_mask_tensor(batch_mask, out.shape[0], out.device)
+    keep = keep.to(out.device)
+    keep = keep[None, :] if keep.ndim == 1 else keep
+    if mask is not None:
+        keep = keep | ~mask[:, None]
+    fill = projected_zero.to(out.dtype).reshape(1, 1, -1)
+    return torch.where(keep[..., None], out, fill)

@@ -16,6 +16,10 @@ Two kinds of rectangles matter:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .region import BRegion
 
 # The ComfyUI type name of a GridLayout on node edges. Defined once here so every node
 # (grid, attention, prompt) declares the same string and the sockets connect.
@@ -96,6 +100,10 @@ class GridLayout:
     # survive sampling (only B' is inpainted) and a VAE round trip changes them little.
     # Empty for a layout not made by GridCompose (then nothing can be checked).
     fingerprints: tuple[bytes, ...] = ()
+    # One per grid when Grid Compose got a region of interest on B (``b_region``): the
+    # region in B's source pixels and B's own pixels, for Grid Crop and CAM (see
+    # ``region.py``). Empty: the whole B' may change (the paper).
+    b_regions: tuple[BRegion, ...] = ()
 
     @property
     def grid_width(self) -> int:

@@ -42,8 +42,9 @@ from ..analogist_attn.blocks import (
     transformer_block_keys,
     transformer_block_modules,
 )
-from ..analogist_attn.cam import cam_projected_output
+from ..analogist_attn.cam import cam_projected_output, cam_projected_output_rows
 from ..analogist_attn.layout import LAYOUT_TYPE, GridLayout, check_layout
+from ..analogist_attn.region import RegionTokensInside, has_region
 from ..analogist_attn.sac import PAPER_SAC_SCALE, sac_attention
 from ..analogist_attn.tokens import regions_for_block
 
@@ -179,9 +180,16 @@ class CAMOutput(_Edit):
 
     analogist_kind = "cam"
 
-    def __init__(self, layout: GridLayout, gate: StepPassGate, to_out: dict[BlockKey, Any]):
+    def __init__(
+        self,
+        layout: GridLayout,
+        gate: StepPassGate,
+        to_out: dict[BlockKey, Any],
+        region: RegionTokensInside | None = None,
+    ):
         super().__init__(layout, gate)
         self.to_out = {key: _weak(module) for key, module in to_out.items()}
+        self.region = region  # text only for the B' tokens in this region of interest
 
     @property
     def blocks(self) -> list[BlockKey]:
@@ -214,6 +222,10 @@ class CAMOutput(_Edit):
             )
         zero_row = to_out(n.new_zeros(1, 1, _in_features(to_out)))
         self.calls[block] += 1
+        if self.region is not None:
+            chunks = len(extra_options.get("cond_or_uncond") or [0])
+            keep = self.region.keep_rows(regions.cam_keep, regions.b_prime, regions.h, regions.w, n.shape[0], chunks)
+            return cam_projected_output_rows(n, keep, zero_row, mask)
         return cam_projected_output(n, regions, zero_row, mask)
 
 
@@ -561,8 +573,9 @@ class AnalogistCAMPatch:
         "Cross-Attention Masking (Analogist, SIGGRAPH 2024): in the chosen cross-attention "
         "layers only B' listens to the text prompt; A, A' and B take nothing from it. "
         "Acts on the cross-attention output, so another node's cross-attention patch "
-        "(IPAdapter and the like) keeps working on B', in either order. "
-        "Returns a patched clone of the model."
+        "(IPAdapter and the like) keeps working on B', in either order. With a region of "
+        "interest on B (Grid Compose's b_region), text_only_in_region narrows that to the "
+        "B' tokens inside the region. Returns a patched clone of the model."
     )
     CATEGORY = "Analogist"
     FUNCTION = "patch"
@@ -574,12 +587,14 @@ class AnalogistCAMPatch:
     def INPUT_TYPES(cls):
         required, tail = _common_inputs("Cross-Attention Masking")
         required.update(tail)
-        return {"required": required}
+        return {"required": required, "optional": {"text_only_in_region": _REGION_CAM_INPUT}}
 
-    def patch(self, model, layout, start_layer, end_layer, start_percent, end_percent, passes):
+    def patch(self, model, layout, start_layer, end_layer, start_percent, end_percent, passes,
+              text_only_in_region=False):
         node = "Analogist CAM"
         check_layout(layout)
         check_passes(passes)
+        region = region_cam(layout, text_only_in_region, node)
         blocks, sigma_start, sigma_end = plan(model, node, start_layer, end_layer, start_percent, end_percent)
         gate = StepPassGate(sigma_start, sigma_end, passes)
         modules = transformer_block_modules(model.model)
@@ -590,8 +605,26 @@ class AnalogistCAMPatch:
                 raise ValueError(f"{node}: block {key} has no cross-attention; choose other layers.")
             to_out[key] = attn2.to_out
         patched = model.clone()
-        install_cam(patched, CAMOutput(layout, gate, to_out))
+        install_cam(patched, CAMOutput(layout, gate, to_out, region))
         return (patched,)
+
+
+_REGION_CAM_INPUT = ("BOOLEAN", {"default": False, "tooltip": "Text only in the region: with a region of interest on B (Grid Compose's b_region), only the B' tokens inside it listen to the prompt (a token is inside when any of its pixels is in the region); the rest of B' is treated like A, A', B. Off: all of B' listens (the paper). Needs a layout with a region."})
+
+
+def region_cam(layout: GridLayout, text_only_in_region: Any, node: str) -> RegionTokensInside | None:
+    """The region CAM keeps text for, or None (the paper's CAM)."""
+    if not isinstance(text_only_in_region, bool):
+        raise TypeError(f"{node}: text_only_in_region must be true or false, got {text_only_in_region!r}.")
+    if not text_only_in_region:
+        return None
+    if not has_region(layout):
+        raise ValueError(
+            f"{node}: text_only_in_region is on but the layout has no region on B. Connect a "
+            "MASK to Grid Compose's b_region (the part of B that may change), or turn "
+            "text_only_in_region off."
+        )
+    return RegionTokensInside(layout)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -10,6 +10,7 @@ import torch
 
 from ..analogist_attn import grid as grid_math
 from ..analogist_attn import marks
+from ..analogist_attn import region as region_math
 from ..analogist_attn.layout import ARRANGEMENTS, FITS, LAYOUT_TYPE, GridLayout, check_layout
 
 CATEGORY = "Analogist"
@@ -46,7 +47,8 @@ class AnalogistGridCompose:
         "three cells of a 2x2 grid on a white canvas (2 px border as in the paper); the "
         "fourth cell, B', is what the inpainting model fills. With fit = stretch, cells 256 "
         "and border 2 the grid is pixel-identical to the paper's. A batch of N images in b "
-        "with one example pair gives N grids."
+        "with one example pair gives N grids. An optional b_region MASK limits the change "
+        "to part of B: the mask output is then that region in B'."
     )
     CATEGORY = CATEGORY
     FUNCTION = "compose"
@@ -58,7 +60,9 @@ class AnalogistGridCompose:
         "with denoise about 0.98.",
         "The grid with the B' cell black: what a vision-language model should see (feed "
         "it to Analogist Mark and Arrow first).",
-        "1 on the whole B' cell, 0 elsewhere: the inpainting mask.",
+        "1 on the whole B' cell, 0 elsewhere: the inpainting mask. With b_region: 1 only "
+        "on that region mapped into B' (grown to whole 8x8 px latent pixels); the rest of "
+        "B' keeps B's pixels.",
         "Where each cell is and how each B was fitted. Connect it to the attention nodes, "
         "Mark and Arrow and Grid Crop.",
     )
@@ -111,7 +115,20 @@ class AnalogistGridCompose:
                         "matches B in layout rather than A' (the paper's corgi example).",
                     },
                 ),
-            }
+            },
+            "optional": {
+                "b_region": (
+                    "MASK",
+                    {
+                        "tooltip": "Optional region of interest on B: only this part of B "
+                        "may change (any shape; draw it in the mask editor of B's Load Image "
+                        "and connect its MASK). At B's size; 1 mask for all B or one per grid; "
+                        "a pixel counts when its value is >= 0.5. The mask output becomes this "
+                        "region in B' (whole 8x8 px latent pixels) and Grid Crop puts B's own "
+                        "pixels back outside it. Empty or outside B: an error."
+                    },
+                ),
+            },
         }
 
     def compose(
@@ -124,10 +141,13 @@ class AnalogistGridCompose:
         border: int = 2,
         fit: str = FITS[0],
         arrangement: str = ARRANGEMENTS[0],
+        b_region: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GridLayout]:
         out = grid_math.compose_grids(
             a, a_prime, b, cell_width, cell_height, border, fit, arrangement
         )
+        if b_region is not None:
+            out = region_math.with_region(out, b, b_region)
         return (out.grid, out.grid_blank, out.mask, out.layout)
 
 
@@ -234,7 +254,9 @@ class AnalogistGridCrop:
         "per grid are fine: image i belongs to grid i mod N. Also gives a side-by-side strip "
         "A | A' | B | B' for a quick look. The layout remembers a thumbnail of its grid's "
         "A, A', B cells: a layout from another Grid Compose is refused with an error; if the "
-        "sampler regenerated those cells too, a warning says the layout cannot be confirmed."
+        "sampler regenerated those cells too, a warning says the layout cannot be confirmed. "
+        "With a region on B (Grid Compose's b_region), B' is composited over the original B "
+        "(carried in the layout) outside the region, so those pixels come back unchanged."
     )
     CATEGORY = CATEGORY
     FUNCTION = "crop"
@@ -267,17 +289,36 @@ class AnalogistGridCrop:
                         "of different sizes in one batch are all resized to the first one's size.",
                     },
                 ),
-            }
+            },
+            "optional": {
+                "feather": (
+                    "INT",
+                    {
+                        "default": region_math.DEFAULT_FEATHER,
+                        "min": 0,
+                        "max": region_math.MAX_FEATHER,
+                        "step": 1,
+                        "tooltip": "Only with a region on B (Grid Compose's b_region): B' is "
+                        "kept inside the region and B's own pixels come back unchanged "
+                        "outside it, blended over this many px of the output image just "
+                        "outside the region (0 = hard edge). Without a region: not used.",
+                    },
+                ),
+            },
         }
 
     def crop(
-        self, grid: torch.Tensor, layout: GridLayout, output_size: str = grid_math.SIZE_ORIGINAL
+        self,
+        grid: torch.Tensor,
+        layout: GridLayout,
+        output_size: str = grid_math.SIZE_ORIGINAL,
+        feather: int = region_math.DEFAULT_FEATHER,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         layout = _check_layout(layout)
-        return (
-            grid_math.crop_b_prime(grid, layout, output_size),
-            grid_math.strip(grid, layout),
-        )
+        b_prime = grid_math.crop_b_prime(grid, layout, output_size)
+        if region_math.has_region(layout):
+            b_prime = region_math.composite_over_b(b_prime, layout, output_size, feather)
+        return (b_prime, grid_math.strip(grid, layout))
 
 
 def _check_layout(layout: object) -> GridLayout:

@@ -93,6 +93,11 @@ CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"  # the image encoder
 # SDXL inpainting (issue 14): a 1024 grid, SAC/CAM on the paper's levels carried to SDXL.
 WORKFLOWS += ("analogist_sdxl",)
 SDXL_CHECKPOINT = "sdxl-inpainting.safetensors"
+# Region of interest on B (issue 12): a mask on B limits the change; Grid Crop puts B back outside.
+WORKFLOWS += ("analogist_region",)
+# B with a painted mask, as ComfyUI's mask editor saves it: the region is transparent
+# (alpha 0, so Load Image's MASK is 1 there), B's colours are kept under it.
+IMAGE_B_REGION = "analogist_example_b_region.png"
 
 
 # -- node definitions ----------------------------------------------------------------------
@@ -323,6 +328,7 @@ class Recipe:
     note: str = ""
     checkpoint: str = CHECKPOINT
     loading: str = ""  # replaces NOTE_LOADING's first item (which checkpoint to load)
+    region: bool = False  # a region of interest on B (Load Image (as Mask) -> b_region)
 
 
 NOTE_LOADING = (
@@ -345,11 +351,13 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     g.note((X[0], -380), recipe.note + "\n\n" + loading)
     a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
     a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
-    b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B)
+    b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B_REGION if recipe.region else IMAGE_B)
+    # The region of interest: B's own mask (drawn in its mask editor) into b_region.
+    region = {"b_region": b.out("MASK")} if recipe.region else {}
     grid = g.add(
         "AnalogistGridCompose", (X[1], 0), a=a.out("IMAGE"), a_prime=a2.out("IMAGE"),
         b=b.out("IMAGE"), cell_width=recipe.cell, cell_height=recipe.cell, border=2,
-        fit="stretch", arrangement=recipe.arrangement,
+        fit="stretch", arrangement=recipe.arrangement, **region,
     )
     ckpt = g.add("CheckpointLoaderSimple", (X[1], 420), ckpt_name=recipe.checkpoint)
     model, clip = ckpt.out("MODEL"), ckpt.out("CLIP")
@@ -364,6 +372,7 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     cam = g.add(
         "AnalogistCAMPatch", (X[2], 330), model=sac.out("MODEL"), layout=grid.out("layout"),
         start_layer=recipe.start_layer, end_layer=recipe.end_layer,
+        **({"text_only_in_region": True} if recipe.region else {}),
     )
     if recipe.vlm:
         marked = g.add("AnalogistMarkAndArrow", (X[1], 760), grid=grid.out("grid_blank"),
@@ -434,6 +443,7 @@ CAPTIONS = {
     "analogist_lora_controlnet": "Analogist + LoRA + ControlNet",
     "analogist_best_of_n": "Analogist: best of 4 by CLIP",
     "analogist_sdxl": "Analogist on SDXL inpainting",
+    "analogist_region": "Analogist: region of interest on B",
 }
 
 RECIPES: dict[str, Callable[[], Recipe]] = {
@@ -499,6 +509,22 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "weights were tried with it: sampler settings are the paper's SD1.5 ones (DDIM 50, "
         "CFG 15, denoise 0.98); SDXL usually wants a lower CFG (5-8)."
     ),
+    "analogist_region": lambda: Recipe(
+        region=True,
+        loading="* Load Checkpoint: an SD1.5 *inpainting* checkpoint (9-channel UNet), e.g. "
+        "sd-v1-5-inpainting.ckpt, in ComfyUI/models/checkpoints/.\n"
+        "* B and its region: B's Load Image, with the region painted in its mask editor "
+        "(right click > Open in MaskEditor); its MASK output goes to Grid Compose's "
+        "b_region. The example (analogist_example_b_region.png) is B with the triangle's "
+        "top masked. An image without a painted mask gives an error saying so.",
+        note="ANALOGIST, REGION OF INTEREST ON B (only part of B changes)\n"
+        "The typed-prompt workflow with a mask on B: Grid Compose maps it into B' and its "
+        "mask output (the inpainting mask) covers only that region, grown to whole 8x8 px "
+        "latent pixels; the sampler keeps the rest of B'. Grid Crop puts B's own pixels "
+        "back outside the region, blended over 'feather' px (default 4), so nothing "
+        "outside changes. CAM's text_only_in_region lets only the region read the prompt. "
+        "An empty region, or one outside B, is an error.",
+    ),
 }
 
 
@@ -527,7 +553,12 @@ def example_images(size: int = 256) -> dict[str, Any]:
     triangle = [(s * 0.5, s * 0.16), (s * 0.84, s * 0.8), (s * 0.16, s * 0.8)]
     draw.polygon(triangle, fill=(60, 170, 90), outline=(30, 100, 50))
     draw.line(triangle + [triangle[0]], fill=(30, 100, 50), width=max(2, s // 64))
-    return {IMAGE_A: a, IMAGE_A_PRIME: a_prime, IMAGE_B: b}
+    # B with a region of interest painted on it (the triangle's top): transparent there.
+    alpha = Image.new("L", (s, s), 255)
+    ImageDraw.Draw(alpha).rectangle((s * 0.3, s * 0.1, s * 0.7, s * 0.5), fill=0)
+    b_region = b.copy()
+    b_region.putalpha(alpha)
+    return {IMAGE_A: a, IMAGE_A_PRIME: a_prime, IMAGE_B: b, IMAGE_B_REGION: b_region}
 
 
 def png_bytes(image: Any) -> bytes:
@@ -590,7 +621,7 @@ def is_current(path: Path, data: bytes) -> bool:
     from PIL import Image
 
     old, new = Image.open(path), Image.open(io.BytesIO(data))
-    if old.size != new.size:
+    if old.size != new.size or old.mode != new.mode:
         return False
     tolerance = 0 if path.suffix == ".png" else 8  # JPEG decoders round differently
     diff = np.abs(np.asarray(old, np.int16) - np.asarray(new, np.int16))

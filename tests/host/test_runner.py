@@ -149,3 +149,24 @@ def test_runner_keeps_the_best_of_n_candidates_by_the_clip_direction_score(tmp_p
     assert any(np.abs(pixels(f"{stem}_candidate_rank{k}.png") - best).max() > 0 for k in (2, 3))
     assert sorted(p.name for p in out.glob(f"{stem}_a*")) == [f"{stem}_a.png", f"{stem}_a_prime.png"]
     assert (out / f"{stem}_b.png").exists()
+
+
+def test_runner_b_region_changes_b_only_inside_the_mask(tmp_path, comfy_server):
+    import numpy as np
+
+    mask = tmp_path / "my region.png"
+    region = np.zeros((256, 256), bool)
+    region[140:230, 30:120] = True  # the triangle's lower left corner
+    Image.fromarray(region.astype(np.uint8) * 255).save(mask)
+    out = tmp_path / "out"
+    done = analogist("--server", comfy_server.url, "--checkpoint", checkpoint_name(0), "--out", out,
+                     "--b-region", mask, *SMALL)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (result,) = [p for p in printed_paths(done.stdout) if p.name.endswith("_b_prime.png")]
+    got = np.asarray(Image.open(result).convert("RGB"), np.int16)
+    b = np.asarray(Image.open(EXAMPLES / "analogist_example_b.png").convert("RGB"), np.int16)
+    near = np.zeros_like(region)
+    near[140 - 4 : 230 + 4, 30 - 4 : 120 + 4] = True  # Grid Crop's default feather: 4 px
+    # B's own pixels outside (SaveImage truncates 255 * x: k may come back as k - 1).
+    assert np.abs(got - b)[~near].max() <= 1
+    assert np.abs(got - b)[region].mean() > 10

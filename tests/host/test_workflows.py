@@ -282,3 +282,33 @@ def test_best_of_n_workflow_samples_candidates_and_saves_the_best_scored(server)
     assert any(np.abs(p - best).max() > 0 for p in previews[1:]), "the candidates are identical"
     # The frontend gets the script that shows the scores on the node.
     assert any(path.endswith("/js/rank_candidates.js") for path in server.get_json("/extensions"))
+
+
+def test_region_workflow_changes_b_only_inside_its_region(server):
+    """A mask on B: only that part of B' is sampled, and Grid Crop gives B back elsewhere."""
+    workflow = small(load("analogist_region"), server.info)
+    prompt, result = run(server, workflow)
+    assert_fired_on(probe_report(result), PAPER_BLOCKS)
+    (compose,) = [v for v in prompt.values() if v["class_type"] == "AnalogistGridCompose"]
+    source = prompt[compose["inputs"]["b_region"][0]]
+    assert source["class_type"] == "LoadImage" and compose["inputs"]["b_region"][1] == 1  # its MASK
+    (cam,) = [v for v in prompt.values() if v["class_type"] == "AnalogistCAMPatch"]
+    assert cam["inputs"]["text_only_in_region"] is True
+    (crop,) = [v for v in prompt.values() if v["class_type"] == "AnalogistGridCrop"]
+    feather = crop["inputs"]["feather"]
+    out = pixels(saved_image(server, result, prompt))
+    b = pixels(Image.open(WORKFLOWS / "images" / "analogist_example_b.png"))
+    painted = Image.open(WORKFLOWS / "images" / source["inputs"]["image"])
+    region = np.asarray(painted.getchannel("A")) < 128  # the mask editor's painted pixels
+    assert out.shape == b.shape == (256, 256, 3) and 0 < region.mean() < 0.5
+    near = region.copy()
+    for _ in range(feather):  # chessboard dilation: the feather ring
+        padded = np.pad(near, 1)
+        near = np.zeros_like(near)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                near |= padded[dy : dy + 256, dx : dx + 256]
+    # Outside region + feather: B's own pixels (SaveImage truncates 255 * x, so k may
+    # come back as k - 1); inside: what the (random) model sampled, far from B.
+    assert np.abs(out - b)[~near].max() <= 1
+    assert np.abs(out - b)[region].mean() > 10

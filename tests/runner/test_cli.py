@@ -399,3 +399,16 @@ def test_workspaces_of_runners_that_died_unclean_are_swept(tmp_path):
     (live / "runner.pid").write_text(str(__import__("os").getpid()))
     assert sweep_stale_workspaces(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def test_b_region_must_exist_and_be_at_bs_size(capsys, tmp_path, inpainting):
+    from PIL import Image
+
+    code, _, err = cli(capsys, "--b-region", tmp_path / "nope.png", "--checkpoint", inpainting,
+                       "--out", tmp_path / "out")
+    assert code == 2 and "--b-region: file not found" in err
+    small = tmp_path / "region.png"
+    Image.new("L", (100, 80), 255).save(small)
+    code, _, err = cli(capsys, "--b-region", small, "--checkpoint", inpainting, "--out", tmp_path / "out")
+    assert code == 2 and "--b-region: region.png is 100x80 px but B analogist_example_b.png is 256x256 px" in err
+    assert not (tmp_path / "out").exists()

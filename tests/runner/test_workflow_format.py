@@ -152,7 +152,7 @@ def test_shipped_workflows_images_and_thumbnails_are_what_the_generator_makes():
 
 @pytest.mark.parametrize("name", ["analogist_manual_prompt", "analogist", "analogist_aligned_with_b",
                                   "analogist_lora_controlnet", "analogist_best_of_n",
-                                  "analogist_sdxl"])
+                                  "analogist_sdxl", "analogist_region"])
 def test_shipped_workflow_links_connect_matching_types_and_carry_a_note(name):
     wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
     assert wf["version"] == 0.4
@@ -202,3 +202,45 @@ def test_runner_points_the_vlm_workflow_at_the_chosen_server(definitions, tmp_pa
     assert prompt[vlm_id]["inputs"]["suffix"] == ", best quality, extremely detailed"
     assert [str(v["inputs"]["text"]) for v in prompt.values() if v["class_type"] == "CLIPTextEncode"
             and isinstance(v["inputs"]["text"], list)] == [str([vlm_id, 0])]
+
+
+def test_region_workflow_feeds_bs_own_mask_to_b_region_and_cam_keeps_text_in_it(definitions):
+    from comfyui_analogist.analogist.workflow_format import ui_to_api
+    from PIL import Image
+
+    prompt = ui_to_api(json.loads((WORKFLOWS / "analogist_region.json").read_text()), definitions)
+    by_type = {v["class_type"]: (k, v["inputs"]) for k, v in prompt.items()}
+    (b_id,) = [k for k, v in prompt.items() if v.get("_meta", {}).get("title") == "B (to change)"]
+    assert prompt[b_id]["inputs"]["image"] == "analogist_example_b_region.png"
+    # B's Load Image: IMAGE into b, its MASK (the painted region) into b_region.
+    assert by_type["AnalogistGridCompose"][1]["b"] == [b_id, 0]
+    assert by_type["AnalogistGridCompose"][1]["b_region"] == [b_id, 1]
+    assert by_type["AnalogistCAMPatch"][1]["text_only_in_region"] is True
+    assert by_type["AnalogistGridCrop"][1]["feather"] == 4
+    # The example is B itself with part of it transparent (what the mask editor saves).
+    painted = Image.open(WORKFLOWS / "images" / "analogist_example_b_region.png")
+    b = Image.open(WORKFLOWS / "images" / "analogist_example_b.png")
+    assert painted.mode == "RGBA" and painted.convert("RGB").tobytes() == b.convert("RGB").tobytes()
+    assert 0 < painted.getchannel("A").histogram()[0] < 256 * 256 // 2
+    # The other workflows leave the region out, and CAM as the paper has it.
+    plain = ui_to_api(json.loads((WORKFLOWS / "analogist_manual_prompt.json").read_text()), definitions)
+    by_type = {v["class_type"]: v["inputs"] for v in plain.values()}
+    assert "b_region" not in by_type["AnalogistGridCompose"] and "LoadImageMask" not in by_type
+    assert by_type["AnalogistCAMPatch"]["text_only_in_region"] is False
+
+
+@pytest.mark.parametrize("workflow", ["manual", "vlm"])
+def test_runner_puts_the_b_region_mask_on_grid_compose(definitions, tmp_path, workflow):
+    from comfyui_analogist.analogist.runner import Settings, build_prompt
+
+    settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
+                        out=tmp_path, checkpoint="m.ckpt", workflow=workflow, b_region=tmp_path / "r.png")
+    images = {"a": "a.png", "a_prime": "a2.png", "b": "b.png"}
+    without = build_prompt(settings, definitions, images)
+    prompt = build_prompt(settings, definitions, {**images, "b_region": "region_1.png"})
+    (compose_id,) = [k for k, v in prompt.items() if v["class_type"] == "AnalogistGridCompose"]
+    source_id, slot = prompt[compose_id]["inputs"]["b_region"]
+    assert slot == 0 and prompt[source_id]["class_type"] == "LoadImageMask"
+    assert prompt[source_id]["inputs"] == {"image": "region_1.png", "channel": "red"}
+    assert source_id not in without and "b_region" not in without[compose_id]["inputs"]
+    assert set(prompt) - {source_id} == set(without)
