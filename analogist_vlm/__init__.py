@@ -41,6 +41,8 @@ from .request import (
     encode_png,
     fit_image,
     png_data_url,
+    instruction_for_pairs,
+    lead_in_for_pairs,
     render_instruction,
     request_sentence,
 )
@@ -94,6 +96,8 @@ __all__ = [
     "encode_png",
     "fit_image",
     "png_data_url",
+    "instruction_for_pairs",
+    "lead_in_for_pairs",
     "render_instruction",
     "request_sentence",
     "OPENAI_BASE_URL",

@@ -25,7 +25,8 @@ EXAMPLES_TYPE = "ANALOGIST_EXAMPLES"
 
 _CELL_TOOLTIP = (
     "Width of one cell of the 2x2 grid, in px (a multiple of 64 so each cell edge falls on "
-    "a token edge at every UNet level). The grid is twice this. Paper: 256 (grid 512) or "
+    "a token edge at every UNet level). The grid is twice this (each extra example pair adds "
+    "a row of cells). Paper: 256 (grid 512) or "
     "512 (grid 1024)."
 )
 _LAYOUT_TOOLTIP = (
