@@ -102,3 +102,21 @@ def test_runner_starts_the_comfyui_checkout_the_pack_lives_in(tmp_path, sd15_che
     assert "AnalogistSACPatch" in info
     assert sd15_checkpoint.name in info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
     assert (workspace / "input" / stored).exists()  # inputs go to the runner's folder
+
+
+def test_runner_adds_example_pairs_as_grid_rows(tmp_path, comfy_server):
+    """--example A2 A2' (twice): three pairs, so the strip holds 8 cells (A1, A1', A2, A2',
+    A3, A3', B, B') and B' comes back at B's size."""
+    a2 = tmp_path / "a2.png"
+    a2p = tmp_path / "a2p.png"
+    ImageOps.mirror(Image.open(EXAMPLES / "analogist_example_a.png")).save(a2)
+    ImageOps.mirror(Image.open(EXAMPLES / "analogist_example_a_prime.png")).save(a2p)
+    out = tmp_path / "out"
+    done = analogist("--server", comfy_server.url, "--checkpoint", checkpoint_name(0), "--out", out,
+                     "--example", a2, a2p, "--example", EXAMPLES / "analogist_example_a.png",
+                     EXAMPLES / "analogist_example_a_prime.png",
+                     "--prompt", "a triangle outline, best quality, extremely detailed", *SMALL)
+    assert done.returncode == 0, done.stderr[-4000:]
+    by_name = {p.name: Image.open(p) for p in printed_paths(done.stdout)}
+    assert by_name["analogist_example_b_strip.png"].size == (8 * 64, 64)
+    assert by_name["analogist_example_b_b_prime.png"].size == (256, 256)

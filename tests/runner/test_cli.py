@@ -295,3 +295,12 @@ def test_workspaces_of_runners_that_died_unclean_are_swept(tmp_path):
     (live / "runner.pid").write_text(str(__import__("os").getpid()))
     assert sweep_stale_workspaces(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def test_example_pairs_are_checked_and_limited(capsys, tmp_path, inpainting):
+    code, _, err = cli(capsys, "--example", A, tmp_path / "missing.png", "--checkpoint", inpainting, "--out", tmp_path)
+    assert code == 2 and "--example 2 (A'): file not found" in err and "missing.png" in err
+    four = [arg for _ in range(4) for arg in ("--example", A, A2)]
+    code, _, err = cli(capsys, *four, "--checkpoint", inpainting, "--out", tmp_path / "new")
+    assert code == 2 and "at most 3 fit" in err and "square of the grid" in err
+    assert not (tmp_path / "new").exists()
