@@ -91,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "of cells (cell = grid/2), and each K is timed against plain attention on that same "
         "grid. Default 1 (the paper's 2x2 grid). ComfyUI host only for K > 1.",
     )
+    parser.add_argument("--paper-layers-only", action="store_true",
+                        help="measure plain and SAC+CAM on the paper's layers only (skip all-16-blocks): "
+                        "a shorter run, e.g. for --pairs on a CPU")
     args = parser.parse_args(argv)
     try:
         args.pairs = [int(k) for k in args.pairs.split(",")]
@@ -342,6 +345,8 @@ def run_grid(args, base, grid: int, memory, torch, pairs: int = 1) -> list[Resul
     layout = make_layout(cell_width=grid // 2, cell_height=grid // 2, pairs=pairs)
     variants = []
     for label, start, end, time_target, memory_target in VARIANTS:
+        if args.paper_layers_only and start == 0:
+            continue
         model = base if start is None else patched(base, layout, start, end)
         call = unet_caller(model, layout.grid_width, args.seed, args.device, layout.grid_height)
         variant = Variant(label, call, time_target, memory_target)

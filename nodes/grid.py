@@ -56,7 +56,8 @@ class AnalogistGridCompose:
         "three cells of a 2x2 grid on a white canvas (2 px border as in the paper); the "
         "fourth cell, B', is what the inpainting model fills. With fit = stretch, cells 256 "
         "and border 2 the grid is pixel-identical to the paper's. A batch of N images in b "
-        "with one example pair gives N grids."
+        "with one example pair gives N grids. More example pairs (Analogist Example Pair "
+        "nodes into 'examples') add one grid row each, B | B' last."
     )
     CATEGORY = CATEGORY
     FUNCTION = "compose"
