@@ -40,9 +40,9 @@ from .request import (
     cache_key,
     encode_png,
     fit_image,
-    png_data_url,
     instruction_for_pairs,
     lead_in_for_pairs,
+    png_data_url,
     render_instruction,
     request_sentence,
 )
