@@ -31,6 +31,10 @@ def parser() -> argparse.ArgumentParser:
                      help="A', the example after the change (default: the pack's example)")
     run.add_argument("--b", type=Path, default=EXAMPLES / "analogist_example_b.png",
                      help="B, the image to change; or a folder of B images (default: the pack's example)")
+    run.add_argument("--example", nargs=2, action="append", default=[], type=Path,
+                     metavar=("A", "A_PRIME"),
+                     help="one more example pair after --a/--a-prime (repeatable, up to 3 more): "
+                     "each is a grid row, and B' copies the change all pairs share")
     run.add_argument("--checkpoint", help="SD1.5 inpainting checkpoint: a file path (default: the "
                      "one in scripts/run.sh's ComfyUI folder, ~/.cache/analogist-comfyui/models/"
                      "checkpoints); with --server, the name the servers list")
@@ -136,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         check_image,
         check_out,
         checkpoint_for,
+        example_pairs,
         main_run,
     )
     from .workflow_format import WorkflowError
@@ -152,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(
             a=check_image(args.a, "--a"),
             a_prime=check_image(args.a_prime, "--a-prime"),
+            examples=example_pairs(args.example),
             b=b_images(args.b),
             out=check_out(args.out),
             checkpoint=checkpoint_for(args.checkpoint, servers),

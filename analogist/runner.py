@@ -73,6 +73,8 @@ class Settings:
     candidates: int | None = None  # sample this many B' and keep the best (needs clip_vision)
     clip_vision: str | None = None  # a path (embedded) or the server's CLIP vision model name
     b_region: Path | None = None  # --b-region: mask on B, white = may change
+    # Example pairs 2..K (``--example A2 A2'``), after --a / --a-prime.
+    examples: list[tuple[Path, Path]] = field(default_factory=list)
 
 
 @dataclass
@@ -236,7 +238,8 @@ def build_prompt(settings: Settings, info: dict, images: dict[str, str]) -> dict
             set_widget(workflow, node["id"], "base_url", settings.vlm_base_url, info)
         if settings.vlm_model is not None:
             set_widget(workflow, node["id"], "model", settings.vlm_model, info)
-    return with_b_region(ui_to_api(workflow, info), images.get("b_region"))
+    prompt = add_example_pairs(ui_to_api(workflow, info), settings, images)
+    return with_b_region(prompt, images.get("b_region"))
 
 
 # -- region of interest on B (--b-region) ----------------------------------------------------
@@ -471,7 +474,72 @@ def upload_examples(client: ComfyClient, settings: Settings) -> dict[str, str]:
         "a": client.upload_image(settings.a, f"analogist_a{settings.a.suffix.lower()}"),
         "a_prime": client.upload_image(settings.a_prime, f"analogist_a_prime{settings.a_prime.suffix.lower()}"),
         **upload_b_region(client, settings),
+        **upload_example_pairs(client, settings),
     }
+
+
+# -- several example pairs (--example A2 A2') -------------------------------------------------
+# Grid Compose's own a, a_prime are pair 1; with 4 pairs at most (analogist_attn.layout).
+MAX_EXTRA_EXAMPLES = 3
+
+
+def example_pairs(pairs: list | None) -> list[tuple[Path, Path]]:
+    """``--example A A'`` values, checked: readable images, at most MAX_EXTRA_EXAMPLES."""
+    pairs = list(pairs or [])
+    if len(pairs) > MAX_EXTRA_EXAMPLES:
+        raise InputError(
+            f"--example: {len(pairs)} extra pairs, but at most {MAX_EXTRA_EXAMPLES} fit (4 "
+            "pairs with --a/--a-prime): each pair adds a row of cells to the grid, and the "
+            "UNet's attention time and memory grow with the square of the grid's size"
+        )
+    return [
+        (check_image(Path(a), f"--example {k} (A)"), check_image(Path(a_prime), f"--example {k} (A')"))
+        for k, (a, a_prime) in enumerate(pairs, start=2)
+    ]
+
+
+def upload_example_pairs(client: ComfyClient, settings: Settings) -> dict[str, str]:
+    """Pairs 2..K on the server, as ``a2``, ``a2_prime``, ... (hashed names, as for A)."""
+    names = {}
+    for k, (a, a_prime) in enumerate(settings.examples, start=2):
+        names[f"a{k}"] = client.upload_image(a, f"analogist_a{k}{a.suffix.lower()}")
+        names[f"a{k}_prime"] = client.upload_image(a_prime, f"analogist_a{k}_prime{a_prime.suffix.lower()}")
+    return names
+
+
+def add_example_pairs(prompt: dict, settings: Settings, images: dict[str, str]) -> dict:
+    """The API prompt with pairs 2..K: a LoadImage per image, an Analogist Example Pair
+    chain into Grid Compose's ``examples``, and Grid Compose's layout into the GPT-4V
+    node (so its request names every pair). Unchanged without --example."""
+    if not settings.examples:
+        return prompt
+    (compose_id,) = [i for i, n in prompt.items() if n["class_type"] == "AnalogistGridCompose"]
+    (load_a,) = [n for i, n in prompt.items()
+                 if n["class_type"] == "LoadImage" and prompt[compose_id]["inputs"].get("a") == [i, 0]]
+    next_id = max(int(i) for i in prompt) + 1
+    chain = None
+    for k in range(2, len(settings.examples) + 2):
+        loads = []
+        for role in (f"a{k}", f"a{k}_prime"):
+            prompt[str(next_id)] = {
+                "class_type": "LoadImage",
+                "inputs": {**load_a["inputs"], "image": images[role]},
+                "_meta": {"title": f"A{k}{chr(39) if role.endswith('prime') else ''} (example {k})"},
+            }
+            loads.append([str(next_id), 0])
+            next_id += 1
+        inputs = {"a": loads[0], "a_prime": loads[1]}
+        if chain is not None:
+            inputs["examples"] = chain
+        prompt[str(next_id)] = {"class_type": "AnalogistExamplePair", "inputs": inputs,
+                                "_meta": {"title": f"Example pair {k}"}}
+        chain = [str(next_id), 0]
+        next_id += 1
+    prompt[compose_id]["inputs"]["examples"] = chain
+    for node in prompt.values():
+        if node["class_type"] == "AnalogistGPT4VPrompt":
+            node["inputs"]["layout"] = [compose_id, 3]
+    return prompt
 
 
 def run_on_servers(settings: Settings, urls: list[str], stream=None) -> list[Outcome]:

@@ -1,6 +1,8 @@
 """Host-independent math of the Analogist method, in plain torch (no ComfyUI import).
 
-* ``layout``: the 2x2 grid geometry shared by every node.
+* ``layout``: the grid geometry shared by every node (the paper's 2x2 grid, or one row per
+  example pair), and the one statement of the px -> latent -> token rule (cells are
+  multiples of 64 px, the latent is 1/8), as integer cell rectangles.
 * ``grid``: builds the grid from A, A', B (the paper's construction, byte for byte, plus
   letterbox/crop fits) and cuts B' back out at B's original size.
 * ``marks``: the label squares and arrows drawn for the vision-language model.

@@ -24,10 +24,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .layout import (
+    ARRANGEMENT_DEFAULT,
     ARRANGEMENTS,
+    CELL_MULTIPLE,
     FINGERPRINT_SIDE,
     FITS,
-    REGIONS,
+    MAX_PAIRS,
     GridLayout,
     Placement,
     Rect,
@@ -37,11 +39,9 @@ from .layout import (
 
 log = logging.getLogger("analogist")
 
-# Cells are multiples of 64 px: the latent is 1/8 of the image and the deepest SD1.5 UNet
-# level another 1/8 of that, so a 64 px cell boundary is a token boundary at every level
-# (the attention edits and the mask work on whole quadrants).
-CELL_STEP = 64
-MIN_CELL = 64
+# Cells are multiples of CELL_MULTIPLE (64 px; the rule is stated in layout.py).
+CELL_STEP = CELL_MULTIPLE
+MIN_CELL = CELL_MULTIPLE
 # A grid side above 8192 px is a 1024 x 1024 latent: 1M tokens in the first attention
 # layers, hours per step and far more memory than any GPU has, while one 8192^2 float
 # image is already 805 MB. Larger grids are a mistake, not a use.
@@ -282,8 +282,12 @@ def compose_grids(
     border: int = 2,
     fit: str = "stretch",
     arrangement: str = ARRANGEMENTS[0],
+    examples: tuple[tuple[torch.Tensor, torch.Tensor], ...] = (),
 ) -> ComposedGrids:
     """The paper's grid for every analogy in the batch.
+
+    ``examples``: example pairs 2..K ``(A_k, A'_k)`` after ``(a, a_prime)``; each adds a
+    row (a column for "A aligned with B") above the query row ``B | B'``.
 
     ``grid_blank``: a white canvas with A, A', B fitted into their cells at the paper's
     offsets and a black square where B' goes (what the vision-language model sees).
@@ -295,16 +299,20 @@ def compose_grids(
     check_border(border, cell_width, cell_height)
     check_choice(fit, FITS, "fit")
     check_choice(arrangement, ARRANGEMENTS, "arrangement")
-    inputs = {"a": a, "a_prime": a_prime, "b": b}
+    pairs = check_examples(examples, cell_width, cell_height, arrangement)
+    inputs = {"a": a, "a_prime": a_prime}
+    for k, (a_k, a_prime_k) in enumerate(examples, start=2):
+        inputs[f"a{k}"], inputs[f"a{k}_prime"] = a_k, a_prime_k
+    inputs["b"] = b
     for name, images in inputs.items():
-        check_image(images, name)
-    count = batch_count({name: images.shape[0] for name, images in inputs.items()})
+        check_image(images, _input_name(name))
+    count = batch_count({_input_name(name): images.shape[0] for name, images in inputs.items()})
 
     # Paste rectangles first; the layout proper also needs the placements they lead to.
-    geometry = make_layout(cell_width, cell_height, border, arrangement, fit)
+    geometry = make_layout(cell_width, cell_height, border, arrangement, fit, pairs=pairs)
     fitted = {name: _fitted(images, geometry.paste(name), fit) for name, images in inputs.items()}
     b_placements = tuple(fitted["b"][i % len(fitted["b"])][1] for i in range(count))
-    layout = make_layout(cell_width, cell_height, border, arrangement, fit, b_placements)
+    layout = make_layout(cell_width, cell_height, border, arrangement, fit, b_placements, pairs=pairs)
 
     blank = np.full((count, layout.grid_height, layout.grid_width, 3), WHITE, np.uint8)
     for index, canvas in enumerate(blank):
@@ -326,6 +334,45 @@ def compose_grids(
     )
 
 
+def _input_name(region: str) -> str:
+    """How an error names a region's input: a, a_prime, b, or 'examples pair k A'_k'."""
+    if region in ("a", "a_prime", "b"):
+        return region
+    k = region[1:].split("_")[0]
+    return f"examples pair {k} ({'a_prime' if region.endswith('_prime') else 'a'})"
+
+
+def check_examples(
+    examples: object, cell_width: int, cell_height: int, arrangement: str
+) -> int:
+    """K, the number of example pairs (a, a_prime plus ``examples``); clear errors for a
+    wrong value, too many pairs, or a grid over the size limit."""
+    if not isinstance(examples, (tuple, list)) or not all(
+        isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in examples
+    ):
+        raise TypeError(
+            "examples: expected the EXAMPLES output of Analogist Example Pair (pairs of "
+            f"images), got {type(examples).__name__} ({str(examples)[:60]!r})."
+        )
+    pairs = 1 + len(examples)
+    if pairs > MAX_PAIRS:
+        raise ValueError(
+            f"examples: {pairs} example pairs (a, a_prime plus {len(examples)} chained), but "
+            f"at most {MAX_PAIRS} fit: each pair adds a row of cells to the grid and the "
+            "UNet's self-attention time and memory grow with the square of the grid's size "
+            f"({MAX_PAIRS} pairs at cell 256 is a 512 x {256 * (MAX_PAIRS + 1)} px grid, "
+            "about 6x the paper's attention work). Remove Example Pair nodes from the chain."
+        )
+    long_side = (pairs + 1) * (cell_height if arrangement == ARRANGEMENT_DEFAULT else cell_width)
+    if long_side > MAX_GRID_SIDE:
+        raise ValueError(
+            f"examples: {pairs} example pairs with these cells make a grid {long_side} px "
+            f"long, over the {MAX_GRID_SIDE} px limit (a latent that big cannot be sampled "
+            "in any GPU's memory). Use smaller cells or fewer pairs."
+        )
+    return pairs
+
+
 def quadrant_mask(layout: GridLayout, count: int) -> torch.Tensor:
     """1 on the whole B' quadrant, 0 elsewhere: the inpainting mask of the paper."""
     mask = torch.zeros(count, layout.grid_height, layout.grid_width, dtype=torch.float32)
@@ -338,16 +385,24 @@ def quadrant_mask(layout: GridLayout, count: int) -> torch.Tensor:
 
 
 def _thumbnails(pixels: torch.Tensor, layout: GridLayout) -> torch.Tensor:
-    """``[H, W, 3]`` pixels in 0..255 -> ``[3, side, side, 3]``: the A, A', B cells averaged
-    down to ``FINGERPRINT_SIDE`` px a side (cells are multiples of 64, so blocks are whole)."""
+    """``[H, W, 3]`` pixels in 0..255 -> ``[cells, side, side, 3]``: every cell but B' (A, A',
+    further pairs, B) averaged down to ``FINGERPRINT_SIDE`` px a side (cells are multiples
+    of 64, so blocks are whole)."""
     side = FINGERPRINT_SIDE
     cells = []
-    for name in REGIONS[:3]:
+    for name in _fingerprinted(layout):
         rect = layout.cell(name)
         cell = pixels[rect.y : rect.bottom, rect.x : rect.right, :].float()
         blocks = cell.reshape(side, rect.height // side, side, rect.width // side, 3)
         cells.append(blocks.mean(dim=(1, 3)))
     return torch.stack(cells)
+
+
+def _fingerprinted(layout: GridLayout) -> tuple[str, ...]:
+    """The cells a fingerprint covers: all but B' (pair 1's A, A' first, then B, as before
+    for one pair; further pairs after them)."""
+    names = layout.region_names
+    return ("a", "a_prime", "b") + tuple(n for n in names if n not in ("a", "a_prime", "b", "b_prime"))
 
 
 def fingerprint(canvas: np.ndarray, layout: GridLayout) -> bytes:
@@ -361,7 +416,9 @@ def _differences(image: torch.Tensor, layout: GridLayout, print_: bytes) -> floa
     fingerprint."""
     side = FINGERPRINT_SIDE
     thumbs = _thumbnails(image.clamp(0.0, 1.0) * 255.0, layout)
-    recorded = torch.frombuffer(bytearray(print_), dtype=torch.uint8).float().reshape(3, side, side, 3)
+    recorded = torch.frombuffer(bytearray(print_), dtype=torch.uint8).float().reshape(-1, side, side, 3)
+    if recorded.shape[0] != thumbs.shape[0]:
+        return float("inf")
     return float((thumbs - recorded).abs().mean(dim=(1, 2, 3)).max())
 
 
@@ -558,13 +615,14 @@ def _stack_same_size(images: list[torch.Tensor]) -> torch.Tensor:
 
 
 def strip(grids: torch.Tensor, layout: GridLayout) -> torch.Tensor:
-    """A | A' | B | B' side by side, one row per sampled grid, for a quick look."""
+    """A | A' | B | B' side by side (every pair's cells first with several), one row per
+    sampled grid, for a quick look."""
     layout = check_layout(layout)
     check_image(grids, "grid")
     check_grid_size(grids, layout, "grid")
     rgb = to_rgb(grids)
     cells = [
         rgb[:, rect.y : rect.bottom, rect.x : rect.right, :]
-        for rect in (layout.cell(name) for name in REGIONS)
+        for rect in (layout.cell(name) for name in layout.region_names)
     ]
     return torch.cat(cells, dim=2).contiguous()

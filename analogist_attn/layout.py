@@ -1,4 +1,5 @@
-"""The 2x2 analogy grid: where A, A', B and B' sit, and how each B was placed.
+"""The analogy grid: where A, A', B and B' (and further example pairs) sit, and how
+each B was placed. Also the one place that states the pixel -> latent -> token rule.
 
 A :class:`GridLayout` is produced by GridCompose and travels along node edges (ComfyUI
 type ``ANALOGIST_LAYOUT``) to SACPatch, CAMPatch, MarkAndArrow and GridCrop. It is plain
@@ -6,7 +7,8 @@ data: no tensors, no ComfyUI objects, frozen so a node cannot change what anothe
 
 Two kinds of rectangles matter:
 
-* ``cells``: the four quadrants of the grid. The attention edits (SAC, CAM) and the
+* ``cells``: the four quadrants of the grid (pair 1 and the query; further example pairs
+  are in ``more_cells``). The attention edits (SAC, CAM) and the
   inpainting mask work on whole quadrants, so a quadrant boundary must fall on a token
   boundary at every UNet level.
 * ``pastes``: where an input image's pixels lie inside its cell (the paper leaves a 2 px
@@ -20,6 +22,22 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .region import BRegion
+
+# --- the integer geometry rule, stated once -------------------------------------------
+# SD's VAE maps 8 x 8 px to one latent pixel; the UNet then halves the latent at each of
+# its three downsamplings (SD1.x, SD2.x, SDXL), so a token of the deepest level covers
+# 8 x 8 = 64 px. A cell edge on a multiple of 64 px is therefore a token edge at every
+# level: that is why cells are multiples of CELL_MULTIPLE, and everything below (cells in
+# px -> latent -> token rectangles at a downsample factor) is exact integer arithmetic.
+PX_PER_LATENT = 8
+DEEPEST_DOWNSAMPLE = 8
+CELL_MULTIPLE = PX_PER_LATENT * DEEPEST_DOWNSAMPLE
+
+# At most this many example pairs in one grid: each adds a row (a column when transposed)
+# of cells, and the UNet's self-attention work grows with the square of the grid's token
+# count: 4 pairs at cell 256 is a 512 x 1280 px grid, 2.5x the paper's tokens and ~6x its
+# attention cost; more pairs make a grid few GPUs can sample and add little.
+MAX_PAIRS = 4
 
 # The ComfyUI type name of a GridLayout on node edges. Defined once here so every node
 # (grid, attention, prompt) declares the same string and the sockets connect.
@@ -64,6 +82,81 @@ class Rect:
         )
 
 
+def scale_rect(rect: Rect, num_x: int, den_x: int, num_y: int, den_y: int) -> Rect | None:
+    """``rect`` scaled by ``num/den`` per axis when every edge lands on a whole unit, else None."""
+    edges = (rect.x * num_x, rect.y * num_y, rect.right * num_x, rect.bottom * num_y)
+    dens = (den_x, den_y, den_x, den_y)
+    if any(edge % den for edge, den in zip(edges, dens, strict=True)):
+        return None
+    x0, y0, x1, y1 = (edge // den for edge, den in zip(edges, dens, strict=True))
+    return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+@dataclass(frozen=True)
+class CellGeometry:
+    """The cells of one grid in whole pixels, in region order (every example pair, then
+    B, B'): what the attention edits need, hashable so token indices can be cached on it.
+
+    ``names``: ``a, a_prime`` (pair 1), ``a2, a2_prime``, ..., ``b, b_prime``.
+    """
+
+    grid_width: int
+    grid_height: int
+    names: tuple[str, ...]
+    labels: tuple[str, ...]
+    rects: tuple[Rect, ...]
+
+    @property
+    def pairs(self) -> int:
+        return (len(self.rects) - 2) // 2
+
+    def on_map(self, h: int, w: int) -> tuple[Rect, ...] | None:
+        """Every cell in tokens of an ``h x w`` map covering the whole grid, or None when an
+        edge falls inside a token."""
+        rects = tuple(scale_rect(r, w, self.grid_width, h, self.grid_height) for r in self.rects)
+        return None if any(r is None for r in rects) else rects  # type: ignore[return-value]
+
+    def misaligned_edge(self, h: int, w: int) -> tuple[str, str, int] | None:
+        """``(label, edge, px)`` of the first cell edge inside a token of an ``h x w`` map."""
+        for label, rect in zip(self.labels, self.rects, strict=True):
+            for edge, px, units, size in (
+                ("left", rect.x, w, self.grid_width),
+                ("top", rect.y, h, self.grid_height),
+                ("right", rect.right, w, self.grid_width),
+                ("bottom", rect.bottom, h, self.grid_height),
+            ):
+                if (px * units) % size:
+                    return label, edge, px
+        return None
+
+
+def region_names(pairs: int) -> tuple[str, ...]:
+    """``a, a_prime, a2, a2_prime, ..., b, b_prime``: pair 1 keeps the paper's names."""
+    names = ["a", "a_prime"]
+    for k in range(2, pairs + 1):
+        names += [f"a{k}", f"a{k}_prime"]
+    return tuple(names) + ("b", "b_prime")
+
+
+def region_label(name: str, pairs: int) -> str:
+    """"A", "A'", "B", "B'" for one pair (the paper's); "A1", "A1'", "A2", ... for more."""
+    if name in ("b", "b_prime") or pairs == 1:
+        if name in REGION_LABELS:
+            return REGION_LABELS[name]
+    k, prime = _pair_of(name)
+    return f"A{k}" + ("'" if prime else "")
+
+
+def _pair_of(name: str) -> tuple[int, bool]:
+    """``a`` -> (1, False), ``a2_prime`` -> (2, True); ValueError for anything else."""
+    base, prime = (name[: -len("_prime")], True) if name.endswith("_prime") else (name, False)
+    if base == "a":
+        return 1, prime
+    if base.startswith("a") and base[1:].isdigit() and int(base[1:]) >= 1:
+        return int(base[1:]), prime
+    raise ValueError(f"no region named {name!r}")
+
+
 @dataclass(frozen=True)
 class Placement:
     """How one source image was fitted into its cell, so GridCrop can undo it.
@@ -104,23 +197,83 @@ class GridLayout:
     # region in B's source pixels and B's own pixels, for Grid Crop and CAM (see
     # ``region.py``). Empty: the whole B' may change (the paper).
     b_regions: tuple[BRegion, ...] = ()
+    # Example pairs 2..K: ``(A_k cell, A'_k cell)`` and their paste rectangles; empty for
+    # the paper's single pair.
+    more_cells: tuple[tuple[Rect, Rect], ...] = ()
+    more_pastes: tuple[tuple[Rect, Rect], ...] = ()
+
+    @property
+    def pairs(self) -> int:
+        """K, the number of example pairs (rows of the grid before the query row)."""
+        return 1 + len(self.more_cells)
 
     @property
     def grid_width(self) -> int:
-        return 2 * self.cell_width
+        across = 2 if self.arrangement == ARRANGEMENT_DEFAULT else self.pairs + 1
+        return across * self.cell_width
 
     @property
     def grid_height(self) -> int:
-        return 2 * self.cell_height
+        down = self.pairs + 1 if self.arrangement == ARRANGEMENT_DEFAULT else 2
+        return down * self.cell_height
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """Every region: ``a, a_prime, a2, a2_prime, ..., b, b_prime``."""
+        return region_names(self.pairs)
+
+    def label(self, region: str) -> str:
+        """The region's name on the grid: A, A', B, B' (one pair) or A1, A1', A2, ..."""
+        return region_label(region, self.pairs)
 
     def cell(self, region: str) -> Rect:
-        return self.cells[REGIONS.index(region)]
+        return self._lookup(region, self.cells, self.more_cells)
 
     def paste(self, region: str) -> Rect:
-        return self.pastes[REGIONS.index(region)]
+        return self._lookup(region, self.pastes, self.more_pastes)
+
+    def _lookup(
+        self, region: str, first: tuple[Rect, ...], more: tuple[tuple[Rect, Rect], ...]
+    ) -> Rect:
+        if region in REGIONS:
+            return first[REGIONS.index(region)]
+        try:
+            k, prime = _pair_of(region)
+        except ValueError:
+            k, prime = 0, False
+        if k == 1:
+            return first[int(prime)]
+        if 2 <= k <= self.pairs:
+            return more[k - 2][int(prime)]
+        raise ValueError(
+            f"no region {region!r} in this {self.pairs}-pair layout; regions: "
+            f"{', '.join(self.region_names)}"
+        )
+
+    @property
+    def geometry(self) -> CellGeometry:
+        """Every cell in whole pixels, for the attention edits (see ``CellGeometry``)."""
+        names = self.region_names
+        return CellGeometry(
+            grid_width=self.grid_width,
+            grid_height=self.grid_height,
+            names=names,
+            labels=tuple(self.label(name) for name in names),
+            rects=tuple(self.cell(name) for name in names),
+        )
 
     def cell_fractions(self) -> dict[str, tuple[float, float, float, float]]:
-        """Each region's cell as ``(x0, y0, x1, y1)`` fractions of the grid."""
+        """Each region's cell as ``(x0, y0, x1, y1)`` fractions of the grid.
+
+        Compatibility only (the attention code reads ``geometry``, in integers). A
+        several-pair layout has no four-region form: refused rather than silently
+        dropping pairs 2..K.
+        """
+        if self.pairs != 1:
+            raise ValueError(
+                f"this layout has {self.pairs} example pairs; cell_fractions() describes one "
+                "pair only. Use layout.geometry."
+            )
         return {
             name: rect.fractions(self.grid_width, self.grid_height)
             for name, rect in zip(REGIONS, self.cells, strict=True)
@@ -155,28 +308,44 @@ def make_layout(
     fit: str = "stretch",
     b_placements: tuple[Placement, ...] = (),
     fingerprints: tuple[bytes, ...] = (),
+    pairs: int = 1,
 ) -> GridLayout:
     """The paper's grid geometry for the given cell size, border and arrangement.
 
-    Cells are the four quadrants; images are pasted at ``(p, p)`` in the top-left cell and
-    at ``c + p - 1`` in the others (the paper's offsets), ``c - 1.5 p`` pixels wide.
+    One row per example pair (``A_k | A'_k``) and the query row ``B | B'`` last; "A
+    aligned with B" is the transpose (a column per pair). With one pair the cells are the
+    four quadrants. Images are pasted at ``p`` in the first row/column and at
+    ``i c + p - 1`` in the others (the paper's offsets), ``c - 1.5 p`` pixels wide.
     """
     if arrangement not in ARRANGEMENTS:
         raise ValueError(f"arrangement {arrangement!r} is not one of {ARRANGEMENTS}")
     if fit not in FITS:
         raise ValueError(f"fit {fit!r} is not one of {FITS}")
+    check_pairs(pairs)
     cw, ch, p = cell_width, cell_height, border
     iw, ih = inner_size(cw, p), inner_size(ch, p)
-    # Quadrant (column, row) of each region, indexed like REGIONS.
-    if arrangement == ARRANGEMENT_DEFAULT:
-        spots = ((0, 0), (1, 0), (0, 1), (1, 1))
-    else:
-        spots = ((0, 0), (0, 1), (1, 0), (1, 1))
-    cells = tuple(Rect(col * cw, row * ch, cw, ch) for col, row in spots)
-    pastes = tuple(
-        Rect(p if col == 0 else cw + p - 1, p if row == 0 else ch + p - 1, iw, ih)
-        for col, row in spots
-    )
+
+    def spot(side: int, row: int) -> tuple[int, int]:
+        """(column, row) of side 0 (A_k / B) or 1 (A'_k / B') of grid row ``row``."""
+        return (side, row) if arrangement == ARRANGEMENT_DEFAULT else (row, side)
+
+    def offset(index: int, cell: int) -> int:
+        return p if index == 0 else index * cell + p - 1
+
+    def cell_at(side: int, row: int) -> Rect:
+        col, row_ = spot(side, row)
+        return Rect(col * cw, row_ * ch, cw, ch)
+
+    def paste_at(side: int, row: int) -> Rect:
+        col, row_ = spot(side, row)
+        return Rect(offset(col, cw), offset(row_, ch), iw, ih)
+
+    # Indexed like REGIONS: A, A' (row 0), B, B' (the last row).
+    spots = ((0, 0), (1, 0), (0, pairs), (1, pairs))
+    cells = tuple(cell_at(*s) for s in spots)
+    pastes = tuple(paste_at(*s) for s in spots)
+    more_cells = tuple((cell_at(0, r), cell_at(1, r)) for r in range(1, pairs))
+    more_pastes = tuple((paste_at(0, r), paste_at(1, r)) for r in range(1, pairs))
     return GridLayout(
         cell_width=cw,
         cell_height=ch,
@@ -187,4 +356,18 @@ def make_layout(
         pastes=pastes,  # type: ignore[arg-type]
         b_placements=tuple(b_placements),
         fingerprints=tuple(fingerprints),
+        more_cells=more_cells,
+        more_pastes=more_pastes,
     )
+
+
+def check_pairs(pairs: int) -> None:
+    """1 to MAX_PAIRS example pairs, with the reason for the limit."""
+    if not isinstance(pairs, int) or isinstance(pairs, bool) or not 1 <= pairs <= MAX_PAIRS:
+        raise ValueError(
+            f"{pairs!r} example pairs: use 1 to {MAX_PAIRS}. Each pair adds a row of cells to "
+            f"the grid and the UNet's self-attention cost grows with the square of the grid's "
+            f"size ({MAX_PAIRS} pairs at cell 256 is already a 512 x {256 * (MAX_PAIRS + 1)} px "
+            "grid, about 6x the paper's attention work and memory). Keep the examples "
+            "that show the change most clearly."
+        )

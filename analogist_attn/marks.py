@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .grid import check_grid_size, check_image, check_layout_belongs, to_float, to_rgb, to_uint8
-from .layout import REGION_LABELS, REGIONS, GridLayout, check_layout
+from .layout import REGION_LABELS, GridLayout, check_layout
 
 # The paper's values, all at cell 256 and scaled with the cell.
 LABEL_SIDE_AT_256 = 36
@@ -96,15 +96,16 @@ _NO_FREETYPE = (
 
 
 @lru_cache(maxsize=32)
-def label_style(side: int) -> tuple[int, int]:
+def label_style(side: int, labels: tuple[str, ...] = tuple(REGION_LABELS.values())) -> tuple[int, int]:
     """``(font size, outline width)`` of the largest text for which every label fits in a
-    ``side`` px square with a small margin: one size for all four, so they look alike."""
+    ``side`` px square with a small margin: one size for all of them, so they look alike
+    (the paper's four; A1, A1', ... B, B' with several example pairs)."""
     margin = max(1, side // 12)
     room = side - 2 * margin
     for size in range(side, 0, -1):
         outline = size // 30
         font = label_font(size)
-        boxes = [font.getbbox(text, stroke_width=outline) for text in REGION_LABELS.values()]
+        boxes = [font.getbbox(text, stroke_width=outline) for text in labels]
         if all(r - left <= room and b - t <= room for left, t, r, b in boxes):
             return size, outline
     return 1, 0
@@ -119,15 +120,16 @@ def draw_labels(
     The square is exactly ``side`` px, as DESIGN.md documents; the original code's
     inclusive ``rectangle([x, y, x + side, y + side])`` happened to cover ``side + 1``.
     """
-    size, outline = label_style(side)
+    names = layout.region_names
+    size, outline = label_style(side, tuple(layout.label(name) for name in names))
     font = label_font(size)
     draw = ImageDraw.Draw(image)
-    for region in REGIONS:
+    for region in names:
         corner = layout.paste(region)
         draw.rectangle(
             (corner.x, corner.y, corner.x + side - 1, corner.y + side - 1), fill=background
         )
-        label = REGION_LABELS[region]
+        label = layout.label(region)
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font, stroke_width=outline)
         # Centre the ink, not the font's em box, so "A" and "B'" sit in the middle alike.
         x = corner.x + (side - (right - left)) // 2 - left
@@ -190,8 +192,9 @@ def paint_stroke(canvas: np.ndarray, start: Point, end: Point, width: int, color
 
 
 def draw_arrows(canvas: np.ndarray, layout: GridLayout, width: int, color: Color) -> None:
-    """The two arrows, A -> A' and B -> B', on an ``[H, W, 3]`` uint8 array."""
-    for source, target in (("a", "a_prime"), ("b", "b_prime")):
+    """One arrow per grid row, A_k -> A'_k and B -> B', on an ``[H, W, 3]`` uint8 array."""
+    names = layout.region_names
+    for source, target in zip(names[::2], names[1::2], strict=True):
         for start, end in arrow_strokes(*arrow_ends(layout, source, target)):
             paint_stroke(canvas, start, end, width, color)
 

@@ -24,15 +24,19 @@ def sac_reference(
 ) -> torch.Tensor:
     """Self-attention with the SAC logit copy; ``[B, N, heads * d]`` in and out.
 
-    Both copied blocks are read from the original logits, before either is written.
+    Every copied block is read from the original logits, before any is written. With K
+    example pairs (DESIGN.md "K-shot"), for every k::
+
+        S[A'_k,i , B'_j] <- s * S[A_k,i , B_j]      S[B'_i , A'_k,j] <- s * S[B_i , A_k,j]
     """
     qh, kh, vh = (_heads_first(t, heads) for t in (q, k, v))
     logits = qh @ kh.transpose(-1, -2) / qh.shape[-1] ** 0.5
     original = logits.clone()
     edited = logits.clone()
-    a, a_prime, b, b_prime = regions.a, regions.a_prime, regions.b, regions.b_prime
-    edited[..., a_prime[:, None], b_prime[None, :]] = scale * original[..., a[:, None], b[None, :]]
-    edited[..., b_prime[:, None], a_prime[None, :]] = scale * original[..., b[:, None], a[None, :]]
+    b, b_prime = regions.b, regions.b_prime
+    for a, a_prime in regions.examples or ((regions.a, regions.a_prime),):
+        edited[..., a_prime[:, None], b_prime[None, :]] = scale * original[..., a[:, None], b[None, :]]
+        edited[..., b_prime[:, None], a_prime[None, :]] = scale * original[..., b[:, None], a[None, :]]
     if batch_mask is not None:
         edited = torch.where(batch_mask[:, None, None, None], edited, original)
     return _heads_last(edited.softmax(dim=-1) @ vh)
@@ -51,7 +55,8 @@ def cam_reference(
     qh, kh, vh = (_heads_first(t, heads) for t in (q, k, v))
     probs = (qh @ kh.transpose(-1, -2) / qh.shape[-1] ** 0.5).softmax(dim=-1)
     masked = probs.clone()
-    for rows in (regions.a, regions.a_prime, regions.b):
+    examples = regions.examples or ((regions.a, regions.a_prime),)
+    for rows in [region for pair in examples for region in pair] + [regions.b]:
         masked[:, :, rows, :] = 0
     if batch_mask is not None:
         masked = torch.where(batch_mask[:, None, None, None], masked, probs)

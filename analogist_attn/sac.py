@@ -4,6 +4,12 @@ SAC rewrites two blocks of the self-attention logits (see ``reference.sac_refere
 
     S[A'_i, B'_j] <- s * S[A_i, B_j]      S[B'_i, A'_j] <- s * S[B_i, A_j]
 
+With K example pairs (DESIGN.md, "K-shot") the rows of each A'_k clone from A_k with
+keys in B', and the rows of B' clone from B with keys in *every* A'_k: the B' rows'
+cloned key set is ``[A'_1..A'_K]`` with source keys ``[A_1..A_K]`` in the same order.
+Everything below handles that as one concatenated key set, so K = 1 is the paper's case
+exactly and B' rows still take two fused calls.
+
 Rows of every query outside A' and B' are untouched: plain fused attention. For a query
 in A' each logit is still one dot product, of *augmented* vectors of length ``2d``::
 
@@ -97,10 +103,7 @@ def _sac_all(
 
     # (query rows, their source rows, keys whose logits are cloned, the source keys,
     #  the keys whose logits the rows keep)
-    clones = (
-        (regions.a_prime, regions.a, regions.b_prime, regions.b, regions.outside_b_prime),
-        (regions.b_prime, regions.b, regions.a_prime, regions.a, regions.outside_a_prime),
-    )
+    clones = _clone_blocks(regions)
     if _attention_with_lse(q4) is not None:
         for rows, source_rows, cloned_keys, source_keys, kept_keys in clones:
             out.index_copy_(
@@ -124,6 +127,20 @@ def _sac_all(
         out.index_copy_(1, rows, sdpa(q_aug, k_aug, v_aug, softmax_scale)[..., :head_dim])
         del q_aug, k_aug  # keep one augmented key set alive at a time
     return out.reshape(q.shape[0], q.shape[1], -1)
+
+
+def _clone_blocks(regions: RegionTokens) -> list[tuple[torch.Tensor, ...]]:
+    """``(rows, source rows, cloned keys, source keys, kept keys)`` of every edited block:
+    each A'_k (from A_k, keys B' from B), then B' (from B, keys every A'_k from A_k)."""
+    examples = regions.examples or ((regions.a, regions.a_prime),)
+    all_a = regions.all_a if regions.all_a is not None else regions.a
+    all_a_prime = regions.all_a_prime if regions.all_a_prime is not None else regions.a_prime
+    blocks = [
+        (a_prime, a, regions.b_prime, regions.b, regions.outside_b_prime)
+        for a, a_prime in examples
+    ]
+    blocks.append((regions.b_prime, regions.b, all_a_prime, all_a, regions.outside_a_prime))
+    return blocks
 
 
 def _cloned_rows_split(

@@ -19,16 +19,25 @@ from functools import lru_cache
 
 import torch
 
-from .layout import REGION_LABELS, REGIONS
+from .layout import (
+    CELL_MULTIPLE,
+    PX_PER_LATENT,
+    REGION_LABELS,
+    REGIONS,
+    CellGeometry,
+    GridLayout,
+    Rect,
+)
 
 Fractions = Mapping[str, Sequence[float]]
+# What the functions below take: a GridLayout or its CellGeometry (integers, any number of
+# example pairs), or the old four-region fraction dicts (compatibility, one pair only).
+Cells = GridLayout | CellGeometry | Fractions
 _FractionKey = tuple[tuple[float, float, float, float], ...]
 
-# SD's VAE maps 8x8 pixels to one latent; the UNet then halves the map at each level.
-VAE_FACTOR = 8
-# SD1.x/SD2.x/SDXL go down three times (factor 8), so a token of the deepest level
-# covers 64 px: cell sizes that are multiples of 64 px line up at every level.
-DEEPEST_TOKEN_PX = 64
+# The rule lives in layout.py; these names stay for the modules that import them.
+VAE_FACTOR = PX_PER_LATENT
+DEEPEST_TOKEN_PX = CELL_MULTIPLE
 _MAX_DOWNSAMPLE_POWER = 7
 # Fractions come from integer pixel rectangles; this only absorbs float rounding.
 _EDGE_TOLERANCE = 1e-6
@@ -36,14 +45,15 @@ _EDGE_TOLERANCE = 1e-6
 
 @dataclass(frozen=True, eq=False)
 class RegionTokens:
-    """Token indices of the four regions on one ``h x w`` map (cached, read-only).
+    """Token indices of the grid's regions on one ``h x w`` map (cached, read-only).
 
-    ``sac_untouched`` lists the tokens whose self-attention rows SAC leaves as they are
-    (everything outside A' and B'); ``outside_a_prime`` / ``outside_b_prime`` list every
-    token but A' / B', the keys whose logits the rows of B' / A' keep. CAM silences the
-    text for A, A' and B; ``cam_rows`` lists the tokens it still computes (B', plus any
-    token outside the four regions, which the paper's quadrant grids never have) and
-    ``cam_keep`` marks them.
+    ``a``/``a_prime`` are example pair 1; ``examples`` lists every pair ``(A_k, A'_k)``
+    (pair 1 first). ``sac_untouched`` lists the tokens whose self-attention rows SAC
+    leaves as they are (everything outside every A'_k and B'); ``outside_a_prime`` /
+    ``outside_b_prime`` list every token but the A'_k / B', the keys whose logits the rows
+    of B' / A'_k keep. CAM silences the text for every A_k, A'_k and B; ``cam_rows``
+    lists the tokens it still computes (B', plus any token outside the regions, which the
+    paper's grids never have) and ``cam_keep`` marks them.
     """
 
     h: int
@@ -57,31 +67,50 @@ class RegionTokens:
     outside_b_prime: torch.Tensor
     cam_rows: torch.Tensor
     cam_keep: torch.Tensor
+    examples: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+    # Every A_k and every A'_k, pair after pair (matching positions): the keys B' rows
+    # clone from and the keys they clone into.
+    all_a: torch.Tensor | None = None
+    all_a_prime: torch.Tensor | None = None
 
     @property
     def n_tokens(self) -> int:
         return self.h * self.w
 
     @property
+    def pairs(self) -> int:
+        return len(self.examples)
+
+    @property
     def region_size(self) -> int:
-        """Tokens per region (all four have the same shape)."""
+        """Tokens per region (all have the same shape)."""
         return int(self.a.numel())
 
     def region(self, name: str) -> torch.Tensor:
-        return {"a": self.a, "a_prime": self.a_prime, "b": self.b, "b_prime": self.b_prime}[name]
+        fixed = {"a": self.a, "a_prime": self.a_prime, "b": self.b, "b_prime": self.b_prime}
+        if name in fixed:
+            return fixed[name]
+        base, prime = (name[:-6], 1) if name.endswith("_prime") else (name, 0)
+        if base.startswith("a") and base[1:].isdigit() and 1 <= int(base[1:]) <= self.pairs:
+            return self.examples[int(base[1:]) - 1][prime]
+        raise ValueError(f"no region {name!r} among {self.pairs} example pairs")
 
 
 def region_tokens(
-    fractions: Fractions, h: int, w: int, device: torch.device | str | None = None
+    cells: Cells, h: int, w: int, device: torch.device | str | None = None
 ) -> RegionTokens:
-    """Token indices of A, A', B, B' on an ``h x w`` token map.
+    """Token indices of every region on an ``h x w`` token map covering the whole grid.
 
-    ``fractions`` is :meth:`GridLayout.cell_fractions`. Raises ``ValueError`` when a
-    region edge falls inside a token or the regions differ in shape, since the
-    position-to-position pairing of SAC would then be meaningless.
+    ``cells`` is a :class:`GridLayout` or its ``geometry`` (or, for compatibility, a
+    four-region fraction dict as ``GridLayout.cell_fractions`` gives). Raises
+    ``ValueError`` when a region edge falls inside a token or the regions differ in
+    shape, since the position-to-position pairing of SAC would then be meaningless.
     """
-    key = _fraction_key(fractions)
-    return _cached_region_tokens(key, int(h), int(w), torch.device(device or "cpu"))
+    dev = torch.device(device or "cpu")
+    geometry = _geometry_or_none(cells)
+    if geometry is None:
+        return _cached_fraction_tokens(_fraction_key(cells), int(h), int(w), dev)  # type: ignore[arg-type]
+    return _cached_geometry_tokens(geometry, int(h), int(w), dev)
 
 
 def token_map_size(original_shape: Sequence[int], n_tokens: int) -> tuple[int, int]:
@@ -98,29 +127,90 @@ def token_map_size(original_shape: Sequence[int], n_tokens: int) -> tuple[int, i
 
 
 def regions_for_block(
-    fractions: Fractions,
+    cells: Cells,
     original_shape: Sequence[int],
     n_tokens: int,
     device: torch.device | str | None = None,
 ) -> RegionTokens:
     """Region tokens for one attention call (what a patch calls; cached).
 
-    A map that is not an exact downsample of the latent (``H`` not divisible by ``f``)
-    can still look aligned in token units while its tokens straddle the real cell edges,
-    so the check is done in latent units, where the error can also name pixel sizes.
+    Integer geometry: the cells (px) map onto the latent (``PX_PER_LATENT`` px per latent
+    pixel when the grid is sampled at its own size; any latent of the grid's proportions
+    works when every cell edge lands on a whole latent pixel), then onto this block's map
+    (downsample ``f``). Every edge must fall on a token edge of this level; the check is
+    in latent units, where the error can also name pixel sizes.
     """
     height, width = _latent_hw(original_shape)
-    key = _fraction_key(fractions)
-    return _cached_block_regions(key, height, width, int(n_tokens), torch.device(device or "cpu"))
+    geometry = _geometry_or_none(cells)
+    if geometry is None:
+        geometry = _fractions_on_latent(_fraction_key(cells), height, width)  # type: ignore[arg-type]
+    return _cached_block_regions(geometry, height, width, int(n_tokens), torch.device(device or "cpu"))
 
 
 @lru_cache(maxsize=256)
 def _cached_block_regions(
-    key: _FractionKey, height: int, width: int, n_tokens: int, device: torch.device
+    geometry: CellGeometry, height: int, width: int, n_tokens: int, device: torch.device
 ) -> RegionTokens:
     h, w, factor = _token_map(height, width, n_tokens)
-    _check_latent_alignment(key, height, width, factor)
-    return _cached_region_tokens(key, h, w, device)
+    # Cells in px -> latent pixels -> tokens of this level, each step exact or an error.
+    misaligned = _edge_inside_token(geometry, height, width, factor)
+    if misaligned is not None:
+        label, edge, px = misaligned
+        scale = width * PX_PER_LATENT / geometry.grid_width  # sampled px per grid px
+        axis = "x" if edge in ("left", "right") else "y"
+        raise ValueError(
+            f"The {edge} edge of the {label} cell ({axis} = {px * scale:g} px) falls inside "
+            f"a token of this UNet level ({factor * PX_PER_LATENT} px per token; grid "
+            f"{width * PX_PER_LATENT} x {height * PX_PER_LATENT} px). "
+            + _cell_size_advice(geometry.rects[0], scale)
+        )
+    return _cached_geometry_tokens(geometry, h, w, device)
+
+
+def _edge_inside_token(
+    geometry: CellGeometry, height: int, width: int, factor: int
+) -> tuple[str, str, int] | None:
+    """The first cell edge that is not on a token edge of a ``factor`` downsample of the
+    ``height x width`` latent (in latent units: edges must be multiples of ``factor``)."""
+    for label, rect in zip(geometry.labels, geometry.rects, strict=True):
+        for edge, px, units, size in (
+            ("left", rect.x, width, geometry.grid_width),
+            ("top", rect.y, height, geometry.grid_height),
+            ("right", rect.right, width, geometry.grid_width),
+            ("bottom", rect.bottom, height, geometry.grid_height),
+        ):
+            if (px * units) % (size * factor):
+                return label, edge, px
+    return None
+
+
+def _geometry_or_none(cells: Cells) -> CellGeometry | None:
+    if isinstance(cells, GridLayout):
+        return cells.geometry
+    if isinstance(cells, CellGeometry):
+        return cells
+    return None
+
+
+def _fractions_on_latent(key: _FractionKey, height: int, width: int) -> CellGeometry:
+    """Compatibility: four-region fractions as whole pixels of a grid sampled at this
+    latent's own size (fractions from a layout always land on whole pixels there)."""
+    grid_w, grid_h = width * PX_PER_LATENT, height * PX_PER_LATENT
+    rects = []
+    for name, (x0, y0, x1, y1) in zip(REGIONS, key, strict=True):
+        edges = [v * size for v, size in ((x0, grid_w), (y0, grid_h), (x1, grid_w), (y1, grid_h))]
+        for edge_name, value in zip(_EDGE_NAMES, edges, strict=True):
+            if not _on_grid(value):
+                raise ValueError(
+                    f"The {edge_name} edge of the {REGION_LABELS[name]} cell "
+                    f"({value:g} px) falls inside a latent pixel of this "
+                    f"{width * PX_PER_LATENT} x {height * PX_PER_LATENT} px grid."
+                )
+        left, top, right, bottom = (round(v) for v in edges)
+        rects.append(Rect(left, top, right - left, bottom - top))
+    return CellGeometry(
+        grid_w, grid_h, REGIONS, tuple(REGION_LABELS[n] for n in REGIONS), tuple(rects)
+    )
 
 
 def _latent_hw(original_shape: Sequence[int]) -> tuple[int, int]:
@@ -162,25 +252,8 @@ def _on_grid(value: float) -> bool:
 _EDGE_NAMES = ("left", "top", "right", "bottom")
 
 
-def _check_latent_alignment(key: _FractionKey, height: int, width: int, factor: int) -> None:
-    """Every region edge must sit on a token edge of this level, in latent units."""
-    token_px = factor * VAE_FACTOR
-    for name, box in zip(REGIONS, key, strict=True):
-        for edge, frac, size in zip(_EDGE_NAMES, box, (width, height, width, height), strict=True):
-            if not _on_grid(frac * size / factor):
-                axis = "x" if edge in ("left", "right") else "y"
-                raise ValueError(
-                    f"The {edge} edge of the {REGION_LABELS[name]} cell ({axis} = "
-                    f"{frac * size * VAE_FACTOR:g} px) falls inside a token of this UNet level "
-                    f"({token_px} px per token; grid {width * VAE_FACTOR} x "
-                    f"{height * VAE_FACTOR} px). " + _cell_size_advice(key, width, height)
-                )
-
-
-def _cell_size_advice(key: _FractionKey, width: int, height: int) -> str:
-    x0, y0, x1, y1 = key[0]
-    cell_w = (x1 - x0) * width * VAE_FACTOR
-    cell_h = (y1 - y0) * height * VAE_FACTOR
+def _cell_size_advice(cell: Rect, scale: float) -> str:
+    cell_w, cell_h = cell.width * scale, cell.height * scale
     sizes = sorted(
         {
             f"{w} x {h}"
@@ -189,49 +262,85 @@ def _cell_size_advice(key: _FractionKey, width: int, height: int) -> str:
     )
     return (
         f"Cells are {cell_w:g} x {cell_h:g} px: set the grid's cell width and height to "
-        f"multiples of {DEEPEST_TOKEN_PX} px (SD's deepest level), e.g. "
+        f"multiples of {CELL_MULTIPLE} px (SD's deepest level), e.g. "
         f"{' or '.join(sizes)} px."
     )
 
 
 def _near_multiples(size_px: float) -> tuple[int, int]:
     """The multiples of 64 px just below and above ``size_px`` (64 at least)."""
-    low = max(DEEPEST_TOKEN_PX, math.floor(size_px / DEEPEST_TOKEN_PX) * DEEPEST_TOKEN_PX)
-    high = max(low, math.ceil(size_px / DEEPEST_TOKEN_PX) * DEEPEST_TOKEN_PX)
+    low = max(CELL_MULTIPLE, math.floor(size_px / CELL_MULTIPLE) * CELL_MULTIPLE)
+    high = max(low, math.ceil(size_px / CELL_MULTIPLE) * CELL_MULTIPLE)
     return low, high
 
 
+Span = tuple[int, int, int, int]  # (x0, y0, x1, y1) in whole tokens
+
+
 @lru_cache(maxsize=256)
-def _cached_region_tokens(key: _FractionKey, h: int, w: int, device: torch.device) -> RegionTokens:
+def _cached_geometry_tokens(
+    geometry: CellGeometry, h: int, w: int, device: torch.device
+) -> RegionTokens:
+    rects = geometry.on_map(h, w)
+    if rects is None:
+        label, edge, px = geometry.misaligned_edge(h, w)  # type: ignore[misc]
+        raise ValueError(
+            f"The {edge} edge of the {label} cell ({px} px of a {geometry.grid_width} x "
+            f"{geometry.grid_height} px grid) falls inside a token of this {h} x {w} (h x w) "
+            f"token map. In pixels: make the grid's cell width and height multiples of "
+            f"{CELL_MULTIPLE} px (SD's deepest level)."
+        )
+    spans = [(r.x, r.y, r.right, r.bottom) for r in rects]
+    return _build(spans, geometry.labels, h, w, device)
+
+
+@lru_cache(maxsize=256)
+def _cached_fraction_tokens(key: _FractionKey, h: int, w: int, device: torch.device) -> RegionTokens:
+    """Compatibility: the four regions given as fractions of the grid."""
     spans = [_token_span(name, key, h, w) for name in REGIONS]
+    return _build(spans, tuple(REGION_LABELS[n] for n in REGIONS), h, w, device)
+
+
+def _build(
+    spans: Sequence[Span], labels: Sequence[str], h: int, w: int, device: torch.device
+) -> RegionTokens:
+    """Index tensors from token spans ordered ``A_1, A'_1, ..., A_K, A'_K, B, B'``."""
     shapes = {(y1 - y0, x1 - x0) for x0, y0, x1, y1 in spans}
     if len(shapes) != 1:
         sizes = ", ".join(
-            f"{REGION_LABELS[n]} {y1 - y0}x{x1 - x0}"
-            for n, (x0, y0, x1, y1) in zip(REGIONS, spans, strict=True)
+            f"{label} {y1 - y0}x{x1 - x0}"
+            for label, (x0, y0, x1, y1) in zip(labels, spans, strict=True)
         )
         raise ValueError(f"regions must have equal shapes on the {h} x {w} token map: {sizes}")
     if 0 in next(iter(shapes)):
         raise ValueError(f"the regions cover no token on the {h} x {w} token map")
-    a, a_prime, b, b_prime = (_span_indices(span, w) for span in spans)
-    if int(torch.cat([a, a_prime, b, b_prime]).unique().numel()) != 4 * a.numel():
-        raise ValueError(f"regions overlap on the {h} x {w} token map: {spans}")
+    indices = [_span_indices(span, w) for span in spans]
+    if int(torch.cat(indices).unique().numel()) != len(indices) * indices[0].numel():
+        raise ValueError(f"regions overlap on the {h} x {w} token map: {list(spans)}")
+    *example_tokens, b, b_prime = indices
+    examples = tuple(
+        (example_tokens[i], example_tokens[i + 1]) for i in range(0, len(example_tokens), 2)
+    )
+    a_primes = torch.cat([pair[1] for pair in examples])
     sac_edited = torch.zeros(h * w, dtype=torch.bool)
-    sac_edited[torch.cat([a_prime, b_prime])] = True
+    sac_edited[torch.cat([a_primes, b_prime])] = True
     cam_keep = torch.ones(h * w, dtype=torch.bool)
-    cam_keep[torch.cat([a, a_prime, b])] = False
+    cam_keep[torch.cat(example_tokens + [b])] = False
     return RegionTokens(
         h=h,
         w=w,
-        a=a.to(device),
-        a_prime=a_prime.to(device),
+        a=examples[0][0].to(device),
+        a_prime=examples[0][1].to(device),
         b=b.to(device),
         b_prime=b_prime.to(device),
         sac_untouched=(~sac_edited).nonzero().flatten().to(device),
-        outside_a_prime=_complement(a_prime, h * w).to(device),
+        outside_a_prime=_complement(a_primes, h * w).to(device),
         outside_b_prime=_complement(b_prime, h * w).to(device),
         cam_rows=cam_keep.nonzero().flatten().to(device),
         cam_keep=cam_keep.to(device),
+        examples=tuple((a.to(device), a_prime.to(device)) for a, a_prime in examples),
+        all_a=torch.cat([pair[0] for pair in examples]).to(device),
+        all_a_prime=a_primes.to(device),
     )
 
 
@@ -242,7 +351,7 @@ def _complement(tokens: torch.Tensor, n_tokens: int) -> torch.Tensor:
     return keep.nonzero().flatten()
 
 
-def _token_span(name: str, key: _FractionKey, h: int, w: int) -> tuple[int, int, int, int]:
+def _token_span(name: str, key: _FractionKey, h: int, w: int) -> Span:
     """``(x0, y0, x1, y1)`` in whole tokens, or a ValueError naming map sizes that work."""
     box = key[REGIONS.index(name)]
     for edge, frac, size in zip(_EDGE_NAMES, box, (w, h, w, h), strict=True):

@@ -137,7 +137,7 @@ class _AnalogistProcessor:
         previous: Any,
     ):
         self.layer = layer
-        self.fractions = layout.cell_fractions()
+        self.geometry = layout.geometry  # every cell in whole px, all example pairs
         self.grid_size = (layout.grid_width, layout.grid_height)
         self.latent_size = (int(latent_size[0]), int(latent_size[1]))
         self.previous = previous
@@ -207,7 +207,7 @@ class _AnalogistProcessor:
 
     def _regions(self, n_tokens: int, device: torch.device) -> RegionTokens:
         try:
-            return regions_for_block(self.fractions, self.latent_size, n_tokens, device)
+            return regions_for_block(self.geometry, self.latent_size, n_tokens, device)
         except ValueError as exc:
             h, w = self.latent_size
             grid_w, grid_h = self.grid_size

@@ -35,6 +35,37 @@ PAPER_LEAD_IN = (
     "Or, more succinctly: A : A' :: B : B'."
 )
 DEFAULT_INSTRUCTION = PAPER_LEAD_IN + " {request}"
+
+
+def lead_in_for_pairs(pairs: int, by_column: bool = False) -> str:
+    """The paper's lead-in for a grid of ``pairs`` example pairs (the paper's own for one).
+
+    Several pairs are named as Mark and Arrow labels them (A1, A1', A2, ...) and said to
+    show one transformation, so the model describes what they have in common.
+    """
+    if pairs <= 1:
+        return PAPER_LEAD_IN
+    names = [f"A{k}" for k in range(1, pairs + 1)]
+    primes = [f"{name}'" for name in names]
+    chain = " :: ".join(f"{a} : {ap}" for a, ap in zip(names, primes, strict=True))
+    return (
+        f"Please help me with the image analogy task: take the images {_listed(names)} and "
+        f"their transformations {_listed(primes)} (one pair per {'column' if by_column else 'row'}, "
+        "all showing the same transformation), and provide any image B to produce an output "
+        f"B' that is analogous to them. Or, more succinctly: {chain} :: B : B'."
+    )
+
+
+def instruction_for_pairs(template: str, pairs: int, by_column: bool = False) -> str:
+    """``template`` with the paper's lead-in rewritten for ``pairs`` example pairs; an
+    instruction the user wrote without that lead-in is left as typed."""
+    if pairs <= 1 or PAPER_LEAD_IN not in template:
+        return template
+    return template.replace(PAPER_LEAD_IN, lead_in_for_pairs(pairs, by_column))
+
+
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1]
 PLACEHOLDERS = ("{request}", "{num_prompts}", "{max_words}")
 _NUMBER_WORDS = (
     "zero",

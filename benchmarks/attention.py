@@ -2,6 +2,8 @@
 
     python benchmarks/attention.py                      # CPU, 512 px grid, fp32
     python benchmarks/attention.py --device cuda        # 512, 1024, 2048 px grids, fp16
+    python benchmarks/attention.py --grid 512 --pairs 1,2,3 --host comfyui
+                                                        # K example pairs (issue 12)
 
 Builds the full-size SD1.5 inpainting UNet (random weights, ComfyUI's own classes, see
 ``tests/support/sd15.py``) in a ``ModelPatcher``, patches clones of it through the real
@@ -82,7 +84,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "analogist_diffusers' processors, or both (default; diffusers only where installed)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--pairs",
+        default="1",
+        help="example pairs K per grid, comma separated (e.g. 1,2,3): the grid gets K+1 rows "
+        "of cells (cell = grid/2), and each K is timed against plain attention on that same "
+        "grid. Default 1 (the paper's 2x2 grid). ComfyUI host only for K > 1.",
+    )
+    parser.add_argument("--paper-layers-only", action="store_true",
+                        help="measure plain and SAC+CAM on the paper's layers only (skip all-16-blocks): "
+                        "a shorter run, e.g. for --pairs on a CPU")
     args = parser.parse_args(argv)
+    try:
+        args.pairs = [int(k) for k in args.pairs.split(",")]
+    except ValueError:
+        parser.error(f"--pairs {args.pairs!r}: give whole numbers, e.g. 1,2,3")
+    if any(not 1 <= k <= 4 for k in args.pairs):
+        parser.error(f"--pairs {args.pairs}: each K must be 1..4 (the grid nodes' limit)")
     if args.repeats < 1 or args.memory_repeats < 1 or args.warmup < 0:
         parser.error("--repeats and --memory-repeats must be >= 1, --warmup >= 0")
     args.dtype = args.dtype or ("fp16" if args.device == "cuda" else "fp32")
@@ -275,14 +293,17 @@ def patched(base, layout, start: int, end: int):
     return model
 
 
-def unet_caller(model, grid: int, seed: int, device: str) -> Callable[[], object]:
-    """One CFG-style UNet evaluation (cond + uncond at batch 2) with the model's patches."""
+def unet_caller(model, grid: int, seed: int, device: str, height: int | None = None) -> Callable[[], object]:
+    """One CFG-style UNet evaluation (cond + uncond at batch 2) with the model's patches.
+
+    ``grid`` is the width in px; ``height`` (default: square) is taller with K > 1 pairs."""
     import torch
 
     latent = grid // 8
+    latent_h = (height or grid) // 8
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 4, latent, latent, generator=gen).to(device)
-    concat = torch.randn(2, 5, latent, latent, generator=gen).to(device)  # mask + masked image
+    x = torch.randn(2, 4, latent_h, latent, generator=gen).to(device)
+    concat = torch.randn(2, 5, latent_h, latent, generator=gen).to(device)  # mask + masked image
     context = torch.randn(2, 77, 768, generator=gen).to(device)
     sampling = model.get_model_object("model_sampling")
     sigma = torch.full((2,), sampling.percent_to_sigma(0.5), device=device)
@@ -318,14 +339,17 @@ class Variant:
     counts: Callable[[], str] = lambda: "-"
 
 
-def run_grid(args, base, grid: int, memory, torch) -> list[Result]:
+def run_grid(args, base, grid: int, memory, torch, pairs: int = 1) -> list[Result]:
     from comfyui_analogist.analogist_attn.layout import make_layout
 
-    layout = make_layout(cell_width=grid // 2, cell_height=grid // 2)
+    layout = make_layout(cell_width=grid // 2, cell_height=grid // 2, pairs=pairs)
     variants = []
     for label, start, end, time_target, memory_target in VARIANTS:
+        if args.paper_layers_only and start == 0:
+            continue
         model = base if start is None else patched(base, layout, start, end)
-        variant = Variant(label, unet_caller(model, grid, args.seed, args.device), time_target, memory_target)
+        call = unet_caller(model, layout.grid_width, args.seed, args.device, layout.grid_height)
+        variant = Variant(label, call, time_target, memory_target)
         if start is not None:
             variant.reset_counts = lambda model=model: [p.calls.clear() for p in _our_patches(model)]
             variant.counts = lambda model=model: patch_call_counts(model)
@@ -544,14 +568,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built the full SD1.5 inpainting UNet in {time.perf_counter() - start:.0f} s", flush=True)
 
         for grid in args.grids:
-            print(f"\n## grid {grid} x {grid} px (cells {grid // 2}, latent {grid // 8} x {grid // 8}), {args.dtype}, {args.device}")
-            results = run_grid(args, base, grid, memory, torch)
-            print_table(results, memory.unit)
-            if args.device == "cuda":
-                torch.cuda.empty_cache()
+            for pairs in args.pairs:
+                height = grid // 2 * (pairs + 1)
+                shot = "" if pairs == 1 and args.pairs == [1] else f"K = {pairs} example pair(s): "
+                print(f"\n## {shot}grid {grid} x {height} px (cells {grid // 2}, latent {grid // 8} x {height // 8}), {args.dtype}, {args.device}")
+                results = run_grid(args, base, grid, memory, torch, pairs)
+                print_table(results, memory.unit)
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
         del base
         gc.collect()
 
+    if args.host in ("both", "diffusers") and args.pairs != [1]:
+        print("\n--pairs other than 1: the diffusers UNet is benchmarked with the paper's 2x2 grid only")
     if args.host in ("both", "diffusers"):
         if not diffusers_available():
             print("\ndiffusers is not installed: the diffusers UNet is skipped (pip install diffusers)")

@@ -43,7 +43,7 @@ from ..analogist_attn.blocks import (
     transformer_block_modules,
 )
 from ..analogist_attn.cam import cam_projected_output, cam_projected_output_rows
-from ..analogist_attn.layout import LAYOUT_TYPE, GridLayout, check_layout
+from ..analogist_attn.layout import LAYOUT_TYPE, PX_PER_LATENT, GridLayout, check_layout
 from ..analogist_attn.region import RegionTokensInside, has_region
 from ..analogist_attn.sac import PAPER_SAC_SCALE, sac_attention
 from ..analogist_attn.tokens import regions_for_block
@@ -108,7 +108,8 @@ class _Edit:
 
     def __init__(self, layout: GridLayout, gate: StepPassGate):
         layout = check_layout(layout)  # a wrong socket value gets a clear error
-        self.fractions = layout.cell_fractions()
+        # Every cell in whole px (all example pairs): token indices are cached on it.
+        self.geometry = layout.geometry
         self.grid_size = (layout.grid_width, layout.grid_height)
         self.gate = gate
         self.calls: Counter[BlockKey] = Counter()
@@ -120,10 +121,10 @@ class _Edit:
         height, width = extra_options["original_shape"][-2:]
         grid_w, grid_h = self.grid_size
         # Latents are 1/8 of the image; a grid size rounds down to that when encoded.
-        if abs(width / height - grid_w / grid_h) > 8 / min(grid_w, grid_h):
+        if abs(width / height - grid_w / grid_h) > PX_PER_LATENT / min(grid_w, grid_h):
             raise ValueError(
                 f"Analogist {self.analogist_kind.upper()}: the sampled latent is {width}x{height} "
-                f"({width * 8}x{height * 8} px) but the layout is a {grid_w}x{grid_h} grid; "
+                f"({width * PX_PER_LATENT}x{height * PX_PER_LATENT} px) but the layout is a {grid_w}x{grid_h} grid; "
                 "sample the grid that GridCompose made (or a latent of the same proportions) "
                 "and connect that GridCompose's layout."
             )
@@ -155,7 +156,7 @@ class SACAttention(_Edit):
             return host_attention(q, k, v, extra_options)
         self._check_latent(extra_options)
         heads = extra_options["n_heads"]
-        regions = regions_for_block(self.fractions, extra_options["original_shape"], q.shape[1], q.device)
+        regions = regions_for_block(self.geometry, extra_options["original_shape"], q.shape[1], q.device)
         upcast = attention_precision(extra_options, q.dtype) == torch.float32
         self.calls[block] += 1
         if mask is None:
@@ -213,7 +214,7 @@ class CAMOutput(_Edit):
         if mask is not None and not bool(mask.any()):
             return n
         self._check_latent(extra_options)
-        regions = regions_for_block(self.fractions, extra_options["original_shape"], n.shape[1], n.device)
+        regions = regions_for_block(self.geometry, extra_options["original_shape"], n.shape[1], n.device)
         to_out = ref()
         if to_out is None:
             raise RuntimeError(

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import analogist_vlm as vlm
+from ..analogist_attn.layout import ARRANGEMENT_ALIGNED, LAYOUT_TYPE, check_layout
 
 log = logging.getLogger("analogist.gpt4v")
 
@@ -127,6 +128,16 @@ DESCRIPTION = (
     "workflows do): on 'randomize', ComfyUI's default for a new node, every queue asks the "
     "model again."
 )
+
+
+def _instruction_for_layout(instruction: str, layout: Any) -> str:
+    """The instruction for the connected layout's number of example pairs."""
+    if layout is None:
+        return instruction
+    layout = check_layout(layout, "layout")
+    return vlm.instruction_for_pairs(
+        instruction, layout.pairs, by_column=layout.arrangement == ARRANGEMENT_ALIGNED
+    )
 
 
 class AnalogistGPT4VPrompt:
@@ -262,6 +273,17 @@ class AnalogistGPT4VPrompt:
                     },
                 ),
             },
+            "optional": {
+                "layout": (
+                    LAYOUT_TYPE,
+                    {
+                        "tooltip": "Optional: the layout from Grid Compose. With several "
+                        "example pairs the paper's request is rewritten to name them "
+                        "(A1 : A1' :: A2 : A2' :: B : B'); with one pair, or an "
+                        "instruction without the paper's opening, nothing changes.",
+                    },
+                ),
+            },
         }
 
     @classmethod
@@ -293,6 +315,7 @@ class AnalogistGPT4VPrompt:
         seed: int,
         api_key_env: str = vlm.DEFAULT_KEY_ENV,
         timeout: float = 60.0,
+        layout: Any = None,
     ) -> dict[str, Any]:
         if OPENAI_PROBLEM is not None:
             raise vlm.VLMError(
@@ -312,7 +335,9 @@ class AnalogistGPT4VPrompt:
         request = vlm.VLMRequest(
             image_png=vlm.encode_png(vlm.fit_image(image_to_uint8(image))),
             model=model.strip(),
-            instruction=vlm.render_instruction(instruction, num_prompts, max_words),
+            instruction=vlm.render_instruction(
+                _instruction_for_layout(instruction, layout), num_prompts, max_words
+            ),
             num_prompts=int(num_prompts),
             max_words=int(max_words),
             base_url=base_url.strip(),

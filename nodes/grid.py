@@ -11,13 +11,23 @@ import torch
 from ..analogist_attn import grid as grid_math
 from ..analogist_attn import marks
 from ..analogist_attn import region as region_math
-from ..analogist_attn.layout import ARRANGEMENTS, FITS, LAYOUT_TYPE, GridLayout, check_layout
+from ..analogist_attn.layout import (
+    ARRANGEMENTS,
+    FITS,
+    LAYOUT_TYPE,
+    MAX_PAIRS,
+    GridLayout,
+    check_layout,
+)
 
 CATEGORY = "Analogist"
+# ComfyUI socket type of a chain of example pairs: a tuple of (A_k, A'_k) IMAGE pairs.
+EXAMPLES_TYPE = "ANALOGIST_EXAMPLES"
 
 _CELL_TOOLTIP = (
     "Width of one cell of the 2x2 grid, in px (a multiple of 64 so each cell edge falls on "
-    "a token edge at every UNet level). The grid is twice this. Paper: 256 (grid 512) or "
+    "a token edge at every UNet level). The grid is twice this (each extra example pair adds "
+    "a row of cells). Paper: 256 (grid 512) or "
     "512 (grid 1024)."
 )
 _LAYOUT_TOOLTIP = (
@@ -47,8 +57,9 @@ class AnalogistGridCompose:
         "three cells of a 2x2 grid on a white canvas (2 px border as in the paper); the "
         "fourth cell, B', is what the inpainting model fills. With fit = stretch, cells 256 "
         "and border 2 the grid is pixel-identical to the paper's. A batch of N images in b "
-        "with one example pair gives N grids. An optional b_region MASK limits the change "
-        "to part of B: the mask output is then that region in B'."
+        "with one example pair gives N grids. More example pairs (Analogist Example Pair "
+        "nodes into 'examples') add one grid row each, B | B' last. An optional b_region "
+        "MASK limits the change to part of B: the mask output is then that region in B'."
     )
     CATEGORY = CATEGORY
     FUNCTION = "compose"
@@ -117,6 +128,15 @@ class AnalogistGridCompose:
                 ),
             },
             "optional": {
+                "examples": (
+                    EXAMPLES_TYPE,
+                    {
+                        "tooltip": "More example pairs (from Analogist Example Pair nodes), "
+                        "after a, a_prime: one grid row per pair, B | B' last ('A aligned "
+                        f"with B': one column per pair). At most {MAX_PAIRS} pairs in all. "
+                        "Leave empty for the paper's single pair.",
+                    },
+                ),
                 "b_region": (
                     "MASK",
                     {
@@ -141,14 +161,68 @@ class AnalogistGridCompose:
         border: int = 2,
         fit: str = FITS[0],
         arrangement: str = ARRANGEMENTS[0],
+        examples: tuple | None = None,
         b_region: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GridLayout]:
         out = grid_math.compose_grids(
-            a, a_prime, b, cell_width, cell_height, border, fit, arrangement
+            a, a_prime, b, cell_width, cell_height, border, fit, arrangement,
+            examples=tuple(examples or ()),
         )
         if b_region is not None:
             out = region_math.with_region(out, b, b_region)
         return (out.grid, out.grid_blank, out.mask, out.layout)
+
+
+class AnalogistExamplePair:
+    """One more example pair (A_k, A'_k), chained like conditioning into Grid Compose."""
+
+    DESCRIPTION = (
+        "Adds an example pair A -> A' for Grid Compose's optional 'examples' input. Chain "
+        "them (examples in, examples out) for several pairs; Grid Compose's own a, a_prime "
+        "are pair 1 and the chain's pairs follow in order. Each pair is a grid row; SAC "
+        "lets B' copy its relation from all of them. Two or three clear pairs make an "
+        f"ambiguous change clear; at most {MAX_PAIRS} pairs in all (grid size, memory)."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "add"
+    RETURN_TYPES = (EXAMPLES_TYPE,)
+    RETURN_NAMES = ("examples",)
+    OUTPUT_TOOLTIPS = (
+        "The example pairs so far: connect to Grid Compose's examples input, or to "
+        "another Example Pair.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "a": (
+                    "IMAGE",
+                    {"tooltip": "This pair's A, before the change. 1 image, or one per grid."},
+                ),
+                "a_prime": (
+                    "IMAGE",
+                    {"tooltip": "This pair's A', after the change. 1 image, or one per grid."},
+                ),
+            },
+            "optional": {
+                "examples": (
+                    EXAMPLES_TYPE,
+                    {"tooltip": "Pairs from an earlier Example Pair; this pair comes after them."},
+                ),
+            },
+        }
+
+    def add(
+        self, a: torch.Tensor, a_prime: torch.Tensor, examples: tuple | None = None
+    ) -> tuple[tuple]:
+        earlier = tuple(examples or ())
+        grid_math.check_image(a, "a")
+        grid_math.check_image(a_prime, "a_prime")
+        chained = earlier + ((a, a_prime),)
+        # Counted with Grid Compose's own pair: the limit's error names the reason.
+        grid_math.check_examples(chained, grid_math.MIN_CELL, grid_math.MIN_CELL, ARRANGEMENTS[0])
+        return (chained,)
 
 
 class AnalogistMarkAndArrow:
@@ -328,12 +402,14 @@ def _check_layout(layout: object) -> GridLayout:
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {
     "AnalogistGridCompose": AnalogistGridCompose,
+    "AnalogistExamplePair": AnalogistExamplePair,
     "AnalogistMarkAndArrow": AnalogistMarkAndArrow,
     "AnalogistGridCrop": AnalogistGridCrop,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "AnalogistGridCompose": "Analogist Grid Compose (A, A', B -> grid)",
+    "AnalogistExamplePair": "Analogist Example Pair (one more A -> A')",
     "AnalogistMarkAndArrow": "Analogist Mark and Arrow (labels for the VLM)",
     "AnalogistGridCrop": "Analogist Grid Crop (B' out of the grid)",
 }

@@ -98,6 +98,11 @@ WORKFLOWS += ("analogist_region",)
 # B with a painted mask, as ComfyUI's mask editor saves it: the region is transparent
 # (alpha 0, so Load Image's MASK is 1 there), B's colours are kept under it.
 IMAGE_B_REGION = "analogist_example_b_region.png"
+# Several example pairs (issue 12): a second pair chained into Grid Compose's examples.
+USED_NODES += ("AnalogistExamplePair",)
+WORKFLOWS += ("analogist_two_examples",)
+IMAGE_A2 = "analogist_example_a2.png"
+IMAGE_A2_PRIME = "analogist_example_a2_prime.png"
 
 
 # -- node definitions ----------------------------------------------------------------------
@@ -329,6 +334,7 @@ class Recipe:
     checkpoint: str = CHECKPOINT
     loading: str = ""  # replaces NOTE_LOADING's first item (which checkpoint to load)
     region: bool = False  # a region of interest on B (Load Image (as Mask) -> b_region)
+    pairs: int = 1  # example pairs; 2..K come from Analogist Example Pair nodes
 
 
 NOTE_LOADING = (
@@ -352,12 +358,13 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
     a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
     b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B_REGION if recipe.region else IMAGE_B)
+    more = add_example_pairs(g, recipe)
     # The region of interest: B's own mask (drawn in its mask editor) into b_region.
     region = {"b_region": b.out("MASK")} if recipe.region else {}
     grid = g.add(
         "AnalogistGridCompose", (X[1], 0), a=a.out("IMAGE"), a_prime=a2.out("IMAGE"),
         b=b.out("IMAGE"), cell_width=recipe.cell, cell_height=recipe.cell, border=2,
-        fit="stretch", arrangement=recipe.arrangement, **region,
+        fit="stretch", arrangement=recipe.arrangement, **more, **region,
     )
     ckpt = g.add("CheckpointLoaderSimple", (X[1], 420), ckpt_name=recipe.checkpoint)
     model, clip = ckpt.out("MODEL"), ckpt.out("CLIP")
@@ -425,6 +432,23 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     return g.to_ui()
 
 
+def add_example_pairs(g: Graph, recipe: Recipe) -> dict[str, Out]:
+    """Pairs 2..K: two Load Image nodes and an Example Pair each, chained in order; the
+    chain's end goes to Grid Compose's ``examples`` (nothing for one pair)."""
+    images = {2: (IMAGE_A2, IMAGE_A2_PRIME)}
+    chain: Out | None = None
+    for k in range(2, recipe.pairs + 1):
+        y = 1080 + 720 * (k - 2)
+        before, after = images[k]
+        a_k = g.add("LoadImage", (X[0], y), f"A{k} (example {k}, before)", image=before)
+        a_k_prime = g.add("LoadImage", (X[0], y + 360), f"A{k}' (example {k}, after)", image=after)
+        links = {"a": a_k.out("IMAGE"), "a_prime": a_k_prime.out("IMAGE")}
+        if chain is not None:
+            links["examples"] = chain
+        chain = g.add("AnalogistExamplePair", (X[1], y), **links).out("examples")
+    return {} if chain is None else {"examples": chain}
+
+
 def add_ranking(g: Graph, recipe: Recipe, inputs: tuple[Node, Node, Node], candidates: Out) -> Out:
     """Rank Candidates on the cropped B' batch; the best one out, all of them previewed."""
     a, a2, b = (node.out("IMAGE") for node in inputs)
@@ -444,6 +468,7 @@ CAPTIONS = {
     "analogist_best_of_n": "Analogist: best of 4 by CLIP",
     "analogist_sdxl": "Analogist on SDXL inpainting",
     "analogist_region": "Analogist: region of interest on B",
+    "analogist_two_examples": "Analogist: two example pairs",
 }
 
 RECIPES: dict[str, Callable[[], Recipe]] = {
@@ -528,6 +553,19 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
 }
 
 
+RECIPES["analogist_two_examples"] = lambda: Recipe(
+    pairs=2,
+    note="ANALOGIST, TWO EXAMPLE PAIRS\n"
+    "One pair can be read several ways; two that share the change make it clear. Here A -> "
+    "A' (orange disc -> its outline) and A2 -> A2' (blue square -> its outline) both say "
+    "'colour shape -> line drawing'. Analogist Example Pair adds a pair to Grid Compose's "
+    "examples input (chain more Example Pair nodes for up to 4 pairs in all): each pair is "
+    "a grid row, B | B' the last, and SAC lets B' copy from every pair. Each row makes the "
+    "grid taller (cells 256: 512 x 768 px here), so sampling takes about 1.5x as long as "
+    "with one pair. Otherwise the paper's settings, as in the typed-prompt workflow.",
+)
+
+
 # -- example images and thumbnails ------------------------------------------------------------
 def example_images(size: int = 256) -> dict[str, Any]:
     """A: an orange disc; A': the same disc as a black line drawing; B: a green triangle.
@@ -553,12 +591,19 @@ def example_images(size: int = 256) -> dict[str, Any]:
     triangle = [(s * 0.5, s * 0.16), (s * 0.84, s * 0.8), (s * 0.16, s * 0.8)]
     draw.polygon(triangle, fill=(60, 170, 90), outline=(30, 100, 50))
     draw.line(triangle + [triangle[0]], fill=(30, 100, 50), width=max(2, s // 64))
+    # The second example pair: the same change on a blue square.
+    square = (s * 0.24, s * 0.24, s * 0.76, s * 0.76)
+    a2, draw = canvas()
+    draw.rectangle(square, fill=(60, 110, 220), outline=(30, 60, 140), width=max(2, s // 64))
+    a2_prime, draw = canvas()
+    draw.rectangle(square, outline=(20, 20, 20), width=max(2, s // 40))
     # B with a region of interest painted on it (the triangle's top): transparent there.
     alpha = Image.new("L", (s, s), 255)
     ImageDraw.Draw(alpha).rectangle((s * 0.3, s * 0.1, s * 0.7, s * 0.5), fill=0)
     b_region = b.copy()
     b_region.putalpha(alpha)
-    return {IMAGE_A: a, IMAGE_A_PRIME: a_prime, IMAGE_B: b, IMAGE_B_REGION: b_region}
+    return {IMAGE_A: a, IMAGE_A_PRIME: a_prime, IMAGE_B: b, IMAGE_B_REGION: b_region,
+            IMAGE_A2: a2, IMAGE_A2_PRIME: a2_prime}
 
 
 def png_bytes(image: Any) -> bytes:
@@ -567,7 +612,8 @@ def png_bytes(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def thumbnail(images: dict[str, Any], arrangement: str, caption: str, side: int = 384) -> bytes:
+def thumbnail(images: dict[str, Any], arrangement: str, caption: str, side: int = 384,
+              pairs: int = 1) -> bytes:
     """The labelled grid (what the paper shows GPT-4V) over a caption band, as a JPEG."""
     import numpy as np
     import torch
@@ -578,16 +624,19 @@ def thumbnail(images: dict[str, Any], arrangement: str, caption: str, side: int 
     def tensor(img):
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
 
+    examples = ((tensor(images[IMAGE_A2]), tensor(images[IMAGE_A2_PRIME])),)[: pairs - 1]
     composed = grid_math.compose_grids(
         tensor(images[IMAGE_A]), tensor(images[IMAGE_A_PRIME]), tensor(images[IMAGE_B]),
-        256, 256, 2, "stretch", arrangement,
+        256, 256, 2, "stretch", arrangement, examples=examples,
     )
     marked = marks.mark_grids(composed.grid_blank, composed.layout)
     pixels = (marked[0].clamp(0, 1).numpy() * 255).round().astype("uint8")
-    grid = Image.fromarray(pixels).resize((side, side), Image.LANCZOS)
+    labelled = Image.fromarray(pixels)
+    scale = side / max(labelled.size)  # a taller grid (several pairs) keeps its shape
+    grid = labelled.resize((round(labelled.width * scale), round(labelled.height * scale)), Image.LANCZOS)
     band = 44
     img = Image.new("RGB", (side, side + band), (32, 32, 36))
-    img.paste(grid, (0, 0))
+    img.paste(grid, ((side - grid.width) // 2, (side - grid.height) // 2))
     font = marks.label_font(22)
     draw = ImageDraw.Draw(img)
     width = draw.textlength(caption, font=font)
@@ -607,7 +656,8 @@ def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
         recipe = RECIPES[name]()
         workflow = build(defs, recipe)
         files[HERE / f"{name}.json"] = (json.dumps(workflow, indent=2) + "\n").encode()
-        files[HERE / f"{name}.jpg"] = thumbnail(images, recipe.arrangement, CAPTIONS[name])
+        files[HERE / f"{name}.jpg"] = thumbnail(images, recipe.arrangement, CAPTIONS[name],
+                                                pairs=recipe.pairs)
     return files
 
 

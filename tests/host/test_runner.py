@@ -170,3 +170,21 @@ def test_runner_b_region_changes_b_only_inside_the_mask(tmp_path, comfy_server):
     # B's own pixels outside (SaveImage truncates 255 * x: k may come back as k - 1).
     assert np.abs(got - b)[~near].max() <= 1
     assert np.abs(got - b)[region].mean() > 10
+
+
+def test_runner_adds_example_pairs_as_grid_rows(tmp_path, comfy_server):
+    """--example A2 A2' (twice): three pairs, so the strip holds 8 cells (A1, A1', A2, A2',
+    A3, A3', B, B') and B' comes back at B's size."""
+    a2 = tmp_path / "a2.png"
+    a2p = tmp_path / "a2p.png"
+    ImageOps.mirror(Image.open(EXAMPLES / "analogist_example_a.png")).save(a2)
+    ImageOps.mirror(Image.open(EXAMPLES / "analogist_example_a_prime.png")).save(a2p)
+    out = tmp_path / "out"
+    done = analogist("--server", comfy_server.url, "--checkpoint", checkpoint_name(0), "--out", out,
+                     "--example", a2, a2p, "--example", EXAMPLES / "analogist_example_a.png",
+                     EXAMPLES / "analogist_example_a_prime.png",
+                     "--prompt", "a triangle outline, best quality, extremely detailed", *SMALL)
+    assert done.returncode == 0, done.stderr[-4000:]
+    by_name = {p.name: Image.open(p) for p in printed_paths(done.stdout)}
+    assert by_name["analogist_example_b_strip.png"].size == (8 * 64, 64)
+    assert by_name["analogist_example_b_b_prime.png"].size == (256, 256)

@@ -312,3 +312,17 @@ def test_region_workflow_changes_b_only_inside_its_region(server):
     # come back as k - 1); inside: what the (random) model sampled, far from B.
     assert np.abs(out - b)[~near].max() <= 1
     assert np.abs(out - b)[region].mean() > 10
+
+
+def test_two_examples_workflow_puts_both_pairs_in_the_grid_and_patches_the_paper_blocks(server):
+    workflow = small(load("analogist_two_examples"), server.info)
+    prompt, result = run(server, workflow)
+    (pair,) = [v for v in prompt.values() if v["class_type"] == "AnalogistExamplePair"]
+    loads = {prompt[pair["inputs"][r][0]]["inputs"]["image"] for r in ("a", "a_prime")}
+    assert loads == {"analogist_example_a2.png", "analogist_example_a2_prime.png"}
+    assert_fired_on(probe_report(result), PAPER_BLOCKS)
+    strip_id = next(k for k, v in prompt.items() if v["class_type"] == "PreviewImage")
+    (strip,) = result.images(strip_id)
+    # A1 | A1' | A2 | A2' | B | B': the grid had three rows of cells.
+    assert Image.open(io.BytesIO(server.view(strip))).size == (6 * CELL, CELL)
+    assert saved_image(server, result, prompt).size == (256, 256)

@@ -17,7 +17,7 @@ from comfyui_analogist.analogist_attn.blocks import (
     transformer_block_modules,
 )
 from comfyui_analogist.analogist_attn.cam import cam_mask_output
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, make_layout
+from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS, make_layout
 from comfyui_analogist.analogist_attn.reference import cam_reference
 from comfyui_analogist.analogist_attn.tokens import regions_for_block
 from comfyui_analogist.nodes.attention import (
@@ -70,11 +70,11 @@ def sample(model, seed=0, steps=3, height=LATENT, width=LATENT, batch=1, cfg=7.5
     )
 
 
-def unet_call(model, seed=0, dtype=torch.float32):
+def unet_call(model, seed=0, dtype=torch.float32, height=LATENT, width=LATENT):
     """One UNet evaluation at batch 2 (cond + uncond), with the model's attention patches."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 4, LATENT, LATENT, generator=gen)
-    concat = torch.randn(2, 5, LATENT, LATENT, generator=gen)
+    x = torch.randn(2, 4, height, width, generator=gen)
+    concat = torch.randn(2, 5, height, width, generator=gen)
     context = torch.randn(2, 77, CONTEXT_DIM, generator=gen)
     sigma = torch.full((2,), 5.0)
     options = dict(model.model_options["transformer_options"])
@@ -108,6 +108,20 @@ def test_patched_unet_equals_naive_reference_at_the_papers_layers(base_model, ar
     naive = reference_patched(base_model, layout, blocks)
     plain = unet_call(base_model)
     got, want = unet_call(fast), unet_call(naive)
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    assert (got - plain).abs().max() > 1e-3 * plain.abs().max(), "the patches changed nothing"
+
+
+@pytest.mark.parametrize("arrangement_aligned", [False, True])
+def test_patched_unet_equals_naive_reference_with_two_example_pairs(base_model, arrangement_aligned):
+    arrangement = ARRANGEMENT_ALIGNED if arrangement_aligned else ARRANGEMENTS[0]
+    layout = make_layout(64, 64, arrangement=arrangement, pairs=2)  # 3 rows (or columns) of cells
+    height, width = layout.grid_height // 8, layout.grid_width // 8
+    fast = cam(sac(base_model, layout), layout)
+    blocks = transformer_block_keys(base_model.model)[3:11]
+    naive = reference_patched(base_model, layout, blocks)
+    plain = unet_call(base_model, height=height, width=width)
+    got, want = unet_call(fast, height=height, width=width), unet_call(naive, height=height, width=width)
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
     assert (got - plain).abs().max() > 1e-3 * plain.abs().max(), "the patches changed nothing"
 

@@ -403,3 +403,47 @@ def test_the_pack_loads_without_openai():
     assert lines[-2] == "Analogist GPT-4V Prompt (disabled: openai missing)"
     assert lines[-1] == "False"
     assert "pip install openai" in done.stderr
+
+
+# --------------------------------------------------------------------------- example pairs
+
+
+def test_one_pair_layout_sends_the_papers_instruction_unchanged(server, user_dir, fake_key):
+    from comfyui_analogist.analogist_attn.layout import make_layout
+
+    images, _ = grid_batch(batch=1)
+    run(server, images, layout=make_layout())
+    run(server, images, seed=1)
+    with_layout, without = (r.body["messages"][0]["content"][0]["text"] for r in server.requests)
+    assert with_layout == without == vlm.render_instruction(vlm.DEFAULT_INSTRUCTION, 1, 5)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_several_pairs_are_named_in_the_instruction(server, user_dir, fake_key, aligned):
+    from comfyui_analogist.analogist_attn.layout import ARRANGEMENTS, make_layout
+
+    images, _ = grid_batch(batch=1)
+    layout = make_layout(arrangement=ARRANGEMENTS[int(aligned)], pairs=3)
+    run(server, images, layout=layout)
+    text = server.requests[0].body["messages"][0]["content"][0]["text"]
+    assert vlm.PAPER_LEAD_IN not in text
+    assert "A1, A2 and A3" in text and "A1', A2' and A3'" in text
+    assert "A1 : A1' :: A2 : A2' :: A3 : A3' :: B : B'." in text
+    assert ("one pair per column" if aligned else "one pair per row") in text
+    assert text.endswith(vlm.request_sentence(1, 5))
+    # An instruction of the user's own is sent as typed.
+    run(server, images, layout=layout, instruction="Describe B'. {request}", seed=9)
+    assert server.requests[1].body["messages"][0]["content"][0]["text"] == (
+        "Describe B'. " + vlm.request_sentence(1, 5)
+    )
+
+
+def test_a_wrong_layout_value_is_named(server, user_dir, fake_key):
+    images, _ = grid_batch(batch=1)
+    with pytest.raises(TypeError, match="layout: expected the ANALOGIST_LAYOUT output"):
+        run(server, images, layout="not a layout")
+
+
+def test_the_optional_layout_input_has_a_tooltip():
+    (kind, options), = gpt4v.AnalogistGPT4VPrompt.INPUT_TYPES()["optional"].values()
+    assert kind == "ANALOGIST_LAYOUT" and "several" in options["tooltip"]

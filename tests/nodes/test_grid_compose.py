@@ -251,6 +251,7 @@ def test_node_ids_and_layout_type_are_stable() -> None:
         "AnalogistGridCompose",
         "AnalogistMarkAndArrow",
         "AnalogistGridCrop",
+        "AnalogistExamplePair",  # added with several example pairs (issue 12)
     }
     assert set(grid.NODE_DISPLAY_NAME_MAPPINGS) == set(grid.NODE_CLASS_MAPPINGS)
     assert LAYOUT_TYPE == "ANALOGIST_LAYOUT"

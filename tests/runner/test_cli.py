@@ -412,3 +412,12 @@ def test_b_region_must_exist_and_be_at_bs_size(capsys, tmp_path, inpainting):
     code, _, err = cli(capsys, "--b-region", small, "--checkpoint", inpainting, "--out", tmp_path / "out")
     assert code == 2 and "--b-region: region.png is 100x80 px but B analogist_example_b.png is 256x256 px" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_example_pairs_are_checked_and_limited(capsys, tmp_path, inpainting):
+    code, _, err = cli(capsys, "--example", A, tmp_path / "missing.png", "--checkpoint", inpainting, "--out", tmp_path)
+    assert code == 2 and "--example 2 (A'): file not found" in err and "missing.png" in err
+    four = [arg for _ in range(4) for arg in ("--example", A, A2)]
+    code, _, err = cli(capsys, *four, "--checkpoint", inpainting, "--out", tmp_path / "new")
+    assert code == 2 and "at most 3 fit" in err and "square of the grid" in err
+    assert not (tmp_path / "new").exists()

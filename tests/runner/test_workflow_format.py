@@ -152,7 +152,8 @@ def test_shipped_workflows_images_and_thumbnails_are_what_the_generator_makes():
 
 @pytest.mark.parametrize("name", ["analogist_manual_prompt", "analogist", "analogist_aligned_with_b",
                                   "analogist_lora_controlnet", "analogist_best_of_n",
-                                  "analogist_sdxl", "analogist_region"])
+                                  "analogist_sdxl", "analogist_region",
+                                  "analogist_two_examples"])
 def test_shipped_workflow_links_connect_matching_types_and_carry_a_note(name):
     wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
     assert wf["version"] == 0.4
@@ -244,3 +245,32 @@ def test_runner_puts_the_b_region_mask_on_grid_compose(definitions, tmp_path, wo
     assert prompt[source_id]["inputs"] == {"image": "region_1.png", "channel": "red"}
     assert source_id not in without and "b_region" not in without[compose_id]["inputs"]
     assert set(prompt) - {source_id} == set(without)
+
+
+def test_runner_chains_example_pairs_into_grid_compose_and_the_vlm(definitions, tmp_path):
+    from comfyui_analogist.analogist.runner import Settings, build_prompt
+
+    images = {"a": "a.png", "a_prime": "ap.png", "b": "b.png", "a2": "x2.png", "a2_prime": "x2p.png",
+              "a3": "x3.png", "a3_prime": "x3p.png"}
+    settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "ap.png", b=[tmp_path / "b.png"],
+                        out=tmp_path, checkpoint="m.ckpt", workflow="vlm",
+                        examples=[(tmp_path / "x2.png", tmp_path / "x2p.png"),
+                                  (tmp_path / "x3.png", tmp_path / "x3p.png")])
+    prompt = build_prompt(settings, definitions, images)
+    (compose_id,) = [k for k, v in prompt.items() if v["class_type"] == "AnalogistGridCompose"]
+    # Follow the chain back from Grid Compose: pair 3's node, then pair 2's, then nothing.
+    seen = []
+    link = prompt[compose_id]["inputs"]["examples"]
+    while link is not None:
+        pair = prompt[link[0]]
+        assert pair["class_type"] == "AnalogistExamplePair"
+        seen.append(tuple(prompt[pair["inputs"][r][0]]["inputs"]["image"] for r in ("a", "a_prime")))
+        link = pair["inputs"].get("examples")
+    assert seen == [("x3.png", "x3p.png"), ("x2.png", "x2p.png")]
+    (vlm,) = [v for v in prompt.values() if v["class_type"] == "AnalogistGPT4VPrompt"]
+    assert vlm["inputs"]["layout"] == [compose_id, 3]
+    assert definitions["AnalogistGridCompose"]["output"][3] == "ANALOGIST_LAYOUT"
+    # Without --example the prompt has no Example Pair and no examples input.
+    plain = build_prompt(Settings(a=tmp_path / "a.png", a_prime=tmp_path / "ap.png", b=[tmp_path / "b.png"],
+                                  out=tmp_path, checkpoint="m.ckpt"), definitions, images)
+    assert not [v for v in plain.values() if v["class_type"] == "AnalogistExamplePair"]

@@ -10,10 +10,11 @@ from comfyui_analogist.analogist_attn.tokens import regions_for_block
 def reference_patched(model, layout, blocks, scale=1.3, cam_blocks=None):
     """``model`` cloned, with naive SAC on ``blocks`` and naive CAM on ``cam_blocks``
     (default: the same blocks), as attention replace patches."""
-    fractions = layout.cell_fractions()
+    # One pair: the old fraction route, independent of the integer geometry the patches use.
+    cells = layout.cell_fractions() if layout.pairs == 1 else layout
 
     def regions(q, extra):
-        return regions_for_block(fractions, extra["original_shape"], q.shape[1], q.device)
+        return regions_for_block(cells, extra["original_shape"], q.shape[1], q.device)
 
     def naive_sac(q, k, v, extra):
         return sac_reference(q, k, v, extra["n_heads"], regions(q, extra), scale)
