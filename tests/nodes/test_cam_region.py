@@ -38,9 +38,10 @@ def region_box(x0, y0, x1, y1):
 REGIONS = torch.cat([region_box(0, 0, 120, 90), region_box(280, 20, 296, 190)])
 
 
-def layout_of(region, bs=(B,), arrangement=ARRANGEMENTS[0]):
+def layout_of(region, bs=(B,), arrangement=ARRANGEMENTS[0], examples=None):
     return grid.AnalogistGridCompose().compose(
-        image(A), image(A_PRIME), image(*bs), CELL, CELL, 2, "stretch", arrangement, b_region=region
+        image(A), image(A_PRIME), image(*bs), CELL, CELL, 2, "stretch", arrangement,
+        examples=examples, b_region=region,
     )[3]
 
 
@@ -59,11 +60,11 @@ def cam(model, layout, start=0, end=16, text_only_in_region=True):
                                      text_only_in_region=text_only_in_region)[0]
 
 
-def unet_call(model, latents=1, seed=0):
-    """One UNet evaluation of ``latents`` latents, cond then uncond chunk."""
+def unet_call(model, latents=1, seed=0, size=(LATENT, LATENT)):
+    """One UNet evaluation of ``latents`` latents (``size``: latent h, w), cond then uncond chunk."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(2 * latents, 4, LATENT, LATENT, generator=gen)
-    concat = torch.randn(2 * latents, 5, LATENT, LATENT, generator=gen)
+    x = torch.randn(2 * latents, 4, *size, generator=gen)
+    concat = torch.randn(2 * latents, 5, *size, generator=gen)
     context = torch.randn(2 * latents, 77, CONTEXT_DIM, generator=gen)
     sigma = torch.full((2 * latents,), 5.0)
     options = dict(model.model_options["transformer_options"])
@@ -76,11 +77,10 @@ def naive_region_cam(model, layout, masks, blocks):
     """``model`` with a naive cross-attention replace on ``blocks``: full probabilities,
     rows of A, A', B and of B' tokens outside the region zeroed (entry e: latent
     e mod L, grid latent mod G)."""
-    fractions = layout.cell_fractions()
     grids = len(layout.b_regions)
 
     def naive(q, k, v, extra):
-        regions = regions_for_block(fractions, extra["original_shape"], q.shape[1], q.device)
+        regions = regions_for_block(layout.geometry, extra["original_shape"], q.shape[1], q.device)
         heads = extra["n_heads"]
         batch, tokens, channels = q.shape
         qh = q.reshape(batch, tokens, heads, -1).transpose(1, 2)
@@ -175,3 +175,20 @@ def test_cam_declares_the_option_with_a_tooltip_and_default_off():
     spec = AnalogistCAMPatch.INPUT_TYPES()["optional"]["text_only_in_region"]
     assert spec[0] == "BOOLEAN" and spec[1]["default"] is False and "region" in spec[1]["tooltip"]
 
+
+
+@pytest.mark.parametrize("arrangement", ARRANGEMENTS)
+def test_region_cam_with_two_example_pairs_equals_the_naive_definition(base_model, arrangement):
+    """Several example pairs and a region together: the grid is 3 cells by 2, B' is the
+    last row's (column's) second cell, and only its tokens in the region hear the text."""
+    (examples,) = grid.AnalogistExamplePair().add(image(pattern(80, 80, seed=7)), image(pattern(80, 80, seed=8)))
+    region = REGIONS[:1]
+    layout = layout_of(region, arrangement=arrangement, examples=examples)
+    assert layout.pairs == 2
+    size = (layout.grid_height // 8, layout.grid_width // 8)
+    blocks = transformer_block_keys(base_model.model)
+    got = unet_call(cam(base_model, layout), size=size)
+    want = unet_call(naive_region_cam(base_model, layout, region, blocks), size=size)
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    paper_cam = unet_call(cam(base_model, layout, text_only_in_region=False), size=size)
+    assert (got - paper_cam).abs().max() > 1e-3 * paper_cam.abs().max(), "the option changed nothing"

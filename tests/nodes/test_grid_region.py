@@ -264,3 +264,25 @@ def test_feather_weights_fall_linearly_with_chessboard_distance():
     distance = np.maximum(abs(y - 7), abs(x - 7))
     expected = np.where(distance <= 3, 1 - distance / 4, 0.0)
     assert np.allclose(weights, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("arrangement", ARRANGEMENTS)
+def test_region_with_several_example_pairs_lands_in_the_last_rows_b_prime(arrangement):
+    """Both halves of issue 12 together: with two example pairs B' is the third row's
+    (column's) second cell; the region goes there, and Grid Crop still gives B back
+    exactly outside region and feather."""
+    (examples,) = grid.AnalogistExamplePair().add(image(pattern(80, 80, seed=7)), image(pattern(80, 80, seed=8)))
+    region = box(300, 200, 120, 60, 181, 131)
+    grids, blank, mask, layout = compose(image(A), image(A_PRIME), image(B), 256, 256, 2, "stretch",
+                                         arrangement, examples=examples, b_region=region)
+    assert layout.pairs == 2
+    assert mask.shape[1:] == grids.shape[1:3] == (768, 512)[:: 1 if arrangement == ARRANGEMENTS[0] else -1]
+    pixels_in = naive_b_prime_region(region[0].numpy() >= 0.5, layout.b_placements[0], layout)
+    assert np.array_equal(mask[0].numpy() == 1.0, naive_latent_blocks(pixels_in))
+    cell = layout.cell("b_prime")
+    assert (cell.x, cell.y) == ((256, 512) if arrangement == ARRANGEMENTS[0] else (512, 256))
+    assert mask[0, cell.y : cell.bottom, cell.x : cell.right].sum() == mask.sum() > 0
+    result = sampled(grids, layout)
+    out, _ = crop(result, layout, grid_math.SIZE_ORIGINAL, 2)
+    outside = torch.from_numpy(~dilate(region[0].numpy() >= 0.5, 2))
+    assert torch.equal(out[0][outside], image(B)[0][outside])
