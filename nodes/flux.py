@@ -318,7 +318,8 @@ class FluxCallCapture:
                 f"{', '.join(f'layer {i} ({self.names[i]})' for i in missing[:6])}"
                 f"{' ...' if len(missing) > 6 else ''}: a node applied after SACPatch/CAMPatch "
                 f"replaced ComfyUI's attention override (now {slot!r}) without calling the one "
-                "it found, or replaced those blocks. Its effect and Analogist's cannot both hold "
+                "it found, or replaced or skipped those blocks (a block cache such as TeaCache "
+                "or First Block Cache skips them on some steps). Its effect and Analogist's cannot both hold "
                 "silently: apply that node before SACPatch/CAMPatch (Analogist then keeps it for "
                 "everything it does not edit), or remove one of the two."
             )

@@ -29,7 +29,9 @@ def host_has_flux() -> bool:
     return hasattr(comfy.supported_models, "FluxInpaint")
 
 
-def tiny_flux_fill_patcher(seed: int = 0, std: float = 0.1, config_class: str = "FluxInpaint", **changes):
+def tiny_flux_fill_patcher(
+    seed: int = 0, std: float = 0.1, config_class: str = "FluxInpaint", dtype: torch.dtype = torch.float32, **changes
+):
     """A ``ModelPatcher`` around ComfyUI's Flux model class (``model_base.Flux``), Fill's
     384 input channels, seeded random weights (larger than SD's 0.02 so the attention of a
     toy model is far from uniform and the edits show)."""
@@ -38,9 +40,9 @@ def tiny_flux_fill_patcher(seed: int = 0, std: float = 0.1, config_class: str = 
     import comfy.supported_models
 
     config = getattr(comfy.supported_models, config_class)({**FLUX_FILL_TINY, **changes})
-    config.set_inference_dtype(torch.float32, None)
+    config.set_inference_dtype(dtype, None)
     model = config.get_model({}, device="cpu")
-    randomize_(model.diffusion_model, seed, std)
+    randomize_(model.diffusion_model.to(dtype), seed, std)
     model.eval()
     return comfy.model_patcher.ModelPatcher(
         model,
