@@ -249,3 +249,55 @@ def test_flux2_is_not_patched_and_the_error_names_it_and_what_is_supported(node,
     args = (flux2, layout, 1.3, 3, 11, 0.0, 1.0, PASSES[0]) if node is AnalogistSACPatch else (flux2, layout, 3, 11, 0.0, 1.0, PASSES[0])
     with pytest.raises(ValueError, match=r"cannot patch this Flux2 \(config Flux2\) model.*Flux\.1 Fill \(experimental\).*Not supported: SD3, Flux\.2"):
         node().patch(*args)
+
+
+def test_shipped_flux_fill_workflow_patches_flux_on_its_layers(caplog):
+    """analogist_flux_fill.json, in process: the frontend's conversion with the host's real
+    node definitions, its GridCompose run on the shipped example images (1024 grid), its SAC
+    and CAM settings applied to a toy Flux with Flux.1's 19 + 38 blocks, one model call on
+    the grid's latent. (No Flux weights exist here, so the server does not run it.)"""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from comfyui_analogist.analogist.workflow_format import ui_to_api
+    from comfyui_analogist.nodes.grid import AnalogistGridCompose
+    from PIL import Image
+
+    workflows = Path(__file__).resolve().parents[2] / "workflows"
+    spec = importlib.util.spec_from_file_location("build_workflows", workflows / "build_workflows.py")
+    builder = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = builder
+    spec.loader.exec_module(builder)
+    prompt = ui_to_api(json.loads((workflows / "analogist_flux_fill.json").read_text()), builder.node_definitions())
+    by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    assert by_type["UNETLoader"]["unet_name"] == "flux1-fill-dev.safetensors"
+    assert by_type["DualCLIPLoader"]["type"] == "flux" and by_type["FluxGuidance"]["guidance"] == 30.0
+    assert (by_type["KSampler"]["cfg"], by_type["KSampler"]["model"][0]) == (1.0, next(
+        k for k, v in prompt.items() if v["class_type"] == "AnalogistCAMPatch"))
+
+    def image(name):
+        pixels = np.asarray(Image.open(workflows / "images" / name).convert("RGB"), np.float32) / 255
+        return torch.from_numpy(pixels)[None]
+
+    loads = {node["_meta"]["title"]: node["inputs"]["image"] for node in prompt.values() if node["class_type"] == "LoadImage"}
+    grid_inputs = {k: v for k, v in by_type["AnalogistGridCompose"].items() if not isinstance(v, list)}
+    grid, _, mask, layout = AnalogistGridCompose().compose(
+        image(loads["A (example, before)"]), image(loads["A' (example, after)"]), image(loads["B (to change)"]),
+        **grid_inputs,
+    )
+    assert grid.shape[1:3] == (1024, 1024)
+    widgets = {kind: {k: v for k, v in by_type[kind].items() if not isinstance(v, list)}
+               for kind in ("AnalogistSACPatch", "AnalogistCAMPatch")}
+    flux57 = tiny.tiny_flux_fill_patcher(depth=19, depth_single_blocks=38)
+    with caplog.at_level(logging.INFO, logger="analogist"):
+        model = AnalogistSACPatch().patch(flux57, layout, **widgets["AnalogistSACPatch"])[0]
+        model = AnalogistCAMPatch().patch(model, layout, **widgets["AnalogistCAMPatch"])[0]
+    assert "on Flux layers 11..38 of 57: double blocks 11-18, single blocks 0-19" in caplog.text
+    latent = (grid.shape[1] // 8, grid.shape[2] // 8)
+    out = tiny.flux_call(model, tiny.flux_inputs(*latent, text=TEXT), cond_or_uncond=(0, 1))
+    assert torch.isfinite(out).all()
+    edits = override(model)
+    assert set(edits.sac.calls) == set(edits.cam.calls) == set(range(11, 39))
