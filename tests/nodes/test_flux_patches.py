@@ -301,3 +301,16 @@ def test_shipped_flux_fill_workflow_patches_flux_on_its_layers(caplog):
     assert torch.isfinite(out).all()
     edits = override(model)
     assert set(edits.sac.calls) == set(edits.cam.calls) == set(range(11, 39))
+
+
+def test_extra_tokens_in_the_sequence_are_refused_with_the_cause(flux, layout):
+    """Reference latents (Flux Kontext's way) append image tokens after B's grid: refused."""
+    model = sac(flux, layout, 0, 5)
+    inputs = tiny.flux_inputs(*LATENT, text=TEXT)
+    sigmas = torch.full((2,), 0.8)
+    options = tiny.call_options(model, cond_or_uncond=[0, 1], sigmas=sigmas)
+    with pytest.raises(ValueError, match=r"joint sequence has 137 tokens, not 9 text \+ 64 image tokens.*Kontext"), torch.no_grad():
+        model.model.apply_model(
+            inputs["x"], sigmas, c_concat=inputs["c_concat"], c_crossattn=inputs["c_crossattn"], y=inputs["y"],
+            guidance=inputs["guidance"], ref_latents=[torch.randn(2, 96, *LATENT)], transformer_options=options,
+        )
