@@ -149,7 +149,9 @@ def joint_regions(
     """
     key = tuple(tuple(float(x) for x in fractions[name]) for name in REGION_NAMES)
     height, width = (int(x) for x in latent_hw[-2:])
-    return _cached_joint_regions(key, height, width, int(text_tokens), torch.device(device or "cpu"))
+    return _cached_joint_regions(
+        key, height, width, int(text_tokens), torch.device(device or "cpu")
+    )
 
 
 @lru_cache(maxsize=128)
@@ -225,7 +227,9 @@ def joint_attention(
     if plan.clones:
         lse = _attention_with_lse(q) if use_lse is not False else None
         if use_lse and lse is None:
-            raise ValueError(f"no fused attention with log-sum-exp for {q.dtype} on {q.device.type}")
+            raise ValueError(
+                f"no fused attention with log-sum-exp for {q.dtype} on {q.device.type}"
+            )
         for clone in plan.clones:
             if lse is not None:
                 rows = _clone_rows_split(tokens_first, clone, float(sac_scale), lse)
@@ -261,7 +265,10 @@ def _clone_rows_split(t: _TokensFirst, clone: _Clone, scale: float, attend) -> t
     softmax_scale = q_rows.shape[-1] ** -0.5
     kept, lse_kept = attend(q_rows, t.k(clone.kept_keys), t.v(clone.kept_keys), softmax_scale)
     cloned, lse_cloned = attend(
-        t.q(clone.source_rows), t.k(clone.source_keys).mul_(scale), t.v(clone.cloned_keys), softmax_scale
+        t.q(clone.source_rows),
+        t.k(clone.source_keys).mul_(scale),
+        t.v(clone.cloned_keys),
+        softmax_scale,
     )
     share_kept = torch.sigmoid(lse_kept - lse_cloned)  # exp(lse_kept) / (both)
     merged = torch.lerp(cloned.float(), kept.float(), share_kept)  # [B, H, rows, D]

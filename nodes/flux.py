@@ -79,7 +79,11 @@ def describe_flux_layers(names: list[str], layers: range) -> str:
     for kind in ("double", "single"):
         numbers = [int(n.split()[1]) for n in chosen if n.startswith(kind)]
         if numbers:
-            parts.append(f"{kind} blocks {numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else f"{kind} block {numbers[0]}")
+            parts.append(
+                f"{kind} blocks {numbers[0]}-{numbers[-1]}"
+                if len(numbers) > 1
+                else f"{kind} block {numbers[0]}"
+            )
     return ", ".join(parts)
 
 
@@ -90,7 +94,11 @@ def check_host(node: str) -> None:
         from comfy.patcher_extension import WrappersMP
     except ImportError:
         attention, WrappersMP = None, None
-    if attention is None or not hasattr(attention, "wrap_attn") or not hasattr(WrappersMP, "DIFFUSION_MODEL"):
+    if (
+        attention is None
+        or not hasattr(attention, "wrap_attn")
+        or not hasattr(WrappersMP, "DIFFUSION_MODEL")
+    ):
         raise ValueError(
             f"{node}: SAC/CAM on Flux need ComfyUI's per-call attention override "
             "(transformer_options['optimized_attention_override'], ComfyUI 0.3.4x or newer); "
@@ -116,7 +124,12 @@ def chosen_flux_layers(model: Any, start_layer: int, end_layer: int, node: str) 
     layers = range(start_layer, end_layer)
     log.info(
         "[Analogist] %s on Flux layers %d..%d of %d%s: %s (experimental)",
-        node, start_layer, end_layer - 1, len(names), rule, describe_flux_layers(names, layers),
+        node,
+        start_layer,
+        end_layer - 1,
+        len(names),
+        rule,
+        describe_flux_layers(names, layers),
     )
     return layers
 
@@ -128,7 +141,9 @@ def warn_if_not_fill(model: Any, node: str) -> None:
             "[Analogist] %s: this Flux model takes %s input channels, not Flux.1 Fill's %d "
             "(image + masked image + mask). It will run, but Analogist needs an inpainting "
             "model to fill B'.",
-            node, channels, FLUX_FILL_IN_CHANNELS,
+            node,
+            channels,
+            FLUX_FILL_IN_CHANNELS,
         )
 
 
@@ -165,8 +180,14 @@ class FluxAttentionOverride:
 
     analogist_kind = "flux"
 
-    def __init__(self, layout: GridLayout, n_double: int, inner: Any = None,
-                 sac: FluxEdit | None = None, cam: FluxEdit | None = None):
+    def __init__(
+        self,
+        layout: GridLayout,
+        n_double: int,
+        inner: Any = None,
+        sac: FluxEdit | None = None,
+        cam: FluxEdit | None = None,
+    ):
         layout = check_layout(layout)
         self.fractions = layout.cell_fractions()
         self.grid_size = (layout.grid_width, layout.grid_height)
@@ -181,13 +202,19 @@ class FluxAttentionOverride:
 
     def with_edit(self, layout: GridLayout, edit: FluxEdit) -> FluxAttentionOverride:
         """A new override with ``edit`` added (an earlier one of its kind is replaced)."""
-        if layout.cell_fractions() != self.fractions or (layout.grid_width, layout.grid_height) != self.grid_size:
+        if (
+            layout.cell_fractions() != self.fractions
+            or (layout.grid_width, layout.grid_height) != self.grid_size
+        ):
             raise ValueError(
                 f"Analogist {edit.kind.upper()}: this Flux model already has Analogist's "
                 "SAC or CAM with another layout; connect the same GridCompose layout to both."
             )
         if getattr(self, edit.kind) is not None:
-            log.warning("[Analogist] %s is already on this Flux model; the new settings replace it.", edit.kind.upper())
+            log.warning(
+                "[Analogist] %s is already on this Flux model; the new settings replace it.",
+                edit.kind.upper(),
+            )
         new = FluxAttentionOverride(layout, self.n_double, self.inner, self.sac, self.cam)
         setattr(new, edit.kind, edit)
         return new
@@ -210,7 +237,11 @@ class FluxAttentionOverride:
         call = options.get(CALL_KEY)
         if call is not None:
             call.seen.add(layer)
-        edits = [e for e in (self.sac, self.cam) if e is not None and layer in e.layers and e.gate.active(options)]
+        edits = [
+            e
+            for e in (self.sac, self.cam)
+            if e is not None and layer in e.layers and e.gate.active(options)
+        ]
         if not edits:
             return self._host(func, *args, **kwargs)
         return self._edited(func, layer, edits, call, options, args, kwargs)
@@ -242,7 +273,11 @@ class FluxAttentionOverride:
             q, k, v = (t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
         self._check_sequence(where, q, call, options)
         regions = joint_regions(self.fractions, call.latent_hw, call.text_tokens, q.device)
-        host_kwargs = {key: value for key, value in kwargs.items() if key not in ("mask", "skip_output_reshape")}
+        host_kwargs = {
+            key: value
+            for key, value in kwargs.items()
+            if key not in ("mask", "skip_output_reshape")
+        }
         host_kwargs["skip_reshape"] = True
 
         def plain(q_part, k_part, v_part):
@@ -253,11 +288,14 @@ class FluxAttentionOverride:
         flags = []
         for edit in edits:
             chosen = edit.gate.batch_mask(options, batch, q.device)
-            flags.append(torch.ones(batch, dtype=torch.bool, device=q.device) if chosen is None else chosen)
+            flags.append(
+                torch.ones(batch, dtype=torch.bool, device=q.device) if chosen is None else chosen
+            )
         out = v.new_empty(batch, q.shape[2], heads, v.shape[-1])
         for combo in {tuple(bool(f[i]) for f in flags) for i in range(batch)}:
             entries = torch.tensor(
-                [i for i in range(batch) if tuple(bool(f[i]) for f in flags) == combo], device=q.device
+                [i for i in range(batch) if tuple(bool(f[i]) for f in flags) == combo],
+                device=q.device,
             )
             active = [edit for edit, on in zip(edits, combo, strict=True) if on]
             sac = next((e for e in active if e.kind == "sac"), None)
@@ -287,7 +325,9 @@ class FluxAttentionOverride:
         tokens = q.shape[2]
         img_slice = options.get("img_slice")
         if tokens != call.text_tokens + image or (
-            options.get("block_type") == "single" and img_slice is not None and list(img_slice) != [call.text_tokens, tokens]
+            options.get("block_type") == "single"
+            and img_slice is not None
+            and list(img_slice) != [call.text_tokens, tokens]
         ):
             raise ValueError(
                 f"Analogist SAC/CAM on {where}: the joint sequence has {tokens} tokens, not "
@@ -305,8 +345,19 @@ class FluxCallCapture:
         self.layers = set(layers)
         self.names = list(names)
 
-    def __call__(self, executor, x, timestep, context, y=None, guidance=None, ref_latents=None,
-                 control=None, transformer_options={}, **kwargs):  # noqa: B006 (the host's signature)
+    def __call__(
+        self,
+        executor,
+        x,
+        timestep,
+        context,
+        y=None,
+        guidance=None,
+        ref_latents=None,
+        control=None,
+        transformer_options={},
+        **kwargs,
+    ):  # noqa: B006 (the host's signature)
         call = FluxCall((int(x.shape[-2]), int(x.shape[-1])), int(context.shape[1]))
         options = {**transformer_options, CALL_KEY: call}
         out = executor(x, timestep, context, y, guidance, ref_latents, control, options, **kwargs)
@@ -326,8 +377,16 @@ class FluxCallCapture:
         return out
 
 
-def patch_flux(model: Any, node: str, kind: str, layout: GridLayout, start_layer: int, end_layer: int,
-               gate: Any, scale: float | None = None) -> Any:
+def patch_flux(
+    model: Any,
+    node: str,
+    kind: str,
+    layout: GridLayout,
+    start_layer: int,
+    end_layer: int,
+    gate: Any,
+    scale: float | None = None,
+) -> Any:
     """A clone of ``model`` with SAC or CAM (``kind``) on Flux layers ``start..end-1``."""
     check_host(node)
     layers = chosen_flux_layers(model, start_layer, end_layer, node)
@@ -348,15 +407,20 @@ def patch_flux(model: Any, node: str, kind: str, layout: GridLayout, start_layer
                 f"put its own attention override ({existing!r}) over it since. Apply SACPatch and "
                 "CAMPatch next to each other (the other node before or after both)."
             )
-        override = FluxAttentionOverride(layout, len(model.model.diffusion_model.double_blocks), existing)
+        override = FluxAttentionOverride(
+            layout, len(model.model.diffusion_model.double_blocks), existing
+        )
         override = override.with_edit(layout, edit)
         if existing is not None:
             log.info(
                 "[Analogist] %s: the model already has an attention override (%r); Analogist "
                 "keeps it for every block, row and step it does not edit.",
-                node, existing,
+                node,
+                existing,
             )
     options[OVERRIDE_SLOT] = override
     patched.remove_wrappers_with_key(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
-    patched.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, FluxCallCapture(override.layers, names))
+    patched.add_wrapper_with_key(
+        WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, FluxCallCapture(override.layers, names)
+    )
     return patched

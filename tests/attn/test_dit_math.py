@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from comfyui_analogist.analogist_attn.dit import joint_attention, joint_regions
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENT_DEFAULT, make_layout
+from comfyui_analogist.analogist_attn.layout import (
+    ARRANGEMENT_ALIGNED,
+    ARRANGEMENT_DEFAULT,
+    make_layout,
+)
 from support.dit_reference import joint_reference, region_indices
 
 TEXT = 7

@@ -14,7 +14,6 @@ import pytest
 import torch
 from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, make_layout
 from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch, AnalogistSACPatch
-
 from support import flux as tiny
 from support.dit_reference import joint_reference, region_indices
 

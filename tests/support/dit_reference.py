@@ -34,7 +34,9 @@ def region_indices(layout, latent_h: int, latent_w: int, text: int) -> dict[str,
     return {name: torch.tensor(v) for name, v in found.items()}
 
 
-def joint_reference(q, k, v, regions: dict[str, torch.Tensor], text: int, sac_scale=None, cam=False):
+def joint_reference(
+    q, k, v, regions: dict[str, torch.Tensor], text: int, sac_scale=None, cam=False
+):
     """``q, k, v`` ``[B, H, L, D]`` (rotary applied) -> ``[B, L, H, D]``."""
     logits = (q.double() @ k.double().transpose(-1, -2)) * q.shape[-1] ** -0.5
     original = logits.clone()

@@ -16,10 +16,22 @@ TEXT_DIM = 32
 POOLED_DIM = 32
 
 FLUX_FILL_TINY = {
-    "image_model": "flux", "in_channels": 96, "out_channels": 16, "vec_in_dim": POOLED_DIM,
-    "context_in_dim": TEXT_DIM, "hidden_size": 32, "mlp_ratio": 2.0, "num_heads": 2, "depth": 2,
-    "depth_single_blocks": 3, "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2,
-    "qkv_bias": True, "guidance_embed": True, "txt_ids_dims": [],
+    "image_model": "flux",
+    "in_channels": 96,
+    "out_channels": 16,
+    "vec_in_dim": POOLED_DIM,
+    "context_in_dim": TEXT_DIM,
+    "hidden_size": 32,
+    "mlp_ratio": 2.0,
+    "num_heads": 2,
+    "depth": 2,
+    "depth_single_blocks": 3,
+    "axes_dim": [4, 6, 6],
+    "theta": 10000,
+    "patch_size": 2,
+    "qkv_bias": True,
+    "guidance_embed": True,
+    "txt_ids_dims": [],
 }
 
 
@@ -30,7 +42,11 @@ def host_has_flux() -> bool:
 
 
 def tiny_flux_fill_patcher(
-    seed: int = 0, std: float = 0.1, config_class: str = "FluxInpaint", dtype: torch.dtype = torch.float32, **changes
+    seed: int = 0,
+    std: float = 0.1,
+    config_class: str = "FluxInpaint",
+    dtype: torch.dtype = torch.float32,
+    **changes,
 ):
     """A ``ModelPatcher`` around ComfyUI's Flux model class (``model_base.Flux``), Fill's
     384 input channels, seeded random weights (larger than SD's 0.02 so the attention of a
@@ -55,8 +71,12 @@ def call_options(model, **extra) -> dict:
     """The model's transformer options as a sampler builds them (its wrappers merged in)."""
     import comfy.patcher_extension
 
-    options = comfy.patcher_extension.copy_nested_dicts(model.model_options.get("transformer_options", {}))
-    comfy.patcher_extension.merge_nested_dicts(options.setdefault("wrappers", {}), model.wrappers, copy_dict1=False)
+    options = comfy.patcher_extension.copy_nested_dicts(
+        model.model_options.get("transformer_options", {})
+    )
+    comfy.patcher_extension.merge_nested_dicts(
+        options.setdefault("wrappers", {}), model.wrappers, copy_dict1=False
+    )
     options.update(extra)
     return options
 
@@ -79,6 +99,11 @@ def flux_call(model, inputs: dict, sigma: float = 0.8, cond_or_uncond=(0, 1)) ->
     options = call_options(model, cond_or_uncond=list(cond_or_uncond), sigmas=sigmas)
     with torch.no_grad():
         return model.model.apply_model(
-            inputs["x"], sigmas, c_concat=inputs["c_concat"], c_crossattn=inputs["c_crossattn"],
-            y=inputs["y"], guidance=inputs["guidance"], transformer_options=options,
+            inputs["x"],
+            sigmas,
+            c_concat=inputs["c_concat"],
+            c_crossattn=inputs["c_crossattn"],
+            y=inputs["y"],
+            guidance=inputs["guidance"],
+            transformer_options=options,
         )
