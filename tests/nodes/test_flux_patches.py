@@ -313,3 +313,14 @@ def test_extra_tokens_in_the_sequence_are_refused_with_the_cause(flux, layout):
             inputs["x"], sigmas, c_concat=inputs["c_concat"], c_crossattn=inputs["c_crossattn"], y=inputs["y"],
             guidance=inputs["guidance"], ref_latents=[torch.randn(2, 96, *LATENT)], transformer_options=options,
         )
+
+
+def test_the_augmented_route_used_off_cpu_also_equals_the_definitions(flux, layout, monkeypatch):
+    """Without a log-sum-exp kernel (CUDA, MPS) SAC rows use 2d-long augmented vectors."""
+    from comfyui_analogist.analogist_attn import dit
+
+    monkeypatch.setattr(dit, "_attention_with_lse", lambda like: None)
+    inputs = tiny.flux_inputs(*LATENT, text=TEXT)
+    got = tiny.flux_call(cam(sac(flux, layout, 0, 5), layout, 1, 4), inputs)
+    want = tiny.flux_call(reference(flux, layout, set(range(5)), {1, 2, 3}), inputs)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
