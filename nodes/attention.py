@@ -13,6 +13,8 @@ it lives next to other nodes' patches.
   output projection of a zero row, the others keep what the block computed. Output
   patches are a list, so the cross-attention slot stays free for IPAdapter and the like,
   in either order.
+* Flux.1 (experimental) has no separate self- and cross-attention: both nodes hand it to
+  ``nodes/flux.py``, which edits its joint attention through ComfyUI's attention override.
 * Outside the step range, and for the CFG half the edit skips, ComfyUI's own attention
   runs (SAC) or the block's output is left alone (CAM): unpatched rows are exactly what
   ComfyUI computes.
