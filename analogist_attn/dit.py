@@ -240,23 +240,26 @@ def joint_attention(
 
 
 class _TokensFirst:
-    """``q, k, v`` as contiguous ``[B, L, H, D]``; gathers return ``[B, H, n, D]`` views."""
+    """``q, k, v`` as contiguous ``[B, L, H, D]`` (made on first use); gathers return
+    ``[B, H, n, D]`` views."""
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        self._q, self._k, self._v = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+        self._source = {"q": q, "k": k, "v": v}
+        self._copies: dict[str, torch.Tensor] = {}
 
-    @staticmethod
-    def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return x.index_select(1, index).transpose(1, 2)
+    def _take(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        if name not in self._copies:
+            self._copies[name] = self._source[name].transpose(1, 2).contiguous()
+        return self._copies[name].index_select(1, index).transpose(1, 2)
 
     def q(self, index: torch.Tensor) -> torch.Tensor:
-        return self._take(self._q, index)
+        return self._take("q", index)
 
     def k(self, index: torch.Tensor) -> torch.Tensor:
-        return self._take(self._k, index)
+        return self._take("k", index)
 
     def v(self, index: torch.Tensor) -> torch.Tensor:
-        return self._take(self._v, index)
+        return self._take("v", index)
 
 
 def _clone_rows_split(t: _TokensFirst, clone: _Clone, scale: float, attend) -> torch.Tensor:
