@@ -13,6 +13,7 @@
 * ``sac``: Self-Attention Cloning, exact, without the N x N logit matrix.
 * ``cam``: Cross-Attention Masking, computed for the kept rows only, or applied to an
   output another attention function produced.
+* ``dit``: SAC and CAM on a DiT's joint text-image attention (Flux.1 Fill, experimental).
 * ``reference``: naive SAC and CAM straight from the definitions (test oracle only).
 * ``blocks``: a UNet's transformer blocks in the paper's order, as ComfyUI patch keys,
   and layer-range selection.

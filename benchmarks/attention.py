@@ -4,6 +4,7 @@
     python benchmarks/attention.py --device cuda        # 512, 1024, 2048 px grids, fp16
     python benchmarks/attention.py --grid 512 --pairs 1,2,3 --host comfyui
                                                         # K example pairs (issue 12)
+    python benchmarks/attention.py --model flux         # a mid-size random Flux.1 Fill (issue 14)
 
 Builds the full-size SD1.5 inpainting UNet (random weights, ComfyUI's own classes, see
 ``tests/support/sd15.py``) in a ``ModelPatcher``, patches clones of it through the real
@@ -21,6 +22,12 @@ the kernel's peak-RSS counter is reset before each call (``5`` into
 raising RSS, so before the memory calls the script sets that threshold to 64 KiB: every
 large tensor is then mapped and unmapped, and each call's peak is its own. That costs page
 faults, which is why the timed calls come first, with glibc as ComfyUI runs it.
+
+``--model flux`` does the same for Flux.1 Fill (experimental): ComfyUI's own Flux class at
+a mid-size config (``FLUX_BENCH``: Flux's real head dim 128 and rotary axes, hidden 768 =
+6 heads, 2 double + 4 single blocks, 256 T5 tokens of width 4096) with random weights; plain
+vs. SAC+CAM on the default layers (the paper's share of the depth: 1..3 of 6) vs. all 6
+blocks, one model call at batch 2.
 
 This is a script, not a test: pytest only collects ``tests/``.
 """
@@ -94,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paper-layers-only", action="store_true",
                         help="measure plain and SAC+CAM on the paper's layers only (skip all-16-blocks): "
                         "a shorter run, e.g. for --pairs on a CPU")
+    parser.add_argument(
+        "--model",
+        choices=("sd15", "flux"),
+        default="sd15",
+        help="sd15: the full SD1.5 inpainting UNet (default); flux: a mid-size random Flux.1 "
+        "Fill through ComfyUI's attention override (ComfyUI 0.30.0 host; --host is ignored)",
+    )
     args = parser.parse_args(argv)
     try:
         args.pairs = [int(k) for k in args.pairs.split(",")]
@@ -401,6 +415,79 @@ def measure(args, variants: list[Variant], memory, torch) -> list[Result]:
     return results
 
 
+# --- Flux.1 Fill (issue 14, experimental) ------------------------------------------------------
+
+# Mid-size Flux.1 Fill: the real head dim (128) and rotary axes, a quarter of the width.
+FLUX_BENCH = {
+    "hidden_size": 768, "num_heads": 6, "axes_dim": [16, 56, 56], "depth": 2,
+    "depth_single_blocks": 4, "mlp_ratio": 4.0, "context_in_dim": 4096, "vec_in_dim": 768,
+}
+FLUX_TEXT_TOKENS = 256  # T5 tokens of a Flux prompt
+
+
+def run_flux(args, dtype, memory, torch) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from comfyui_analogist.analogist_attn.layout import make_layout
+    from comfyui_analogist.nodes.flux import flux_default_layers
+    from support import flux as flux_support
+
+    start = time.perf_counter()
+    base = flux_support.tiny_flux_fill_patcher(args.seed, std=0.02, dtype=dtype, **FLUX_BENCH)
+    base.model.to(args.device)
+    n_blocks = FLUX_BENCH["depth"] + FLUX_BENCH["depth_single_blocks"]
+    default = flux_default_layers(n_blocks)
+    print(f"built a mid-size Flux.1 Fill ({FLUX_BENCH}) in {time.perf_counter() - start:.0f} s", flush=True)
+    variants_spec = (
+        ("plain", None, None),
+        (f"SAC+CAM default layers {default[0]}..{default[1] - 1}", *default),
+        (f"SAC+CAM all {n_blocks} blocks", 0, n_blocks),
+    )
+    for grid in args.grids:
+        latent = grid // 8
+        tokens = (latent // 2) ** 2
+        print(
+            f"\n## Flux: grid {grid} x {grid} px (cells {grid // 2}, latent {latent} x {latent}, "
+            f"{tokens} image + {FLUX_TEXT_TOKENS} text tokens), {args.dtype}, {args.device}"
+        )
+        layout = make_layout(cell_width=grid // 2, cell_height=grid // 2)
+        inputs = {
+            key: value.to(args.device, dtype) if value.is_floating_point() else value.to(args.device)
+            for key, value in flux_support.flux_inputs(latent, latent, text=FLUX_TEXT_TOKENS, seed=args.seed).items()
+        }
+        inputs["c_crossattn"] = torch.randn(2, FLUX_TEXT_TOKENS, 4096, generator=torch.Generator().manual_seed(1)).to(args.device, dtype)
+        inputs["y"] = torch.randn(2, 768, generator=torch.Generator().manual_seed(2)).to(args.device, dtype)
+        variants = []
+        for label, first, end in variants_spec:
+            model = base if first is None else patched(base, layout, first, end)
+            variant = Variant(label, flux_caller(model, inputs, torch), None, None)
+            if first is not None:
+                edits = model.model_options["transformer_options"]["optimized_attention_override"]
+                variant.reset_counts = lambda e=edits: (e.sac.calls.clear(), e.cam.calls.clear())
+                variant.counts = lambda e=edits: f"SAC {sum(e.sac.calls.values())}, CAM {sum(e.cam.calls.values())}"
+            variants.append(variant)
+        print_table(measure(args, variants, memory, torch), memory.unit)
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def flux_caller(model, inputs: dict, torch) -> Callable[[], object]:
+    """One CFG-style Flux call (cond + uncond at batch 2) through the model's wrappers."""
+    from support import flux as flux_support
+
+    sampling = model.get_model_object("model_sampling")
+    sigma = torch.full((2,), float(sampling.percent_to_sigma(0.5)), device=inputs["x"].device)
+    options = flux_support.call_options(model, cond_or_uncond=[0, 1], sigmas=sigma)
+
+    def call():
+        with torch.inference_mode():
+            return model.model.apply_model(
+                inputs["x"], sigma, c_concat=inputs["c_concat"], c_crossattn=inputs["c_crossattn"],
+                y=inputs["y"], guidance=inputs["guidance"], transformer_options=options,
+            )
+
+    return call
+
+
 # --- the same three models as a diffusers UNet2DConditionModel ------------------------------
 
 
@@ -561,6 +648,10 @@ def main(argv: list[str] | None = None) -> int:
         print("memory: peak RSS via /proc/self/clear_refs + VmHWM, glibc mmap threshold 64 KiB in the memory calls")
     else:
         print("memory: torch.cuda.max_memory_allocated")
+
+    if args.model == "flux":
+        run_flux(args, dtype, memory, torch)
+        return 0
 
     if args.host in ("both", "comfyui"):
         start = time.perf_counter()

@@ -13,6 +13,8 @@ it lives next to other nodes' patches.
   output projection of a zero row, the others keep what the block computed. Output
   patches are a list, so the cross-attention slot stays free for IPAdapter and the like,
   in either order.
+* Flux.1 (experimental) has no separate self- and cross-attention: both nodes hand it to
+  ``nodes/flux.py``, which edits its joint attention through ComfyUI's attention override.
 * Outside the step range, and for the CFG half the edit skips, ComfyUI's own attention
   runs (SAC) or the block's output is left alone (CAM): unpatched rows are exactly what
   ComfyUI computes.
@@ -47,6 +49,7 @@ from ..analogist_attn.layout import LAYOUT_TYPE, PX_PER_LATENT, GridLayout, chec
 from ..analogist_attn.region import RegionTokensInside, has_region
 from ..analogist_attn.sac import PAPER_SAC_SCALE, sac_attention
 from ..analogist_attn.tokens import regions_for_block
+from .flux import is_flux, patch_flux
 
 log = logging.getLogger("analogist")
 
@@ -326,9 +329,10 @@ def chosen_blocks(model: Any, start_layer: int, end_layer: int, node: str) -> li
     except (AttributeError, TypeError, ValueError) as exc:
         raise ValueError(
             f"{node}: cannot patch this {model_kind(model)} model: it has no UNet transformer "
-            "blocks (input_blocks / middle_block / output_blocks). Supported: SD1.x, SD2.x and "
-            "SDXL UNets, ideally inpainting checkpoints. Not supported: SD3, Flux, video and "
-            "other DiT models. Load an SD1.5 or SDXL inpainting checkpoint."
+            "blocks (input_blocks / middle_block / output_blocks) and is not Flux.1. Supported: "
+            "SD1.x, SD2.x and SDXL UNets, ideally inpainting checkpoints, and Flux.1 Fill "
+            "(experimental). Not supported: SD3, Flux.2, Chroma, video and other DiT models. "
+            "Load an SD1.5 or SDXL inpainting checkpoint (or Flux.1 Fill)."
         ) from exc
     rule = ""
     if end_layer == 0:
@@ -493,12 +497,15 @@ def _tooltip_layers(what: str) -> tuple[str, str]:
         f"First transformer block that gets {what}, counted in execution order. "
         "SD1.5 (16 blocks): 0-5 input 1,2,4,5,7,8; 6 middle; 7-15 output 3-11. "
         "SDXL (70 blocks): 0-3 input 4,5; 4-23 input 7,8; 24-33 middle; 34-63 output 0-2; "
-        "64-69 output 3-5. Paper (SD1.5): 3. The log names the blocks a range covers."
+        "64-69 output 3-5. Flux.1 (experimental; 57 blocks): 0-18 double blocks, 19-56 "
+        "single blocks. Paper (SD1.5): 3. The log names the blocks a range covers."
     )
     end = (
         f"Block after the last one that gets {what} (end is exclusive). Paper (SD1.5): 11, "
         "i.e. blocks 3..10. 0 = the paper's levels for this model, whatever it is "
-        "(SD1.5: 3..10; SDXL: 2..65); start_layer is then not used."
+        "(SD1.5: 3..10; SDXL: 2..65); start_layer is then not used. On Flux.1, 0 gives "
+        "layers 11..38 (the paper's share of the depth, 3/16 to 11/16): a starting point, "
+        "untested, since no Flux weights could be tried."
     )
     return start, end
 
@@ -506,7 +513,7 @@ def _tooltip_layers(what: str) -> tuple[str, str]:
 def _common_inputs(what: str) -> dict:
     start_tip, end_tip = _tooltip_layers(what)
     return {
-        "model": ("MODEL", {"tooltip": "The diffusion model to patch: an SD1.5 (the paper) or SDXL inpainting UNet; SD3, Flux and video models are not supported. It is cloned; the input stays unpatched."}),
+        "model": ("MODEL", {"tooltip": "The diffusion model to patch: an SD1.5 (the paper) or SDXL inpainting UNet, or Flux.1 Fill (experimental: SAC/CAM on its joint attention, needs ComfyUI 0.3.4x+; never tried with real Flux weights). SD3, Flux.2 and video models are not supported. It is cloned; the input stays unpatched."}),
         "layout": (LAYOUT_TYPE, {"tooltip": "Where A, A', B and B' sit in the grid. Connect the layout from the same GridCompose whose grid is sampled."}),
     }, {
         "start_layer": ("INT", {"default": PAPER_START_LAYER, "min": 0, "max": MAX_LAYER, "tooltip": start_tip}),
@@ -546,6 +553,9 @@ class AnalogistSACPatch:
                 f"(the paper: {PAPER_SAC_SCALE})."
             )
         check_passes(passes)
+        if is_flux(model):
+            gate = StepPassGate(*sigma_range(model, start_percent, end_percent), passes)
+            return (patch_flux(model, node, "sac", layout, start_layer, end_layer, gate, float(sac_scale)),)
         blocks, sigma_start, sigma_end = plan(model, node, start_layer, end_layer, start_percent, end_percent)
         gate = StepPassGate(sigma_start, sigma_end, passes)
         slots = replace_slots(model, "attn1")
@@ -596,6 +606,15 @@ class AnalogistCAMPatch:
         check_layout(layout)
         check_passes(passes)
         region = region_cam(layout, text_only_in_region, node)
+        if is_flux(model):
+            if region is not None:
+                raise ValueError(
+                    f"{node}: text_only_in_region is not available for Flux yet (experimental "
+                    "support covers the paper's CAM). Turn it off: the region still limits the "
+                    "change through Grid Compose's mask and Grid Crop."
+                )
+            gate = StepPassGate(*sigma_range(model, start_percent, end_percent), passes)
+            return (patch_flux(model, node, "cam", layout, start_layer, end_layer, gate),)
         blocks, sigma_start, sigma_end = plan(model, node, start_layer, end_layer, start_percent, end_percent)
         gate = StepPassGate(sigma_start, sigma_end, passes)
         modules = transformer_block_modules(model.model)

@@ -103,6 +103,16 @@ USED_NODES += ("AnalogistExamplePair",)
 WORKFLOWS += ("analogist_two_examples",)
 IMAGE_A2 = "analogist_example_a2.png"
 IMAGE_A2_PRIME = "analogist_example_a2_prime.png"
+# Flux.1 Fill (issue 14, experimental): the usual Fill graph (UNETLoader, DualCLIPLoader,
+# FluxGuidance, InpaintModelConditioning) with SAC/CAM on Flux's joint attention.
+WORKFLOWS += ("analogist_flux_fill",)
+FLUX_NODES = ("UNETLoader", "DualCLIPLoader", "VAELoader", "FluxGuidance")  # not all in 0.0.1
+USED_NODES += FLUX_NODES
+FLUX_UNET = "flux1-fill-dev.safetensors"
+FLUX_CLIP = ("clip_l.safetensors", "t5xxl_fp16.safetensors")
+FLUX_VAE = "ae.safetensors"
+FLUX_LAYERS = (11, 39)  # the paper's share of the depth (3/16..11/16) of Flux.1's 57 blocks
+FLUX_SAMPLER = {"seed": 0, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal"}
 
 
 # -- node definitions ----------------------------------------------------------------------
@@ -136,6 +146,9 @@ def node_definitions() -> dict[str, dict]:
         import nodes as base_nodes
 
         canny = {"Canny": nodes_canny.Canny}
+        from comfy_extras import nodes_flux
+
+        canny["FluxGuidance"] = nodes_flux.FluxGuidance
     except ImportError:  # the 2024 registry packaging (0.0.1)
         from comfy.nodes import base_nodes
         from comfy_extras.nodes import nodes_canny
@@ -147,6 +160,8 @@ def node_definitions() -> dict[str, dict]:
     classes.update(pack.NODE_CLASS_MAPPINGS)
     defs = {}
     for name in USED_NODES:
+        if name in FLUX_NODES and name not in classes:
+            continue  # a host without Flux (0.0.1): the Flux workflow is made on 0.30.0
         cls = classes[name]
         if hasattr(cls, "GET_NODE_INFO_V1"):  # 0.30.0's v3 nodes (Canny) describe themselves
             info = cls.GET_NODE_INFO_V1()
@@ -335,6 +350,7 @@ class Recipe:
     loading: str = ""  # replaces NOTE_LOADING's first item (which checkpoint to load)
     region: bool = False  # a region of interest on B (Load Image (as Mask) -> b_region)
     pairs: int = 1  # example pairs; 2..K come from Analogist Example Pair nodes
+    flux: bool = False  # the Flux.1 Fill graph (build_flux)
 
 
 NOTE_LOADING = (
@@ -350,6 +366,8 @@ NOTE_LOADING = (
 
 
 def build(defs: dict[str, dict], recipe: Recipe) -> dict:
+    if recipe.flux:
+        return build_flux(defs, recipe)
     g = Graph(defs)
     loading = NOTE_LOADING
     if recipe.loading:
@@ -449,6 +467,51 @@ def add_example_pairs(g: Graph, recipe: Recipe) -> dict[str, Out]:
     return {} if chain is None else {"examples": chain}
 
 
+def build_flux(defs: dict[str, dict], recipe: Recipe) -> dict:
+    """The typed-prompt method on Flux.1 Fill: ComfyUI's usual Fill graph plus SAC and CAM."""
+    g = Graph(defs)
+    g.note((X[0], -380), recipe.note + "\n\n" + recipe.loading, size=(440, 360))
+    a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
+    a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
+    b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B)
+    grid = g.add(
+        "AnalogistGridCompose", (X[1], 0), a=a.out("IMAGE"), a_prime=a2.out("IMAGE"),
+        b=b.out("IMAGE"), cell_width=recipe.cell, cell_height=recipe.cell, border=2,
+        fit="stretch", arrangement=recipe.arrangement,
+    )
+    unet = g.add("UNETLoader", (X[1], 420), "Flux.1 Fill (diffusion model)", unet_name=FLUX_UNET,
+                 weight_dtype="default")
+    clip = g.add("DualCLIPLoader", (X[1], 560), clip_name1=FLUX_CLIP[0], clip_name2=FLUX_CLIP[1], type="flux")
+    vae = g.add("VAELoader", (X[1], 740), vae_name=FLUX_VAE)
+    sac = g.add(
+        "AnalogistSACPatch", (X[2], 0), model=unet.out("MODEL"), layout=grid.out("layout"),
+        sac_scale=recipe.sac_scale, start_layer=recipe.start_layer, end_layer=recipe.end_layer,
+    )
+    cam = g.add(
+        "AnalogistCAMPatch", (X[2], 330), model=sac.out("MODEL"), layout=grid.out("layout"),
+        start_layer=recipe.start_layer, end_layer=recipe.end_layer,
+    )
+    positive = g.add("CLIPTextEncode", (X[3], 0), "Positive prompt: describe B'",
+                     text=EXAMPLE_PROMPT, clip=clip.out("CLIP"))
+    negative = g.add("CLIPTextEncode", (X[3], 260), "Negative prompt (unused at CFG 1)",
+                     text="", clip=clip.out("CLIP"))
+    guided = g.add("FluxGuidance", (X[3], 520), conditioning=positive.out(0), guidance=30.0)
+    cond = g.add(
+        "InpaintModelConditioning", (X[4], 0), positive=guided.out(0), negative=negative.out(0),
+        vae=vae.out("VAE"), pixels=grid.out("grid"), mask=grid.out("mask"),
+    )
+    sampler = g.add(
+        "KSampler", (X[4], 200), model=cam.out("MODEL"), positive=cond.out(0),
+        negative=cond.out(1), latent_image=cond.out(2), denoise=recipe.denoise, **FLUX_SAMPLER,
+    )
+    decoded = g.add("VAEDecode", (X[4], 520), samples=sampler.out(0), vae=vae.out("VAE"))
+    crop = g.add("AnalogistGridCrop", (X[5], 0), grid=decoded.out(0), layout=grid.out("layout"))
+    g.add("SaveImage", (X[5], 180), "B' (result)", images=crop.out("b_prime"),
+          filename_prefix="analogist/b_prime_flux")
+    g.add("PreviewImage", (X[5], 560), "A | A' | B | B'", images=crop.out("strip"))
+    return g.to_ui()
+
+
 def add_ranking(g: Graph, recipe: Recipe, inputs: tuple[Node, Node, Node], candidates: Out) -> Out:
     """Rank Candidates on the cropped B' batch; the best one out, all of them previewed."""
     a, a2, b = (node.out("IMAGE") for node in inputs)
@@ -469,6 +532,7 @@ CAPTIONS = {
     "analogist_sdxl": "Analogist on SDXL inpainting",
     "analogist_region": "Analogist: region of interest on B",
     "analogist_two_examples": "Analogist: two example pairs",
+    "analogist_flux_fill": "Analogist on Flux.1 Fill (experimental)",
 }
 
 RECIPES: dict[str, Callable[[], Recipe]] = {
@@ -549,6 +613,25 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "back outside the region, blended over 'feather' px (default 4), so nothing "
         "outside changes. CAM's text_only_in_region lets only the region read the prompt. "
         "An empty region, or one outside B, is an error.",
+    ),
+    "analogist_flux_fill": lambda: Recipe(
+        cell=512, start_layer=FLUX_LAYERS[0], end_layer=FLUX_LAYERS[1], flux=True,
+        loading="WHAT TO LOAD WHERE (no checkpoint: Flux.1 Fill comes as separate files)\n"
+        f"* Load Diffusion Model: {FLUX_UNET} (black-forest-labs/FLUX.1-Fill-dev) in "
+        "ComfyUI/models/diffusion_models/.\n"
+        f"* DualCLIPLoader: {FLUX_CLIP[0]} and {FLUX_CLIP[1]} (or t5xxl_fp8_e4m3fn) in "
+        "ComfyUI/models/text_encoders/, type flux.\n"
+        f"* Load VAE: {FLUX_VAE} (the FLUX.1 VAE) in ComfyUI/models/vae/.\n"
+        "* A, A', B: the three Load Image nodes (example images in the pack's "
+        "workflows/images/). The result (B') is saved by Save Image.",
+        note="ANALOGIST ON FLUX.1 FILL (EXPERIMENTAL; 1024 grid, cells 512)\n"
+        "SAC and CAM on Flux's joint text-image attention (ComfyUI 0.3.4x+). Layers count "
+        "Flux's 57 blocks in execution order: 0-18 double blocks, 19-56 single blocks. "
+        "11-38 (start 11, end 39; end 0 gives the same) is the paper's share of the depth, "
+        "a starting point only: no Flux weights could be tried when this was made. The rest "
+        "is ComfyUI's usual Fill graph: FluxGuidance 30, CFG 1 (one pass: 'passes' then only "
+        "sees the prompt pass), euler / normal, 20 steps; denoise 0.98 as in the paper "
+        "(Fill users often use 1.0)."
     ),
 }
 

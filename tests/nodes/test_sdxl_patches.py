@@ -127,46 +127,6 @@ def test_layer_range_beyond_70_lists_the_valid_range(sdxl):
         sac(sdxl, layout, start=3, end=71)
 
 
-def tiny_flux_fill_patcher():
-    """ComfyUI's own Flux model class at toy size (Fill's 384 input channels), or None
-    on a host without Flux."""
-    import comfy.model_management
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    if not hasattr(comfy.supported_models, "Flux"):
-        return None
-    config = comfy.supported_models.Flux(
-        {
-            "image_model": "flux", "in_channels": 96, "out_channels": 16, "vec_in_dim": 32,
-            "context_in_dim": 32, "hidden_size": 32, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
-            "depth_single_blocks": 1, "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2,
-            "qkv_bias": True, "guidance_embed": True, "txt_ids_dims": [],
-        }
-    )
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({}, device="cpu")
-    return comfy.model_patcher.ModelPatcher(
-        model,
-        load_device=comfy.model_management.get_torch_device(),
-        offload_device=comfy.model_management.unet_offload_device(),
-    )
-
-
-@pytest.mark.parametrize("node", [AnalogistSACPatch, AnalogistCAMPatch])
-def test_a_flux_model_gets_an_error_naming_it_and_what_is_supported(node):
-    try:
-        flux = tiny_flux_fill_patcher()
-    except TypeError as exc:  # this host's Flux takes other parameters
-        pytest.skip(f"cannot build a tiny Flux on this host: {exc}")
-    if flux is None:
-        pytest.skip("this ComfyUI has no Flux model class")
-    layout = make_layout(cell_width=128, cell_height=128)
-    args = (flux, layout, 1.3, 3, 11, 0.0, 1.0, PASSES[0]) if node is AnalogistSACPatch else (flux, layout, 3, 11, 0.0, 1.0, PASSES[0])
-    with pytest.raises(ValueError, match=r"cannot patch this Flux \(config Flux\) model.*Supported: SD1\.x, SD2\.x and SDXL.*Not supported: SD3, Flux"):
-        node().patch(*args)
-
-
 def test_shipped_sdxl_workflow_patches_a_sdxl_model_on_the_paper_levels(sdxl):
     """analogist_sdxl.json, in process: the frontend's conversion with the host's real node
     definitions, its GridCompose run on the shipped example images, its SAC and CAM
