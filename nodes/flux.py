@@ -355,9 +355,10 @@ class FluxCallCapture:
         guidance=None,
         ref_latents=None,
         control=None,
-        transformer_options={},
+        transformer_options=None,
         **kwargs,
-    ):  # noqa: B006 (the host's signature)
+    ):
+        transformer_options = transformer_options or {}
         call = FluxCall((int(x.shape[-2]), int(x.shape[-1])), int(context.shape[1]))
         options = {**transformer_options, CALL_KEY: call}
         out = executor(x, timestep, context, y, guidance, ref_latents, control, options, **kwargs)

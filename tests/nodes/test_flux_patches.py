@@ -12,7 +12,11 @@ import logging
 
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, make_layout
+from comfyui_analogist.analogist_attn.layout import (
+    ARRANGEMENT_ALIGNED,
+    ARRANGEMENT_DEFAULT,
+    make_layout,
+)
 from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch, AnalogistSACPatch
 from support import flux as tiny
 from support.dit_reference import joint_reference, region_indices
@@ -347,3 +351,25 @@ def test_bfloat16_flux_stays_close_to_the_definitions(layout):
     # bf16 rounds the model output to ~0.008 at this size, so compare means, not maxima.
     error, effect = (got - want).abs().mean(), (plain - want).abs().mean()
     assert error < 0.25 * effect, (error, effect)
+
+
+def test_several_example_pairs_and_cam_text_only_in_region_are_refused_on_flux(flux):
+    """Issue 12's K-shot grid and CAM region option are SD1.5/SDXL only for now: Flux says
+    so instead of editing the wrong tokens."""
+    from comfyui_analogist.nodes.grid import AnalogistExamplePair, AnalogistGridCompose
+    from support.grid_images import image, pattern
+
+    (examples,) = AnalogistExamplePair().add(image(pattern(64, 64, seed=1)), image(pattern(64, 64, seed=2)))
+    pictures = [image(pattern(64, 64, seed=s)) for s in (3, 4, 5)]
+    two_pairs = AnalogistGridCompose().compose(*pictures, 64, 64, 2, "stretch", ARRANGEMENT_DEFAULT,
+                                               examples=examples)[3]
+    for patch in (lambda: sac(flux, two_pairs), lambda: cam(flux, two_pairs)):
+        with pytest.raises(ValueError, match="2 example pairs; Flux support is experimental and takes one pair"):
+            patch()
+    region = torch.zeros(1, 64, 64)
+    region[:, 8:40, 8:40] = 1.0
+    with_region = AnalogistGridCompose().compose(*pictures, 64, 64, 2, "stretch", ARRANGEMENT_DEFAULT,
+                                                 b_region=region)[3]
+    with pytest.raises(ValueError, match="text_only_in_region is not available for Flux"):
+        AnalogistCAMPatch().patch(flux, with_region, 0, 0, 0.0, 1.0, PASSES[0], text_only_in_region=True)
+    assert cam(flux, with_region) is not None  # the region itself (mask, Grid Crop) is fine
