@@ -456,14 +456,16 @@ def add_example_pairs(g: Graph, recipe: Recipe) -> dict[str, Out]:
     images = {2: (IMAGE_A2, IMAGE_A2_PRIME)}
     chain: Out | None = None
     for k in range(2, recipe.pairs + 1):
-        y = 1080 + 720 * (k - 2)
+        # One row per pair below B, A_k | A_k' | Example Pair side by side, so the title
+        # bars stay inside the saved view (scale 0.6 shows world y up to ~1220).
+        y = 1080 + 380 * (k - 2)
         before, after = images[k]
         a_k = g.add("LoadImage", (X[0], y), f"A{k} (example {k}, before)", image=before)
-        a_k_prime = g.add("LoadImage", (X[0], y + 360), f"A{k}' (example {k}, after)", image=after)
+        a_k_prime = g.add("LoadImage", (X[1], y), f"A{k}' (example {k}, after)", image=after)
         links = {"a": a_k.out("IMAGE"), "a_prime": a_k_prime.out("IMAGE")}
         if chain is not None:
             links["examples"] = chain
-        chain = g.add("AnalogistExamplePair", (X[1], y), **links).out("examples")
+        chain = g.add("AnalogistExamplePair", (X[2], y), **links).out("examples")
     return {} if chain is None else {"examples": chain}
 
 
