@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -204,6 +205,9 @@ def set_candidates(workflow: dict, settings: Settings, info: dict) -> None:
     given CLIP vision model."""
     (repeat,) = nodes_of_type(workflow, "RepeatLatentBatch")
     set_widget(workflow, repeat["id"], "amount", settings.candidates, info)
+    repeat["title"] = f"{settings.candidates} candidates"
+    for node in nodes_of_type(workflow, "SaveImage"):
+        node["title"] = re.sub(r"best of \d+", f"best of {settings.candidates}", node.get("title", ""))
     (loader,) = nodes_of_type(workflow, "CLIPVisionLoader")
     set_widget(workflow, loader["id"], "clip_name", settings.clip_vision, info)
 
@@ -479,7 +483,9 @@ def upload_examples(client: ComfyClient, settings: Settings) -> dict[str, str]:
 
 
 # -- several example pairs (--example A2 A2') -------------------------------------------------
-# Grid Compose's own a, a_prime are pair 1; with 4 pairs at most (analogist_attn.layout).
+# Grid Compose's own a, a_prime are pair 1; with 4 pairs at most (analogist_attn.layout's
+# MAX_PAIRS; not imported: ``python -m analogist`` runs without the pack's torch modules,
+# tests/runner/test_cli.py checks the two agree).
 MAX_EXTRA_EXAMPLES = 3
 
 

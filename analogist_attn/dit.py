@@ -41,13 +41,15 @@ from functools import cache, lru_cache
 import torch
 import torch.nn.functional as F
 
+from .layout import CELL_MULTIPLE, PX_PER_LATENT
 from .tokens import region_tokens
 
-# 8 image px per latent pixel, 2 x 2 latent pixels per Flux token.
+# PX_PER_LATENT image px per latent pixel, 2 x 2 latent pixels per Flux token.
 DIT_PATCH = 2
-DIT_TOKEN_PX = 16
-# The grid node's cells are multiples of 64 px; a DiT needs 16 px, the pack asks for 64.
-CELL_STEP_PX = 64
+DIT_TOKEN_PX = PX_PER_LATENT * DIT_PATCH
+# The grid node's cells are multiples of CELL_MULTIPLE px; a DiT needs 16 px, the pack asks
+# for the same 64 as for the UNets.
+CELL_STEP_PX = CELL_MULTIPLE
 REGION_NAMES = ("a", "a_prime", "b", "b_prime")
 _EDGE_TOLERANCE = 1e-6
 

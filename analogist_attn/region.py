@@ -42,9 +42,11 @@ from .tokens import VAE_FACTOR
 
 REGION_THRESHOLD = 0.5
 # Grid Crop's feather, in pixels of its output image: B' is blended into B over this many
-# pixels outside the region. 4 px hides the seam where generated pixels meet B's own and
-# stays inside the ring of whole latent pixels the sampler regenerated around the region
-# (at least 8 grid px; more in B's pixels whenever B is larger than its cell).
+# pixels outside the region. 4 px hides the seam where generated pixels meet B's own.
+# The sampler regenerates whole latent pixels, so the ring it redrew around the region is
+# 0 to 7 grid px wide (0 where the region's edge lies on the 8 px latent grid); where the
+# feather reaches past it, it blends B with the B' pixels the sampler kept (B after the
+# VAE round trip), which adds nothing new.
 DEFAULT_FEATHER = 4
 MAX_FEATHER = 256
 
@@ -280,7 +282,9 @@ def composite_over_b(
 
     Inside the region: B' as generated. Within ``feather`` px outside it: a linear blend
     toward B. Further out: exactly B's pixels (``k / 255``), so unmasked pixels come back
-    unchanged. Image ``i`` belongs to grid ``i mod N`` as in Grid Crop.
+    unchanged. At ``original size of B`` with ``fit = crop`` the result is the whole of B
+    (the margins the grid cut off are B's own pixels). Image ``i`` belongs to grid
+    ``i mod N`` as in Grid Crop.
     """
     feather = check_feather(feather)
     regions = layout_regions(layout)
@@ -288,7 +292,19 @@ def composite_over_b(
     out = []
     for index, (image, placement) in enumerate(zip(b_prime, placements, strict=True)):
         region = regions[index % len(regions)]
-        original, where = _original_and_region(layout, region, placement, output_size)
+        kept = placement.source_crop
+        if output_size == grid_math.SIZE_ORIGINAL and (kept.width, kept.height) != (
+            region.width,
+            region.height,
+        ) and tuple(image.shape[:2]) == (kept.height, kept.width):
+            # fit = crop: the margins cut off for the grid are B's own pixels, outside the
+            # region by construction, so the composite is the whole of B, not its centre.
+            whole = grid_math.to_float(region.image()).to(image.device)
+            whole[kept.y : kept.bottom, kept.x : kept.right] = image.float()
+            image = whole
+            original, where = region.image(), region.mask()
+        else:
+            original, where = _original_and_region(layout, region, placement, output_size)
         if tuple(original.shape[:2]) != tuple(image.shape[:2]):
             raise ValueError(
                 f"Grid Crop: B' image {index} is {image.shape[1]}x{image.shape[0]} px but B's "
@@ -300,6 +316,11 @@ def composite_over_b(
         blended = b_pixels + weights * (image.float() - b_pixels)
         # Exactly B' inside, exactly B outside (no float round trip through the blend).
         out.append(torch.where(weights >= 1, image.float(), torch.where(weights > 0, blended, b_pixels)))
+    if len({tuple(one.shape) for one in out}) > 1:
+        raise ValueError(
+            "Grid Crop: this layout's B images differ in size, so their B' (composited over "
+            "each whole B) cannot share one batch. Use one Grid Compose per B size."
+        )
     return torch.stack(out).contiguous()
 
 

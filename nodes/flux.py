@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..analogist_attn.dit import joint_attention, joint_regions
-from ..analogist_attn.layout import GridLayout, check_layout
+from ..analogist_attn.layout import PX_PER_LATENT, GridLayout, check_layout
 
 log = logging.getLogger("analogist")
 
@@ -315,10 +315,10 @@ class FluxAttentionOverride:
     def _check_sequence(self, where: str, q: torch.Tensor, call: FluxCall, options: dict) -> None:
         latent_h, latent_w = call.latent_hw
         grid_w, grid_h = self.grid_size
-        if abs(latent_w / latent_h - grid_w / grid_h) > 8 / min(grid_w, grid_h):
+        if abs(latent_w / latent_h - grid_w / grid_h) > PX_PER_LATENT / min(grid_w, grid_h):
             raise ValueError(
                 f"Analogist SAC/CAM on Flux: the sampled latent is {latent_w}x{latent_h} "
-                f"({latent_w * 8}x{latent_h * 8} px) but the layout is a {grid_w}x{grid_h} grid; "
+                f"({latent_w * PX_PER_LATENT}x{latent_h * PX_PER_LATENT} px) but the layout is a {grid_w}x{grid_h} grid; "
                 "sample the grid that GridCompose made and connect that GridCompose's layout."
             )
         image = math.ceil(latent_h / 2) * math.ceil(latent_w / 2)
@@ -398,6 +398,13 @@ def patch_flux(
         )
     layers = chosen_flux_layers(model, start_layer, end_layer, node)
     warn_if_not_fill(model, node)
+    if not getattr(gate, "on_cond", True):
+        log.warning(
+            "[Analogist] %s on Flux with passes = %r: Flux Fill's usual CFG 1 samples one "
+            "pass, the prompt's (FluxGuidance steers it), so this edit only acts if the "
+            "KSampler's cfg is above 1. Use 'cond and uncond (paper)' or 'cond only'.",
+            node, getattr(gate, "passes", "uncond only"),
+        )
     from comfy.patcher_extension import WrappersMP
 
     patched = model.clone()

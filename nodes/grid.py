@@ -26,9 +26,9 @@ EXAMPLES_TYPE = "ANALOGIST_EXAMPLES"
 
 _CELL_TOOLTIP = (
     "Width of one cell of the 2x2 grid, in px (a multiple of 64 so each cell edge falls on "
-    "a token edge at every UNet level). The grid is twice this (each extra example pair adds "
-    "a row of cells). Paper: 256 (grid 512) or "
-    "512 (grid 1024)."
+    "a token edge at every UNet level). The grid is two cells wide and two high (each extra "
+    "example pair adds a row of cells; a column for 'A aligned with B'). Paper: 256 "
+    "(grid 512) or 512 (grid 1024)."
 )
 _LAYOUT_TOOLTIP = (
     "The grid layout from the Analogist Grid Compose that made this grid (checked against "
@@ -217,8 +217,9 @@ class AnalogistExamplePair:
         self, a: torch.Tensor, a_prime: torch.Tensor, examples: tuple | None = None
     ) -> tuple[tuple]:
         earlier = tuple(examples or ())
-        grid_math.check_image(a, "a")
-        grid_math.check_image(a_prime, "a_prime")
+        pair = len(earlier) + 2  # Grid Compose's own a, a_prime are pair 1
+        grid_math.check_image(a, f"Example Pair (pair {pair}) a")
+        grid_math.check_image(a_prime, f"Example Pair (pair {pair}) a_prime")
         chained = earlier + ((a, a_prime),)
         # Counted with Grid Compose's own pair: the limit's error names the reason.
         grid_math.check_examples(chained, grid_math.MIN_CELL, grid_math.MIN_CELL, ARRANGEMENTS[0])
@@ -358,7 +359,7 @@ class AnalogistGridCrop:
                         "default": grid_math.SIZE_ORIGINAL,
                         "tooltip": "original size of B: undo the fit (stretch and letterbox "
                         "give B's full size; crop gives the part of B that was kept, at its "
-                        "own resolution). as placed in the grid: the B' pixels as generated, "
+                        "own resolution, or all of B when Grid Compose had a b_region). as placed in the grid: the B' pixels as generated, "
                         "no resize. whole cell: the whole B' cell, border included. B images "
                         "of different sizes in one batch are all resized to the first one's size.",
                     },

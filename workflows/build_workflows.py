@@ -404,7 +404,10 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
                        layout=grid.out("layout"))
         g.add("PreviewImage", (X[1], 1080), "Labelled grid (what the VLM sees)",
               images=marked.out("marked_grid"))
-        vlm = g.add("AnalogistGPT4VPrompt", (X[2], 640), image=marked.out("marked_grid"))
+        # The layout tells the request how many example pairs the grid holds (one: the
+        # paper's words; several, once an Example Pair is chained in: every pair named).
+        vlm = g.add("AnalogistGPT4VPrompt", (X[2], 640), image=marked.out("marked_grid"),
+                    layout=grid.out("layout"))
         positive = g.add("CLIPTextEncode", (X[3], 0), "Positive prompt (from the VLM)",
                          text="", clip=clip)
         positive.links["text"] = vlm.out("prompt")
@@ -646,8 +649,8 @@ RECIPES["analogist_two_examples"] = lambda: Recipe(
     "'colour shape -> line drawing'. Analogist Example Pair adds a pair to Grid Compose's "
     "examples input (chain more Example Pair nodes for up to 4 pairs in all): each pair is "
     "a grid row, B | B' the last, and SAC lets B' copy from every pair. Each row makes the "
-    "grid taller (cells 256: 512 x 768 px here), so sampling takes about 1.5x as long as "
-    "with one pair. Otherwise the paper's settings, as in the typed-prompt workflow.",
+    "grid taller (cells 256: 512 x 768 px here, 1.5x the tokens), so sampling takes "
+    "somewhat more than 1.5x as long as with one pair. Otherwise the paper's settings, as in the typed-prompt workflow.",
 )
 
 

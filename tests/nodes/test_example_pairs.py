@@ -150,3 +150,11 @@ def test_grid_crop_refuses_a_layout_from_another_pair_count() -> None:
     _, _, _, layout_three = _compose(3)
     with pytest.raises(ValueError, match="is 512x768 px but the layout describes a 512x1024"):
         crop(grid_two, layout_three)
+
+
+def test_an_example_pair_names_itself_and_its_place_in_the_chain() -> None:
+    (two,) = add_pair(image(A[1]), image(A_PRIME[1]))
+    with pytest.raises(ValueError, match=r"Example Pair \(pair 3\) a_prime is empty"):
+        add_pair(image(A[2]), torch.zeros(0, 64, 64, 3), two)
+    with pytest.raises(TypeError, match=r"Example Pair \(pair 2\) a: expected an IMAGE tensor"):
+        add_pair("not an image", image(A_PRIME[1]))

@@ -373,3 +373,13 @@ def test_several_example_pairs_and_cam_text_only_in_region_are_refused_on_flux(f
     with pytest.raises(ValueError, match="text_only_in_region is not available for Flux"):
         AnalogistCAMPatch().patch(flux, with_region, 0, 0, 0.0, 1.0, PASSES[0], text_only_in_region=True)
     assert cam(flux, with_region) is not None  # the region itself (mask, Grid Crop) is fine
+
+
+def test_uncond_only_on_flux_warns_that_cfg_1_has_no_uncond_pass(flux, layout, caplog):
+    with caplog.at_level(logging.WARNING, logger="analogist"):
+        sac(flux, layout, passes=PASSES[2])
+    assert "only acts if the KSampler's cfg is above 1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="analogist"):
+        sac(flux, layout, passes=PASSES[1])
+    assert "cfg is above 1" not in caplog.text

@@ -180,13 +180,19 @@ def test_crop_gives_b_back_exactly_outside_region_and_feather(fit, feather):
     grids, _, _, layout = composed(region, fit=fit)
     result = sampled(grids, layout)
     out, _ = crop(result, layout, grid_math.SIZE_ORIGINAL, feather)
-    plain = grid_math.crop_b_prime(result, layout, grid_math.SIZE_ORIGINAL)
     kept = layout.b_placements[0].source_crop
-    source = region[0].numpy()[kept.y : kept.bottom, kept.x : kept.right] >= 0.5
-    original = image(B)[0, kept.y : kept.bottom, kept.x : kept.right]
+    # Grid Crop without a region gives the part of B that was in the grid (for fit = crop
+    # its centre); with one, that part goes back into the whole of B.
+    plain = image(B).clone()
+    plain[:, kept.y : kept.bottom, kept.x : kept.right] = grid_math.crop_b_prime(
+        result, layout, grid_math.SIZE_ORIGINAL)
+    source = region[0].numpy() >= 0.5
+    original = image(B)[0]
     near = dilate(source, feather)
     outside = torch.from_numpy(~near)
-    assert out.shape == plain.shape
+    assert out.shape == plain.shape == image(B).shape
+    if fit == "crop":
+        assert (kept.width, kept.height) != (300, 200), "crop kept all of B: nothing tested"
     assert torch.equal(out[0][outside], original[outside])  # exactly B's own pixels
     inside = torch.from_numpy(source)
     assert torch.equal(out[0][inside], plain[0][inside])  # exactly the generated B'

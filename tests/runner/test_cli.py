@@ -229,6 +229,8 @@ def test_best_of_n_prompt_samples_n_and_scores_with_the_given_encoder():
     for node in prompt.values():
         by_type.setdefault(node["class_type"], []).append(node["inputs"])
     assert [n["amount"] for n in by_type["RepeatLatentBatch"]] == [6]
+    titles = {v.get("_meta", {}).get("title") for v in prompt.values()}
+    assert "6 candidates" in titles and "B' (best of 6)" in titles and "B' (best of 4)" not in titles
     assert [n["clip_name"] for n in by_type["CLIPVisionLoader"]] == ["my-encoder.safetensors"]
     assert [n["seed"] for n in by_type["KSampler"]] == [7]
     assert sorted(n["image"] for n in by_type["LoadImage"]) == ["a.png", "ap.png", "b.png"]
@@ -421,3 +423,10 @@ def test_example_pairs_are_checked_and_limited(capsys, tmp_path, inpainting):
     code, _, err = cli(capsys, *four, "--checkpoint", inpainting, "--out", tmp_path / "new")
     assert code == 2 and "at most 3 fit" in err and "square of the grid" in err
     assert not (tmp_path / "new").exists()
+
+
+def test_the_runners_pair_limit_is_the_grid_nodes():
+    from comfyui_analogist.analogist.runner import MAX_EXTRA_EXAMPLES
+    from comfyui_analogist.analogist_attn.layout import MAX_PAIRS
+
+    assert MAX_EXTRA_EXAMPLES == MAX_PAIRS - 1
