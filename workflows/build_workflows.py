@@ -650,7 +650,7 @@ RECIPES["analogist_two_examples"] = lambda: Recipe(
     "examples input (chain more Example Pair nodes for up to 4 pairs in all): each pair is "
     "a grid row, B | B' the last, and SAC lets B' copy from every pair. Each row makes the "
     "grid taller (cells 256: 512 x 768 px here, 1.5x the tokens), so sampling takes "
-    "somewhat more than 1.5x as long as with one pair. Otherwise the paper's settings, as in the typed-prompt workflow.",
+    "about 1.75x as long as with one pair. Otherwise the paper's settings, as in the typed-prompt workflow.",
 )
 
 
