@@ -36,12 +36,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
 from .layout import CELL_MULTIPLE, PX_PER_LATENT
+from .sac import _CPU_FLASH_WITH_LSE, _cpu_flash_supports  # one probe of the CPU flash op
 from .tokens import region_tokens
 
 # PX_PER_LATENT image px per latent pixel, 2 x 2 latent pixels per Flux token.
@@ -307,22 +308,3 @@ def _attention_with_lse(like: torch.Tensor):
 def _cpu_flash_with_lse(q, k, v, scale: float):
     out, lse = _CPU_FLASH_WITH_LSE(q, k, v, scale=scale)
     return out, lse.unsqueeze(-1)
-
-
-@cache
-def _cpu_flash_supports(dtype: torch.dtype) -> bool:
-    if _CPU_FLASH_WITH_LSE is None or not dtype.is_floating_point:
-        return False
-    probe = torch.zeros(1, 1, 2, 8, dtype=dtype)
-    try:
-        with torch.inference_mode():
-            _CPU_FLASH_WITH_LSE(probe, probe, probe, scale=1.0)
-    except (RuntimeError, NotImplementedError):
-        return False
-    return True
-
-
-try:
-    _CPU_FLASH_WITH_LSE = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-except (AttributeError, RuntimeError):  # torch < 2.2
-    _CPU_FLASH_WITH_LSE = None

@@ -116,8 +116,10 @@ class CellGeometry:
         rects = tuple(scale_rect(r, w, self.grid_width, h, self.grid_height) for r in self.rects)
         return None if any(r is None for r in rects) else rects  # type: ignore[return-value]
 
-    def misaligned_edge(self, h: int, w: int) -> tuple[str, str, int] | None:
-        """``(label, edge, px)`` of the first cell edge inside a token of an ``h x w`` map."""
+    def misaligned_edge(self, h: int, w: int, factor: int = 1) -> tuple[str, str, int] | None:
+        """``(label, edge, px)`` of the first cell edge inside a token of an ``h x w`` map
+        (``factor``: tokens of ``factor x factor`` units of that map, e.g. a UNet level's
+        downsample of the latent)."""
         for label, rect in zip(self.labels, self.rects, strict=True):
             for edge, px, units, size in (
                 ("left", rect.x, w, self.grid_width),
@@ -125,9 +127,15 @@ class CellGeometry:
                 ("right", rect.right, w, self.grid_width),
                 ("bottom", rect.bottom, h, self.grid_height),
             ):
-                if (px * units) % size:
+                if (px * units) % (size * factor):
                     return label, edge, px
         return None
+
+
+def latent_fits_grid(latent_w: int, latent_h: int, grid_w: int, grid_h: int) -> bool:
+    """Whether a sampled latent has the grid's proportions (a grid size rounds down to
+    whole latent pixels when encoded: one latent pixel of slack)."""
+    return abs(latent_w / latent_h - grid_w / grid_h) <= PX_PER_LATENT / min(grid_w, grid_h)
 
 
 def region_names(pairs: int) -> tuple[str, ...]:

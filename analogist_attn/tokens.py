@@ -172,16 +172,7 @@ def _edge_inside_token(
 ) -> tuple[str, str, int] | None:
     """The first cell edge that is not on a token edge of a ``factor`` downsample of the
     ``height x width`` latent (in latent units: edges must be multiples of ``factor``)."""
-    for label, rect in zip(geometry.labels, geometry.rects, strict=True):
-        for edge, px, units, size in (
-            ("left", rect.x, width, geometry.grid_width),
-            ("top", rect.y, height, geometry.grid_height),
-            ("right", rect.right, width, geometry.grid_width),
-            ("bottom", rect.bottom, height, geometry.grid_height),
-        ):
-            if (px * units) % (size * factor):
-                return label, edge, px
-    return None
+    return geometry.misaligned_edge(height, width, factor)
 
 
 def _geometry_or_none(cells: Cells) -> CellGeometry | None:

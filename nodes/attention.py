@@ -45,7 +45,13 @@ from ..analogist_attn.blocks import (
     transformer_block_modules,
 )
 from ..analogist_attn.cam import cam_projected_output, cam_projected_output_rows
-from ..analogist_attn.layout import LAYOUT_TYPE, PX_PER_LATENT, GridLayout, check_layout
+from ..analogist_attn.layout import (
+    LAYOUT_TYPE,
+    PX_PER_LATENT,
+    GridLayout,
+    check_layout,
+    latent_fits_grid,
+)
 from ..analogist_attn.region import RegionTokensInside, has_region
 from ..analogist_attn.sac import PAPER_SAC_SCALE, sac_attention
 from ..analogist_attn.tokens import regions_for_block
@@ -124,7 +130,7 @@ class _Edit:
         height, width = extra_options["original_shape"][-2:]
         grid_w, grid_h = self.grid_size
         # Latents are 1/8 of the image; a grid size rounds down to that when encoded.
-        if abs(width / height - grid_w / grid_h) > PX_PER_LATENT / min(grid_w, grid_h):
+        if not latent_fits_grid(width, height, grid_w, grid_h):
             raise ValueError(
                 f"Analogist {self.analogist_kind.upper()}: the sampled latent is {width}x{height} "
                 f"({width * PX_PER_LATENT}x{height * PX_PER_LATENT} px) but the layout is a {grid_w}x{grid_h} grid; "

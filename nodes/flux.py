@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..analogist_attn.dit import joint_attention, joint_regions
-from ..analogist_attn.layout import PX_PER_LATENT, GridLayout, check_layout
+from ..analogist_attn.layout import PX_PER_LATENT, GridLayout, check_layout, latent_fits_grid
 
 log = logging.getLogger("analogist")
 
@@ -315,7 +315,7 @@ class FluxAttentionOverride:
     def _check_sequence(self, where: str, q: torch.Tensor, call: FluxCall, options: dict) -> None:
         latent_h, latent_w = call.latent_hw
         grid_w, grid_h = self.grid_size
-        if abs(latent_w / latent_h - grid_w / grid_h) > PX_PER_LATENT / min(grid_w, grid_h):
+        if not latent_fits_grid(latent_w, latent_h, grid_w, grid_h):
             raise ValueError(
                 f"Analogist SAC/CAM on Flux: the sampled latent is {latent_w}x{latent_h} "
                 f"({latent_w * PX_PER_LATENT}x{latent_h * PX_PER_LATENT} px) but the layout is a {grid_w}x{grid_h} grid; "
