@@ -10,8 +10,9 @@ position, not by name. The server runs an *API prompt* instead:
 
 * widget values are matched to the node's widget inputs in definition order (required,
   then optional); an input declaring ``control_after_generate`` (or, when it does not say,
-  an ``INT`` named ``seed``/``noise_seed``) is followed by its "control after generate" value, and an
-  ``image_upload`` combo by its upload button's value, both of which are skipped;
+  an ``INT`` named ``seed``/``noise_seed``) is followed by its "control after generate" value,
+  which is skipped; an ``image_upload`` combo adds its upload button's value after all the
+  node's widgets (the frontend adds that button last), also skipped (read from either place);
 * a link into an input, including a widget converted to an input, wins over the widget;
 * Note / MarkdownNote nodes are dropped; Reroute and PrimitiveNode are resolved;
 * muted nodes (mode 2) are dropped, bypassed ones (mode 4) pass an input of the same
@@ -111,12 +112,15 @@ def widgets_values_for(node_info: dict, values: dict[str, Any], control: str = "
     unknown = set(values) - {name for name, _ in widget_inputs(node_info)}
     if unknown:
         raise WorkflowError(f"not widget inputs of this node: {sorted(unknown)}")
+    uploads = []
     for name, spec in widget_inputs(node_info):
         out.append(values[name] if name in values else default_value(spec))
         out.extend(control_values(name, spec, control))
         if has_upload_value(spec):
-            out.append(UPLOAD_VALUES[0])
-    return out
+            uploads.append(UPLOAD_VALUES[0])
+    # The frontend adds the upload button after the node's own widgets, so its value comes
+    # last (Load Image (as Mask): image, channel, then "image").
+    return out + uploads
 
 
 def widget_values_by_name(node: dict, node_info: dict) -> dict[str, Any]:
@@ -128,6 +132,10 @@ def widget_values_by_name(node: dict, node_info: dict) -> dict[str, Any]:
         return dict(saved)
     values: dict[str, Any] = {}
     index = 0
+    # Today's frontend saves the upload button's value last; older files have it right
+    # after its combo. A trailing upload value means the former: then a value right after
+    # the combo is the next widget's, even if it reads "image".
+    trailing_upload = saved[-1] in UPLOAD_VALUES if saved else False
     for name, spec in widget_inputs(node_info):
         if index >= len(saved):
             break  # saved by an older node version: the server fills in defaults
@@ -135,7 +143,8 @@ def widget_values_by_name(node: dict, node_info: dict) -> dict[str, Any]:
         index += 1
         if has_control_value(name, spec) and index < len(saved) and saved[index] in CONTROL_VALUES:
             index += len(control_values(name, spec))
-        if has_upload_value(spec) and index < len(saved) and saved[index] in UPLOAD_VALUES:
+        if (has_upload_value(spec) and index < len(saved) and saved[index] in UPLOAD_VALUES
+                and (not trailing_upload or index == len(saved) - 1)):
             index += 1
     return values
 

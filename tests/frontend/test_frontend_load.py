@@ -165,3 +165,27 @@ def test_converter_counts_saved_values_as_the_frontend_does(frontend, frontend_s
             )
     assert not wrong, CONTROL_RULE + " A COMBO with control_after_generate saves two extra values " \
         "(control_after_generate and control_filter_list).\n" + "\n".join(wrong)
+
+
+def test_converter_places_the_upload_buttons_value_where_the_frontend_saves_it(frontend, frontend_server):
+    """Load Image and Load Image (as Mask) made by the frontend: the converter writes the
+    same widgets_values, in the same order, and reads them back by name."""
+    from comfyui_analogist.analogist.workflow_format import (
+        widget_values_by_name,
+        widgets_values_for,
+    )
+
+    saved = frontend.page.evaluate(
+        """(names) => Object.fromEntries(names.map(name => {
+            const node = LiteGraph.createNode(name);
+            return [name, node.serialize().widgets_values ?? []];
+        }))""",
+        ["LoadImage", "LoadImageMask"],
+    )
+    assert len(saved["LoadImageMask"]) == 3, saved
+    for name, values in saved.items():
+        info = frontend_server.info[name]
+        by_name = widget_values_by_name({"widgets_values": values}, info)
+        assert widgets_values_for(info, by_name) == values, (name, values)
+    assert widget_values_by_name({"widgets_values": saved["LoadImageMask"]},
+                                 frontend_server.info["LoadImageMask"])["channel"] == saved["LoadImageMask"][1]

@@ -274,3 +274,24 @@ def test_runner_chains_example_pairs_into_grid_compose_and_the_vlm(definitions, 
     plain = build_prompt(Settings(a=tmp_path / "a.png", a_prime=tmp_path / "ap.png", b=[tmp_path / "b.png"],
                                   out=tmp_path, checkpoint="m.ckpt"), definitions, images)
     assert not [v for v in plain.values() if v["class_type"] == "AnalogistExamplePair"]
+
+
+def test_the_upload_buttons_value_is_saved_after_all_widgets_and_read_from_either_place():
+    """Load Image (as Mask): the frontend saves image, channel, then the upload button's
+    "image" (tests/frontend checks the positions against the real frontend); files from
+    older frontends have it right after the image."""
+    info = {"input": {"required": {"image": [["m.png", "n.png"], {"image_upload": True}],
+                                   "channel": [["alpha", "red", "green", "blue"]]}},
+            "output": ["MASK"], "output_name": ["MASK"]}
+    assert widgets_values_for(info, {"image": "n.png", "channel": "red"}) == ["n.png", "red", "image"]
+    for saved in (["n.png", "red", "image"], ["n.png", "image", "red"]):
+        assert widget_values_by_name({"widgets_values": saved}, info) == {"image": "n.png", "channel": "red"}
+    # A next widget whose value happens to read "image" is still that widget's value.
+    text = {"input": {"required": {"image": [["m.png"], {"image_upload": True}], "label": ["STRING", {}]}},
+            "output": [], "output_name": []}
+    assert widget_values_by_name({"widgets_values": ["m.png", "image", "image"]}, text) == {
+        "image": "m.png", "label": "image"}
+    wf = {"nodes": [{"id": 1, "type": "Mask", "mode": 0, "inputs": [], "outputs": [],
+                     "widgets_values": ["m.png", "alpha", "image"]}], "links": []}
+    set_widget(wf, 1, "channel", "green", {"Mask": info})
+    assert wf["nodes"][0]["widgets_values"] == ["m.png", "green", "image"]
