@@ -259,21 +259,16 @@ def test_shipped_flux_fill_workflow_patches_flux_on_its_layers(caplog):
     node definitions, its GridCompose run on the shipped example images (1024 grid), its SAC
     and CAM settings applied to a toy Flux with Flux.1's 19 + 38 blocks, one model call on
     the grid's latent. (No Flux weights exist here, so the server does not run it.)"""
-    import importlib.util
     import json
-    import sys
-    from pathlib import Path
 
     import numpy as np
     from comfyui_analogist.analogist.workflow_format import ui_to_api
     from comfyui_analogist.nodes.grid import AnalogistGridCompose
     from PIL import Image
+    from support.workflows import WORKFLOWS as workflows
+    from support.workflows import workflow_builder
 
-    workflows = Path(__file__).resolve().parents[2] / "workflows"
-    spec = importlib.util.spec_from_file_location("build_workflows", workflows / "build_workflows.py")
-    builder = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = builder
-    spec.loader.exec_module(builder)
+    builder = workflow_builder()
     prompt = ui_to_api(json.loads((workflows / "analogist_flux_fill.json").read_text()), builder.node_definitions())
     by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
     assert by_type["UNETLoader"]["unet_name"] == "flux1-fill-dev.safetensors"

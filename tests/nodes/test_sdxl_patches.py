@@ -132,21 +132,16 @@ def test_shipped_sdxl_workflow_patches_a_sdxl_model_on_the_paper_levels(sdxl):
     definitions, its GridCompose run on the shipped example images, its SAC and CAM
     settings applied to the SDXL model, one UNet call on the grid's latent. (The server
     cannot load a toy-width SDXL checkpoint, so this is not run through it.)"""
-    import importlib.util
     import json
-    import sys
-    from pathlib import Path
 
     import numpy as np
     from comfyui_analogist.analogist.workflow_format import ui_to_api
     from comfyui_analogist.nodes.grid import AnalogistGridCompose
     from PIL import Image
+    from support.workflows import WORKFLOWS as workflows
+    from support.workflows import workflow_builder
 
-    workflows = Path(__file__).resolve().parents[2] / "workflows"
-    spec = importlib.util.spec_from_file_location("build_workflows", workflows / "build_workflows.py")
-    builder = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = builder
-    spec.loader.exec_module(builder)
+    builder = workflow_builder()
     prompt = ui_to_api(json.loads((workflows / "analogist_sdxl.json").read_text()), builder.node_definitions())
     by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
     assert by_type["CheckpointLoaderSimple"]["ckpt_name"] == builder.SDXL_CHECKPOINT

@@ -210,16 +210,11 @@ def test_candidate_options_are_checked_before_anything_runs(capsys, tmp_path, in
 def test_best_of_n_prompt_samples_n_and_scores_with_the_given_encoder():
     """The runner's graph is the shipped best-of-N workflow with N and the encoder set."""
     import copy
-    import importlib.util
-    import sys
 
     from comfyui_analogist.analogist.runner import Settings, build_prompt
+    from support.workflows import workflow_builder
 
-    spec = importlib.util.spec_from_file_location("build_workflows", ROOT / "workflows" / "build_workflows.py")
-    builder = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = builder  # dataclasses look their module up
-    spec.loader.exec_module(builder)
-    info = copy.deepcopy(builder.node_definitions())  # the host's own definitions
+    info = copy.deepcopy(workflow_builder().node_definitions())  # the host's own definitions
     info["CLIPVisionLoader"]["input"]["required"]["clip_name"][0] = ["my-encoder.safetensors"]
     settings = Settings(a=A, a_prime=A2, b=[B], out=Path("out"), checkpoint="inpaint.safetensors",
                         prompt="a red square, best quality, extremely detailed", seed=7,

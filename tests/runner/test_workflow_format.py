@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -131,11 +129,9 @@ def test_set_widget_changes_one_value_and_keeps_the_rest():
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("build_workflows", WORKFLOWS / "build_workflows.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    from support.workflows import workflow_builder
+
+    return workflow_builder()
 
 
 def test_shipped_workflows_images_and_thumbnails_are_what_the_generator_makes():
