@@ -23,11 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from . import defaults
+
 BlockKey = tuple[str, int, int]
 
 # The paper's default SAC/CAM layers on SD1.5 (end exclusive).
-PAPER_START_LAYER = 3
-PAPER_END_LAYER = 11
+PAPER_START_LAYER = defaults.START_LAYER
+PAPER_END_LAYER = defaults.END_LAYER
 
 
 def transformer_block_keys(model: Any) -> list[BlockKey]:

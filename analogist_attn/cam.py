@@ -20,7 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .attention import (
+from .geometry import RegionTokens
+from .sdpa import (
     batch_mask_tensor,
     check_qkv,
     check_token_count,
@@ -29,7 +30,6 @@ from .attention import (
     sdpa,
     split_heads,
 )
-from .tokens import RegionTokens
 
 
 def cam_attention(

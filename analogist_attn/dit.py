@@ -41,9 +41,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .layout import CELL_MULTIPLE, PX_PER_LATENT
+from .geometry import CELL_MULTIPLE, PX_PER_LATENT, region_tokens
 from .sac import _CPU_FLASH_WITH_LSE, _cpu_flash_supports  # one probe of the CPU flash op
-from .tokens import region_tokens
 
 # PX_PER_LATENT image px per latent pixel, 2 x 2 latent pixels per Flux token.
 DIT_PATCH = 2

@@ -40,7 +40,9 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-from .attention import (
+from . import defaults
+from .geometry import RegionTokens
+from .sdpa import (
     batch_mask_tensor,
     check_qkv,
     check_token_count,
@@ -49,9 +51,8 @@ from .attention import (
     sdpa,
     split_heads,
 )
-from .tokens import RegionTokens
 
-PAPER_SAC_SCALE = 1.3
+PAPER_SAC_SCALE = defaults.SAC_SCALE
 
 
 def sac_attention(

@@ -24,46 +24,53 @@ INSTALL_HINT = (
     "nodes of the pack do not need it."
 )
 
-try:
-    # A submodule, so that a stray folder named "diffusers" on sys.path (a namespace
-    # package, e.g. the pack's own tests/diffusers) is not taken for the library.
-    import diffusers.models  # noqa: F401
-except ImportError as exc:
-    import sys
+if __name__ == "analogist_diffusers":
+    # Imported top level, with the pack's folder on sys.path: load the pack as one package
+    # (as ComfyUI does) and hand out its copy, whose imports of the math packages resolve.
+    from analogist import import_pack
 
-    raise ImportError(INSTALL_HINT.format(python=sys.executable), name="diffusers") from exc
+    import_pack()
+    from comfyui_analogist.analogist_diffusers import *  # noqa: F403
+    from comfyui_analogist.analogist_diffusers import __all__  # noqa: F401
+else:
+    try:
+        import diffusers  # noqa: F401
+    except ImportError as exc:
+        import sys
 
-from .pipeline import (  # noqa: E402
-    PAPER_CFG,
-    PAPER_NEGATIVE_PROMPT,
-    PAPER_PROMPT_SUFFIX,
-    PAPER_STEPS,
-    PAPER_STRENGTH,
-    run_analogy,
-)
-from .processors import (  # noqa: E402
-    AnalogistCAMProcessor,
-    AnalogistInstallation,
-    AnalogistSACProcessor,
-    TransformerLayer,
-    install_analogist,
-    remove_analogist,
-    transformer_layers,
-)
+        raise ImportError(INSTALL_HINT.format(python=sys.executable), name="diffusers") from exc
 
-__all__ = [
-    "INSTALL_HINT",
-    "PAPER_CFG",
-    "PAPER_NEGATIVE_PROMPT",
-    "PAPER_PROMPT_SUFFIX",
-    "PAPER_STEPS",
-    "PAPER_STRENGTH",
-    "AnalogistCAMProcessor",
-    "AnalogistInstallation",
-    "AnalogistSACProcessor",
-    "TransformerLayer",
-    "install_analogist",
-    "remove_analogist",
-    "run_analogy",
-    "transformer_layers",
-]
+    from .pipeline import (
+        PAPER_CFG,
+        PAPER_NEGATIVE_PROMPT,
+        PAPER_PROMPT_SUFFIX,
+        PAPER_STEPS,
+        PAPER_STRENGTH,
+        run_analogy,
+    )
+    from .processors import (
+        AnalogistCAMProcessor,
+        AnalogistInstallation,
+        AnalogistSACProcessor,
+        TransformerLayer,
+        install_analogist,
+        remove_analogist,
+        transformer_layers,
+    )
+
+    __all__ = [
+        "INSTALL_HINT",
+        "PAPER_CFG",
+        "PAPER_NEGATIVE_PROMPT",
+        "PAPER_PROMPT_SUFFIX",
+        "PAPER_STEPS",
+        "PAPER_STRENGTH",
+        "AnalogistCAMProcessor",
+        "AnalogistInstallation",
+        "AnalogistSACProcessor",
+        "TransformerLayer",
+        "install_analogist",
+        "remove_analogist",
+        "run_analogy",
+        "transformer_layers",
+    ]

@@ -1,6 +1,6 @@
 """One analogy with a diffusers inpainting pipeline, the paper's way.
 
-The grid and the B' crop come from ``analogist_attn.grid`` (the same code as the ComfyUI
+The grid and the B' crop come from ``analogist_pixels.grid`` (the same code as the ComfyUI
 GridCompose and GridCrop nodes), the attention edits from :mod:`.processors`; the
 pipeline is left as it was afterwards (its scheduler and processors restored).
 """
@@ -15,25 +15,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..analogist_attn import defaults
+from ..analogist_attn.sac import PAPER_SAC_SCALE
+from ..analogist_pixels.grid import compose_grids, crop_b_prime, to_float, to_uint8
+from ..analogist_pixels.layout import ARRANGEMENT_DEFAULT
 from .processors import PAPER_LAYERS, install_analogist
 
-try:
-    from ..analogist_attn.grid import compose_grids, crop_b_prime, to_float, to_uint8
-    from ..analogist_attn.layout import ARRANGEMENT_DEFAULT
-    from ..analogist_attn.sac import PAPER_SAC_SCALE
-except ImportError:  # the pack's folder on sys.path
-    from analogist_attn.grid import compose_grids, crop_b_prime, to_float, to_uint8
-    from analogist_attn.layout import ARRANGEMENT_DEFAULT
-    from analogist_attn.sac import PAPER_SAC_SCALE
-
-PAPER_NEGATIVE_PROMPT = (
-    "Messy,Disordered,Chaotic,Cluttered,Haphazard,Unkempt,Scattered,Disheveled,Tangled,Random"
-)
-PAPER_PROMPT_SUFFIX = ", best quality, extremely detailed"
-PAPER_CFG = 15.0
-PAPER_STRENGTH = 0.98
-PAPER_STEPS = 50
-PAPER_CELL = 256
+PAPER_NEGATIVE_PROMPT = defaults.NEGATIVE_PROMPT
+PAPER_PROMPT_SUFFIX = defaults.PROMPT_SUFFIX
+PAPER_CFG = defaults.CFG
+PAPER_STRENGTH = defaults.DENOISE
+PAPER_STEPS = defaults.STEPS
+PAPER_CELL = defaults.CELL
 
 ImageInput = Image.Image | str | Path
 

@@ -20,18 +20,11 @@ from typing import Any
 
 import torch
 
-try:  # inside the pack (comfyui_analogist.analogist_diffusers)
-    from ..analogist_attn.blocks import PAPER_END_LAYER, PAPER_START_LAYER, BlockKey, select_blocks
-    from ..analogist_attn.cam import cam_attention
-    from ..analogist_attn.layout import GridLayout
-    from ..analogist_attn.sac import PAPER_SAC_SCALE, sac_attention
-    from ..analogist_attn.tokens import VAE_FACTOR, RegionTokens, regions_for_block
-except ImportError:  # the pack's folder on sys.path: analogist_diffusers is top level
-    from analogist_attn.blocks import PAPER_END_LAYER, PAPER_START_LAYER, BlockKey, select_blocks
-    from analogist_attn.cam import cam_attention
-    from analogist_attn.layout import GridLayout
-    from analogist_attn.sac import PAPER_SAC_SCALE, sac_attention
-    from analogist_attn.tokens import VAE_FACTOR, RegionTokens, regions_for_block
+from ..analogist_attn.blocks import PAPER_END_LAYER, PAPER_START_LAYER, BlockKey, select_blocks
+from ..analogist_attn.cam import cam_attention
+from ..analogist_attn.geometry import VAE_FACTOR, RegionTokens, regions_for_block
+from ..analogist_attn.sac import PAPER_SAC_SCALE, sac_attention
+from ..analogist_pixels.layout import GridLayout
 
 PAPER_LAYERS = (PAPER_START_LAYER, PAPER_END_LAYER)
 

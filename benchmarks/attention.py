@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import importlib.util
 import os
 import statistics
 import sys
@@ -168,14 +167,17 @@ def configure_comfy(device: str, attention: str) -> None:
 
 
 def register_pack() -> None:
-    """Import the repo as the package ``comfyui_analogist``, as tests/conftest.py does."""
+    """Import the repo as the package ``comfyui_analogist`` the one way
+    (``analogist.import_pack``); the root leaves sys.path again, where its ``nodes/`` would
+    shadow ComfyUI's."""
     if PACK_NAME in sys.modules:
         return
-    spec = importlib.util.spec_from_file_location(
-        PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    assert spec is not None and spec.loader is not None
-    sys.modules[PACK_NAME] = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT))
+    try:
+        from analogist import import_pack
+    finally:
+        sys.path.remove(str(ROOT))
+    import_pack()
 
 
 def map_every_large_block() -> bool:
@@ -300,7 +302,8 @@ def build_model(seed: int, dtype, device: str):
 
 def patched(base, layout, start: int, end: int):
     from comfyui_analogist.analogist_attn.sac import PAPER_SAC_SCALE
-    from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch, AnalogistSACPatch
+    from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
+    from comfyui_analogist.nodes.patching import PASSES
 
     (model,) = AnalogistSACPatch().patch(base, layout, PAPER_SAC_SCALE, start, end, 0.0, 1.0, PASSES[0])
     (model,) = AnalogistCAMPatch().patch(model, layout, start, end, 0.0, 1.0, PASSES[0])
@@ -354,7 +357,7 @@ class Variant:
 
 
 def run_grid(args, base, grid: int, memory, torch, pairs: int = 1) -> list[Result]:
-    from comfyui_analogist.analogist_attn.layout import make_layout
+    from comfyui_analogist.analogist_pixels.layout import make_layout
 
     layout = make_layout(cell_width=grid // 2, cell_height=grid // 2, pairs=pairs)
     variants = []
@@ -427,7 +430,7 @@ FLUX_TEXT_TOKENS = 256  # T5 tokens of a Flux prompt
 
 def run_flux(args, dtype, memory, torch) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
-    from comfyui_analogist.analogist_attn.layout import make_layout
+    from comfyui_analogist.analogist_pixels.layout import make_layout
     from comfyui_analogist.nodes.flux import flux_default_layers
     from support import flux as flux_support
 
@@ -514,8 +517,8 @@ def build_diffusers_unet(dtype, device: str):
 
 def run_grid_diffusers(args, unet, grid: int, memory, torch) -> list[Result]:
     """Plain (diffusers' AttnProcessor2_0: SDPA) vs our processors, one UNet call at batch 2."""
-    from comfyui_analogist.analogist_attn.layout import make_layout
     from comfyui_analogist.analogist_diffusers import install_analogist, remove_analogist
+    from comfyui_analogist.analogist_pixels.layout import make_layout
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     unet.set_attn_processor(AttnProcessor2_0())

@@ -34,8 +34,10 @@ from typing import Any
 
 import torch
 
+from ..analogist_attn import defaults
 from ..analogist_attn.dit import joint_attention, joint_regions
-from ..analogist_attn.layout import PX_PER_LATENT, GridLayout, check_layout, latent_fits_grid
+from ..analogist_attn.geometry import PX_PER_LATENT, latent_fits_grid
+from ..analogist_pixels.layout import GridLayout, check_layout
 
 log = logging.getLogger("analogist")
 
@@ -43,7 +45,10 @@ OVERRIDE_SLOT = "optimized_attention_override"
 CALL_KEY = "analogist_flux_call"
 WRAPPER_KEY = "analogist_flux"
 # The paper's SD1.5 choice (blocks 3..10 of 16) as a share of the depth: 3/16 to 11/16.
-PAPER_SHARE = (3 / 16, 11 / 16)
+PAPER_SHARE = (
+    defaults.START_LAYER / defaults.UNET_BLOCKS,
+    defaults.END_LAYER / defaults.UNET_BLOCKS,
+)
 FLUX_FILL_IN_CHANNELS = 384  # 16 latent + 16 masked-image latent + 64 mask, x 2x2 patches
 
 

@@ -1,6 +1,6 @@
 """ComfyUI glue for the grid nodes: compose the analogy grid, label it, crop B' back out.
 
-The image math lives in ``analogist_attn.grid`` and ``analogist_attn.marks``; these
+The image math lives in ``analogist_pixels.grid`` and ``analogist_pixels.marks``; these
 classes only declare inputs and outputs and pass values through.
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from ..analogist_attn import grid as grid_math
-from ..analogist_attn import marks
-from ..analogist_attn import region as region_math
-from ..analogist_attn.layout import (
+from ..analogist_pixels import grid as grid_math
+from ..analogist_pixels import marks
+from ..analogist_pixels import region as region_math
+from ..analogist_pixels.layout import (
     ARRANGEMENTS,
     FITS,
     LAYOUT_TYPE,

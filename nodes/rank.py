@@ -1,6 +1,6 @@
 """ComfyUI glue for ranking B' candidates by the paper's CLIP direction similarity.
 
-The score and the sorting live in ``analogist_attn.ranking``; this node only encodes the
+The score and the sorting live in ``analogist_metrics.direction``; this node only encodes the
 images with the CLIP vision model it is given and passes the embeddings on.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..analogist_attn.ranking import Ranking, RankingError, check_batches, rank_candidates
+from ..analogist_metrics.direction import Ranking, RankingError, check_batches, rank_candidates
 
 CATEGORY = "Analogist"
 ENCODE_CHUNK = 16  # images per encoder call: bounds memory for large candidate batches

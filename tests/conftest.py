@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -65,14 +64,17 @@ def _comfy_on_cpu() -> None:
 
 
 def _register_pack() -> None:
-    """Make the repo importable as a package without running its ``__init__``."""
+    """Make the repo importable as the package ``comfyui_analogist`` without running its
+    ``__init__``: ``analogist.import_pack``, the one way the runner, the workflow builder,
+    the benchmarks and the tests all use. The root is on sys.path only for that import."""
     if PACK_NAME in sys.modules:
         return
-    spec = importlib.util.spec_from_file_location(
-        PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    assert spec is not None
-    sys.modules[PACK_NAME] = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT))
+    try:
+        from analogist import import_pack
+    finally:
+        sys.path.remove(str(ROOT))
+    import_pack()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

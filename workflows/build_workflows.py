@@ -26,7 +26,7 @@ import io
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,35 +38,41 @@ DEFAULT_HOST = ROOT / ".cache" / "hosts" / "ComfyUI-0.30.0"
 
 
 def _import_pack() -> None:
-    """Register the repo as the package ``comfyui_analogist`` without running its ``__init__``.
+    """Import the pack as ``comfyui_analogist`` the one way (``analogist.import_pack``).
 
-    Not by putting the repo root on sys.path: its ``nodes/`` would shadow ComfyUI's ``nodes``.
+    The repo root is on sys.path only for that import: there its ``nodes/`` would shadow
+    ComfyUI's top-level ``nodes``, which the node definitions below import.
     """
-    import importlib.util
-
     if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-        )
-        sys.modules[PACK] = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(ROOT))
+        try:
+            from analogist import import_pack
+        finally:
+            sys.path.remove(str(ROOT))
+        import_pack()
 
 
 _import_pack()
-from comfyui_analogist.analogist.workflow_format import (  # noqa: E402
-    socket_inputs,
-    widget_inputs,
-    widgets_values_for,
+from comfyui_analogist.analogist_attn import defaults  # noqa: E402
+from comfyui_analogist.analogist_cli.workflow_format import (  # noqa: E402
+    Graph,
+    Node,
+    Out,
 )
 
-# -- paper defaults (DESIGN.md) ------------------------------------------------------------
-NEGATIVE_PROMPT = (
-    "Messy,Disordered,Chaotic,Cluttered,Haphazard,Unkempt,Scattered,Disheveled,Tangled,Random"
-)
-QUALITY_SUFFIX = ", best quality, extremely detailed"
+# -- paper defaults (analogist_attn/defaults.py) --------------------------------------------
+NEGATIVE_PROMPT = defaults.NEGATIVE_PROMPT
+QUALITY_SUFFIX = defaults.PROMPT_SUFFIX
 CHECKPOINT = "sd-v1-5-inpainting.ckpt"
 LORA = "your_sd15_lora.safetensors"
 CONTROLNET = "control_v11p_sd15_canny.pth"
-SAMPLER = {"seed": 0, "steps": 50, "cfg": 15.0, "sampler_name": "ddim", "scheduler": "ddim_uniform"}
+SAMPLER = {
+    "seed": defaults.SEED,
+    "steps": defaults.STEPS,
+    "cfg": defaults.CFG,
+    "sampler_name": "ddim",
+    "scheduler": "ddim_uniform",
+}
 
 # The example images every workflow loads (generated below, shipped in workflows/images/).
 IMAGE_A = "analogist_example_a.png"
@@ -178,170 +184,18 @@ def node_definitions() -> dict[str, dict]:
     return json.loads(json.dumps(defs))  # tuples -> lists, as over HTTP
 
 
-# -- a compact description of a UI graph -----------------------------------------------------
-@dataclass(frozen=True)
-class Out:
-    node: Node
-    slot: int
-
-    @property
-    def type(self) -> str:
-        return self.node.info["output"][self.slot]
-
-
-@dataclass(eq=False)
-class Node:
-    id: int
-    type: str
-    pos: tuple[int, int]
-    info: dict
-    title: str | None = None
-    values: dict[str, Any] = field(default_factory=dict)
-    links: dict[str, Out] = field(default_factory=dict)
-    size: tuple[int, int] | None = None
-    text: str | None = None  # Note nodes
-    color: tuple[str, str] | None = None
-
-    def out(self, name: str | int) -> Out:
-        if isinstance(name, int):
-            return Out(self, name)
-        names = self.info["output_name"]
-        if name in names:
-            return Out(self, names.index(name))
-        return Out(self, self.info["output"].index(name))
-
-
-class Graph:
-    def __init__(self, defs: dict[str, dict]):
-        self.defs = defs
-        self.nodes: list[Node] = []
-
-    def add(self, kind: str, pos: tuple[int, int], title: str | None = None, **inputs: Any) -> Node:
-        info = self.defs[kind]
-        widgets = dict(widget_inputs(info))
-        sockets = dict(socket_inputs(info))
-        node = Node(len(self.nodes) + 1, kind, pos, info, title)
-        for name, value in inputs.items():
-            if isinstance(value, Out):
-                if name not in widgets and name not in sockets:
-                    raise KeyError(f"{kind} has no input {name!r}")
-                node.links[name] = value
-            elif name in widgets:
-                node.values[name] = value
-            else:
-                raise KeyError(f"{kind} has no widget {name!r}")
-        self.nodes.append(node)
-        return node
-
-    def note(self, pos: tuple[int, int], text: str, size: tuple[int, int] = (440, 330)) -> Node:
-        node = Node(len(self.nodes) + 1, "Note", pos, {"input": {}, "output": [], "output_name": []},
-                    title="Read me", size=size, text=text, color=("#432", "#653"))
-        self.nodes.append(node)
-        return node
-
-    # -- serialisation ---------------------------------------------------------------------
-    def _order(self) -> list[Node]:
-        done: list[Node] = []
-        pending = list(self.nodes)
-        while pending:
-            ready = [n for n in pending if all(o.node in done for o in n.links.values())]
-            if not ready:
-                raise ValueError("cycle in workflow description")
-            done.extend(ready)
-            pending = [n for n in pending if n not in ready]
-        return done
-
-    def to_ui(self, extra_info: dict | None = None) -> dict:
-        order = {n.id: i for i, n in enumerate(self._order())}
-        links: list[list] = []
-        out_links: dict[tuple[int, int], list[int]] = {}
-        serial_nodes = []
-        for node in self.nodes:
-            entry: dict[str, Any] = {
-                "id": node.id,
-                "type": node.type,
-                "pos": list(node.pos),
-                "size": list(node.size or self._size(node)),
-                "flags": {},
-                "order": order[node.id],
-                "mode": 0,
-            }
-            if node.type == "Note":
-                entry.update(properties={"text": ""}, widgets_values=[node.text])
-            else:
-                inputs = []
-                widget_names = {name for name, _ in widget_inputs(node.info)}
-                for name, kind in socket_inputs(node.info):
-                    inputs.append({"name": name, "type": kind, "link": None})
-                for name in node.links:  # widgets converted to inputs, after the sockets
-                    if name in widget_names:
-                        spec_type = dict(widget_inputs(node.info))[name][0]
-                        inputs.append({"name": name, "type": spec_type, "link": None, "widget": {"name": name}})
-                for slot, socket in enumerate(inputs):
-                    source = node.links.get(socket["name"])
-                    if source is None:
-                        continue
-                    link_id = len(links) + 1
-                    links.append([link_id, source.node.id, source.slot, node.id, slot, source.type])
-                    socket["link"] = link_id
-                    out_links.setdefault((source.node.id, source.slot), []).append(link_id)
-                entry["inputs"] = inputs
-                entry["outputs"] = [
-                    {"name": name, "type": kind, "links": None, "slot_index": i}
-                    for i, (name, kind) in enumerate(zip(node.info["output_name"], node.info["output"], strict=True))
-                ]
-                entry["properties"] = {"Node name for S&R": node.type}
-                entry["widgets_values"] = widgets_values_for(node.info, node.values)
-            if node.title:
-                entry["title"] = node.title
-            if node.color:
-                entry["color"], entry["bgcolor"] = node.color
-            serial_nodes.append(entry)
-        for entry in serial_nodes:
-            for slot, output in enumerate(entry.get("outputs", [])):
-                output["links"] = out_links.get((entry["id"], slot)) or None
-        return {
-            "last_node_id": len(self.nodes),
-            "last_link_id": len(links),
-            "nodes": serial_nodes,
-            "links": links,
-            "groups": [],
-            "config": {},
-            # The saved view: every title bar clear of the current frontend's tab bar, menus
-            # and sidebar at 1920x1080, and a scale above 0.571, below which it draws nodes
-            # without their text (tests/frontend checks both).
-            "extra": {"ds": {"scale": 0.6, "offset": [140, 580]}, **(extra_info or {})},
-            "version": 0.4,
-        }
-
-    @staticmethod
-    def _size(node: Node) -> tuple[int, int]:
-        widgets = widget_inputs(node.info)
-        sockets = max(len(socket_inputs(node.info)), len(node.info["output"]))
-        height = 30 + 22 * sockets + 26 * len(widgets)
-        width = 320
-        for _, spec in widgets:
-            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if options.get("multiline"):
-                height += 90
-                width = 400
-        if node.type in ("LoadImage", "PreviewImage", "SaveImage"):
-            height += 240
-        return width, height
-
-
 # -- the workflows -------------------------------------------------------------------------
 X = (0, 360, 720, 1100, 1480, 1860)  # columns
 
 
 @dataclass
 class Recipe:
-    cell: int = 256
+    cell: int = defaults.CELL
     arrangement: str = "A' right of A (paper)"
-    start_layer: int = 3
-    end_layer: int = 11
-    sac_scale: float = 1.3
-    denoise: float = 0.98
+    start_layer: int = defaults.START_LAYER
+    end_layer: int = defaults.END_LAYER
+    sac_scale: float = defaults.SAC_SCALE
+    denoise: float = defaults.DENOISE
     vlm: bool = False
     lora_controlnet: bool = False
     best_of: int = 0  # > 0: sample this many B' and keep the best (Rank Candidates)
@@ -705,8 +559,8 @@ def thumbnail(images: dict[str, Any], arrangement: str, caption: str, side: int 
     """The labelled grid (what the paper shows GPT-4V) over a caption band, as a JPEG."""
     import numpy as np
     import torch
-    from comfyui_analogist.analogist_attn import grid as grid_math
-    from comfyui_analogist.analogist_attn import marks
+    from comfyui_analogist.analogist_pixels import grid as grid_math
+    from comfyui_analogist.analogist_pixels import marks
     from PIL import Image, ImageDraw
 
     def tensor(img):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from comfyui_analogist.analogist_attn.attention import batch_mask_from_cond_or_uncond
+from comfyui_analogist.analogist_attn.sdpa import batch_mask_from_cond_or_uncond
 
 
 def test_cond_only_selects_the_cond_chunk() -> None:

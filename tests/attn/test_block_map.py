@@ -13,7 +13,7 @@ from comfyui_analogist.analogist_attn.blocks import (
     transformer_block_keys,
     transformer_block_levels,
 )
-from comfyui_analogist.analogist_attn.tokens import token_map_size
+from comfyui_analogist.analogist_attn.geometry import token_map_size
 
 SD15_PAPER_ORDER = (
     [("input", n, 0) for n in (1, 2, 4, 5, 7, 8)]

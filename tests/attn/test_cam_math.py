@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.attention import plain_attention
 from comfyui_analogist.analogist_attn.cam import (
     cam_attention,
     cam_mask_output,
     cam_projected_output,
 )
-from comfyui_analogist.analogist_attn.layout import (
+from comfyui_analogist.analogist_attn.geometry import region_tokens
+from comfyui_analogist.analogist_attn.oracle import cam_reference, plain_reference
+from comfyui_analogist.analogist_attn.sdpa import plain_attention
+from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
     make_layout,
 )
-from comfyui_analogist.analogist_attn.reference import cam_reference, plain_reference
-from comfyui_analogist.analogist_attn.tokens import region_tokens
 
 TEXT_TOKENS = 77
 

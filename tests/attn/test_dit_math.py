@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from comfyui_analogist.analogist_attn.dit import joint_attention, joint_regions
-from comfyui_analogist.analogist_attn.layout import (
+from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
     make_layout,

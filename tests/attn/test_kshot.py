@@ -9,17 +9,16 @@ import pytest
 import torch
 from comfyui_analogist.analogist_attn import sac as sac_module
 from comfyui_analogist.analogist_attn.cam import cam_attention
-from comfyui_analogist.analogist_attn.layout import (
+from comfyui_analogist.analogist_attn.geometry import Rect, region_tokens, regions_for_block
+from comfyui_analogist.analogist_attn.oracle import sac_reference
+from comfyui_analogist.analogist_attn.sac import sac_attention
+from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
     MAX_PAIRS,
     GridLayout,
-    Rect,
     make_layout,
 )
-from comfyui_analogist.analogist_attn.reference import sac_reference
-from comfyui_analogist.analogist_attn.sac import sac_attention
-from comfyui_analogist.analogist_attn.tokens import region_tokens, regions_for_block
 
 ARRANGEMENTS = [ARRANGEMENT_DEFAULT, ARRANGEMENT_ALIGNED]
 
@@ -88,7 +87,7 @@ def _token_indices(layout: GridLayout, name: str, h: int, w: int) -> list[int]:
 def test_region_tokens_follow_the_cells(pairs: int, arrangement: str) -> None:
     layout = make_layout(128, 64, 2, arrangement, pairs=pairs)
     h, w = layout.grid_height // 32, layout.grid_width // 32  # 32 px per token
-    regions = region_tokens(layout, h, w)
+    regions = region_tokens(layout.geometry, h, w)
     assert regions.pairs == pairs
     for k, (a, a_prime) in enumerate(regions.examples, start=1):
         prefix = "a" if k == 1 else f"a{k}"
@@ -108,26 +107,26 @@ def test_region_tokens_follow_the_cells(pairs: int, arrangement: str) -> None:
 def test_one_pair_geometry_equals_the_old_fraction_route(arrangement: str) -> None:
     layout = make_layout(320, 192, 2, arrangement)
     for h, w in ((6, 10), (12, 20), (24, 40)):
-        new, old = region_tokens(layout, h, w), region_tokens(layout.cell_fractions(), h, w)
+        new, old = region_tokens(layout.geometry, h, w), region_tokens(layout.cell_fractions(), h, w)
         for field in ("a", "a_prime", "b", "b_prime", "sac_untouched", "outside_a_prime",
                       "outside_b_prime", "cam_rows", "cam_keep"):
             assert torch.equal(getattr(new, field), getattr(old, field)), field
     shape = [1, 4, 48, 80]
     for n in (48 * 80, 24 * 40, 12 * 20, 6 * 10):
-        new = regions_for_block(layout, shape, n)
+        new = regions_for_block(layout.geometry, shape, n)
         old = regions_for_block(layout.cell_fractions(), shape, n)
         assert torch.equal(new.b_prime, old.b_prime) and torch.equal(new.a_prime, old.a_prime)
 
 
 def test_block_regions_for_several_pairs_and_misaligned_cells() -> None:
     layout = make_layout(256, 256, 2, pairs=2)  # 512 x 768 px: latent 96 x 64
-    regions = regions_for_block(layout, [2, 4, 96, 64], 12 * 8)  # deepest level, 64 px tokens
+    regions = regions_for_block(layout.geometry, [2, 4, 96, 64], 12 * 8)  # deepest level, 64 px tokens
     assert (regions.h, regions.w) == (12, 8)
     assert regions.examples[1][0][0].item() == 4 * 8  # A2 starts on token row 4
     assert regions.b_prime[0].item() == 8 * 8 + 4
     odd = make_layout(96, 96, 2, pairs=3)  # 96 px cells: inside a 64 px token
     with pytest.raises(ValueError, match=r"right edge of the A1 cell \(x = 96 px\).*64 px per token.*128 x 128 or 64 x 64"):
-        regions_for_block(odd, [1, 4, 48, 24], 6 * 3)
+        regions_for_block(odd.geometry, [1, 4, 48, 24], 6 * 3)
 
 
 # --- SAC and CAM against the naive K-shot definition --------------------------------------
@@ -193,7 +192,7 @@ def _relative(fast, oracle) -> float:
 def test_fast_kshot_sac_equals_the_naive_definition(pairs, arrangement, scale, sac_path) -> None:
     layout = make_layout(128, 128, 2, arrangement, pairs=pairs)
     h, w = layout.grid_height // 64, layout.grid_width // 64  # 2 x 2 tokens per cell
-    regions = region_tokens(layout, h, w)
+    regions = region_tokens(layout.geometry, h, w)
     for heads, dim, batch in ((1, 8, 1), (2, 16, 2)):
         q, k, v = _qkv(batch, h * w, heads, dim, seed=pairs * 10 + heads)
         oracle = naive_kshot_sac(q, k, v, heads, layout, h, w, scale)
@@ -205,7 +204,7 @@ def test_fast_kshot_sac_equals_the_naive_definition(pairs, arrangement, scale, s
 
 def test_every_example_pair_matters_for_b_prime() -> None:
     layout = make_layout(128, 128, 2, pairs=2)
-    regions = region_tokens(layout, 6, 4)
+    regions = region_tokens(layout.geometry, 6, 4)
     q, k, v = _qkv(1, 24, 2, 8, seed=4)
     base = sac_attention(q, k, v, 2, regions, 1.3)
     v2 = v.clone()
@@ -213,14 +212,14 @@ def test_every_example_pair_matters_for_b_prime() -> None:
     moved = sac_attention(q, k, v2, 2, regions, 1.3)
     # B' rows hear A2' through the cloned logits; rows of A1' only through plain ones.
     assert (moved[:, regions.b_prime] - base[:, regions.b_prime]).abs().max() > 1e-2
-    one_pair = region_tokens(make_layout(128, 128, 2, pairs=1), 4, 4)
+    one_pair = region_tokens(make_layout(128, 128, 2, pairs=1).geometry, 4, 4)
     assert one_pair.pairs == 1
 
 
 def test_one_pair_sac_is_bit_identical_through_geometry_and_fractions(sac_path) -> None:
     layout = make_layout(256, 256)
     q, k, v = _qkv(2, 64, 2, 8, seed=1)
-    new = sac_attention(q, k, v, 2, region_tokens(layout, 8, 8), 1.3)
+    new = sac_attention(q, k, v, 2, region_tokens(layout.geometry, 8, 8), 1.3)
     old = sac_attention(q, k, v, 2, region_tokens(layout.cell_fractions(), 8, 8), 1.3)
     assert torch.equal(new, old)
 
@@ -231,5 +230,5 @@ def test_kshot_cam_only_b_prime_listens(pairs, arrangement) -> None:
     layout = make_layout(128, 128, 2, arrangement, pairs=pairs)
     h, w = layout.grid_height // 64, layout.grid_width // 64
     q, k, v = _qkv(2, h * w, 2, 8, seed=pairs, tokens=7)
-    fast = cam_attention(q, k, v, 2, region_tokens(layout, h, w))
+    fast = cam_attention(q, k, v, 2, region_tokens(layout.geometry, h, w))
     assert _relative(fast, naive_kshot_cam(q, k, v, 2, layout, h, w)) <= 1e-5

@@ -7,15 +7,15 @@ import itertools
 import pytest
 import torch
 from comfyui_analogist.analogist_attn import sac as sac_module
-from comfyui_analogist.analogist_attn.attention import plain_attention
-from comfyui_analogist.analogist_attn.layout import (
+from comfyui_analogist.analogist_attn.geometry import RegionTokens, region_tokens
+from comfyui_analogist.analogist_attn.oracle import plain_reference, sac_reference
+from comfyui_analogist.analogist_attn.sac import sac_attention
+from comfyui_analogist.analogist_attn.sdpa import plain_attention
+from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
     make_layout,
 )
-from comfyui_analogist.analogist_attn.reference import plain_reference, sac_reference
-from comfyui_analogist.analogist_attn.sac import sac_attention
-from comfyui_analogist.analogist_attn.tokens import RegionTokens, region_tokens
 
 MAPS = [(8, 8), (4, 8), (16, 12)]
 HEADS_AND_DIMS = [(1, 8), (2, 16), (5, 4)]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.layout import (
+from comfyui_analogist.analogist_attn.geometry import (
+    region_tokens,
+    regions_for_block,
+    token_map_size,
+)
+from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
     make_layout,
 )
-from comfyui_analogist.analogist_attn.tokens import region_tokens, regions_for_block, token_map_size
 
 
 def _indices(rows: range, cols: range, w: int) -> list[int]:

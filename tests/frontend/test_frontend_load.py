@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 import pytest
-from comfyui_analogist.analogist.workflow_format import widget_values_by_name
+from comfyui_analogist.analogist_cli.workflow_format import widget_values_by_name
 
 pytestmark = [pytest.mark.frontend, pytest.mark.host]
 
@@ -131,7 +131,7 @@ def test_converter_counts_saved_values_as_the_frontend_does(frontend, frontend_s
     For every node this pack registers, and for the input specs where frontends differ
     (control_after_generate), the frontend's own node is created and serialized.
     """
-    from comfyui_analogist.analogist.workflow_format import widgets_values_for
+    from comfyui_analogist.analogist_cli.workflow_format import widgets_values_for
 
     probes = {}
     for case, spec in CONTROL_CASES.items():
@@ -170,7 +170,7 @@ def test_converter_counts_saved_values_as_the_frontend_does(frontend, frontend_s
 def test_converter_places_the_upload_buttons_value_where_the_frontend_saves_it(frontend, frontend_server):
     """Load Image and Load Image (as Mask) made by the frontend: the converter writes the
     same widgets_values, in the same order, and reads them back by name."""
-    from comfyui_analogist.analogist.workflow_format import (
+    from comfyui_analogist.analogist_cli.workflow_format import (
         widget_values_by_name,
         widgets_values_for,
     )

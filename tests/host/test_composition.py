@@ -24,15 +24,11 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 from comfyui_analogist.analogist_attn.blocks import transformer_block_keys
-from comfyui_analogist.analogist_attn.layout import make_layout
-from comfyui_analogist.analogist_attn.reference import cam_reference
-from comfyui_analogist.analogist_attn.tokens import regions_for_block
-from comfyui_analogist.nodes.attention import (
-    PASSES,
-    AnalogistCAMPatch,
-    AnalogistSACPatch,
-    block_key,
-)
+from comfyui_analogist.analogist_attn.geometry import regions_for_block
+from comfyui_analogist.analogist_attn.oracle import cam_reference
+from comfyui_analogist.analogist_pixels.layout import make_layout
+from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
+from comfyui_analogist.nodes.patching import PASSES, block_key
 from support.lora import random_unet_lora
 from support.sd15 import tiny_inpaint_model_patcher
 

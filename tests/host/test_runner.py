@@ -86,8 +86,8 @@ def test_runner_starts_the_comfyui_checkout_the_pack_lives_in(tmp_path, sd15_che
     has no checkout: a stand-in main.py starts the registry ComfyUI from its own folder, as
     upstream's main.py does.
     """
-    from comfyui_analogist.analogist.client import ComfyClient
-    from comfyui_analogist.analogist.runner import embedded_comfyui
+    from comfyui_analogist.analogist_cli.comfy_api import ComfyClient
+    from comfyui_analogist.analogist_cli.embedded import embedded_comfyui
 
     tree = os.environ.get("ANALOGIST_COMFYUI_HOST")
     if tree:

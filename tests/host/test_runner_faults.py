@@ -105,7 +105,7 @@ def test_a_signal_stops_the_embedded_comfyui_and_removes_its_folder(tmp_path, sd
 def test_a_killed_runner_takes_its_comfyui_along_and_the_next_run_sweeps_its_folder(tmp_path, sd15_checkpoint):
     """SIGKILL cannot be caught: ComfyUI still dies with the runner (parent-death signal),
     and the next run removes the workspace left behind."""
-    from comfyui_analogist.analogist.runner import sweep_stale_workspaces
+    from comfyui_analogist.analogist_cli.embedded import sweep_stale_workspaces
 
     process, err = start_runner(tmp_path, "--checkpoint", sd15_checkpoint, "--out", tmp_path / "out", *LONG)
     try:
@@ -193,13 +193,10 @@ def test_ctrl_c_in_server_mode_cancels_what_the_run_queued(tmp_path, idle_server
 
 def test_a_server_run_that_someone_else_is_using_is_not_interrupted(tmp_path, idle_server):
     """Cancelling interrupts only this run's prompt: another client's running prompt goes on."""
-    from comfyui_analogist.analogist.client import ComfyClient
-    from comfyui_analogist.analogist.runner import (
-        Settings,
-        build_prompt,
-        prepare_server,
-        upload_examples,
-    )
+    from comfyui_analogist.analogist_cli.comfy_api import ComfyClient
+    from comfyui_analogist.analogist_cli.graph import build_prompt
+    from comfyui_analogist.analogist_cli.inputs import Settings
+    from comfyui_analogist.analogist_cli.runner import prepare_server, upload_examples
 
     settings = Settings(a=EXAMPLES / "analogist_example_a.png", a_prime=EXAMPLES / "analogist_example_a_prime.png",
                         b=[EXAMPLES / "analogist_example_b.png"], out=tmp_path, checkpoint=checkpoint_name(0),

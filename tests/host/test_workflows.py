@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from comfyui_analogist.analogist.workflow_format import nodes_of_type, set_widget, ui_to_api
+from comfyui_analogist.analogist_cli.workflow_format import nodes_of_type, set_widget, ui_to_api
 from PIL import Image
 from support.comfy_server import ComfyServer, make_workspace
 from support.sd15 import checkpoint_name

@@ -17,15 +17,11 @@ from comfyui_analogist.analogist_attn.blocks import (
     transformer_block_modules,
 )
 from comfyui_analogist.analogist_attn.cam import cam_mask_output
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS, make_layout
-from comfyui_analogist.analogist_attn.reference import cam_reference
-from comfyui_analogist.analogist_attn.tokens import regions_for_block
-from comfyui_analogist.nodes.attention import (
-    PASSES,
-    AnalogistCAMPatch,
-    AnalogistSACPatch,
-    block_key,
-)
+from comfyui_analogist.analogist_attn.geometry import regions_for_block
+from comfyui_analogist.analogist_attn.oracle import cam_reference
+from comfyui_analogist.analogist_pixels.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS, make_layout
+from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
+from comfyui_analogist.nodes.patching import PASSES, block_key
 from support.lora import random_unet_lora
 from support.reference_patch import reference_patched
 from support.sd15 import tiny_inpaint_model_patcher

@@ -12,11 +12,12 @@ import pytest
 import torch
 from comfyui_analogist.analogist_attn.blocks import transformer_block_keys
 from comfyui_analogist.analogist_attn.cam import cam_projected_output, cam_projected_output_rows
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENTS
-from comfyui_analogist.analogist_attn.region import RegionTokensInside
-from comfyui_analogist.analogist_attn.tokens import regions_for_block
+from comfyui_analogist.analogist_attn.geometry import RegionTokensInside, regions_for_block
+from comfyui_analogist.analogist_pixels.layout import ARRANGEMENTS
+from comfyui_analogist.analogist_pixels.region import latent_regions
 from comfyui_analogist.nodes import grid
-from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch
+from comfyui_analogist.nodes.attention import AnalogistCAMPatch
+from comfyui_analogist.nodes.patching import PASSES
 from support.grid_images import image, pattern
 from support.region import naive_b_prime_region, naive_tokens_inside
 from support.sd15 import tiny_inpaint_model_patcher
@@ -104,7 +105,7 @@ def naive_region_cam(model, layout, masks, blocks):
 
 def test_inside_tokens_at_every_map_size_equal_the_naive_definition():
     layout = layout_of(REGIONS, bs=(B, B2))
-    inside = RegionTokensInside(layout)
+    inside = RegionTokensInside(latent_regions(layout))
     for h in (16, 8, 4, 2):
         got = inside.inside(h, h)
         for g in range(2):
@@ -165,7 +166,7 @@ def test_rows_version_with_plain_keep_equals_todays_function():
 
 def test_latent_batch_not_a_multiple_of_the_grids_is_a_clear_error():
     layout = layout_of(REGIONS, bs=(B, B2))
-    inside = RegionTokensInside(layout)
+    inside = RegionTokensInside(latent_regions(layout))
     regions = regions_for_block(layout.cell_fractions(), [3, 4, 16, 16], 256)
     with pytest.raises(ValueError, match="cannot be matched to the layout's 2 grids"):
         inside.keep_rows(regions.cam_keep, regions.b_prime, 16, 16, batch=6, chunks=2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS, MAX_PAIRS
+from comfyui_analogist.analogist_pixels.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS, MAX_PAIRS
 from comfyui_analogist.nodes import grid
 from PIL import Image
 from support.grid_images import image, pattern, pixels

@@ -12,12 +12,13 @@ import logging
 
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.layout import (
+from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
     make_layout,
 )
-from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch, AnalogistSACPatch
+from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
+from comfyui_analogist.nodes.patching import PASSES
 from support import flux as tiny
 from support.dit_reference import joint_reference, region_indices
 
@@ -262,7 +263,7 @@ def test_shipped_flux_fill_workflow_patches_flux_on_its_layers(caplog):
     import json
 
     import numpy as np
-    from comfyui_analogist.analogist.workflow_format import ui_to_api
+    from comfyui_analogist.analogist_cli.workflow_format import ui_to_api
     from comfyui_analogist.nodes.grid import AnalogistGridCompose
     from PIL import Image
     from support.workflows import WORKFLOWS as workflows

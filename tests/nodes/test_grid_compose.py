@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.layout import (
+from comfyui_analogist.analogist_attn.geometry import Rect
+from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
     ARRANGEMENTS,
     FITS,
     LAYOUT_TYPE,
     GridLayout,
-    Rect,
 )
 from comfyui_analogist.nodes import grid
 from PIL import Image

@@ -8,7 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENTS, FITS, Rect, make_layout
+from comfyui_analogist.analogist_attn.geometry import Rect
+from comfyui_analogist.analogist_pixels.layout import ARRANGEMENTS, FITS, make_layout
 from comfyui_analogist.nodes import grid
 from support.grid_images import image, pattern
 

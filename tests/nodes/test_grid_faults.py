@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from comfyui_analogist.analogist_attn.layout import make_layout
+from comfyui_analogist.analogist_pixels.layout import make_layout
 from comfyui_analogist.nodes import grid
 from support.grid_images import image, pattern
 
@@ -107,7 +107,7 @@ def test_a_layout_of_the_wrong_type_gets_a_clear_error(bad):
     for call in (lambda: crop(grids, bad), lambda: mark(blank, bad)):
         with pytest.raises(TypeError, match="layout: expected the ANALOGIST_LAYOUT output of Analogist Grid Compose"):
             call()
-    from comfyui_analogist.analogist_attn import grid as grid_math
+    from comfyui_analogist.analogist_pixels import grid as grid_math
 
     with pytest.raises(TypeError, match="layout: expected"):
         grid_math.crop_b_prime(grids, bad)
@@ -123,7 +123,8 @@ def test_a_colour_of_the_wrong_type_gets_a_clear_error(bad):
 
 @pytest.mark.parametrize("bad", [None, {"cell_width": 64}])
 def test_the_attention_patches_refuse_a_layout_of_the_wrong_type(bad):
-    from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch, AnalogistSACPatch
+    from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
+    from comfyui_analogist.nodes.patching import PASSES
 
     with pytest.raises(TypeError, match="layout: expected the ANALOGIST_LAYOUT output"):
         AnalogistSACPatch().patch(None, bad, 1.3, 3, 11, 0.0, 1.0, PASSES[0])

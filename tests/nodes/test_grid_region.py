@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from comfyui_analogist.analogist_attn import grid as grid_math
-from comfyui_analogist.analogist_attn import region as region_math
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENTS, FITS, GridLayout
+from comfyui_analogist.analogist_pixels import grid as grid_math
+from comfyui_analogist.analogist_pixels import region as region_math
+from comfyui_analogist.analogist_pixels.layout import ARRANGEMENTS, FITS, GridLayout
 from comfyui_analogist.nodes import grid
 from support.grid_images import image, pattern
 from support.region import naive_b_prime_region, naive_latent_blocks

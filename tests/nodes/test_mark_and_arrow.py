@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from comfyui_analogist.analogist_attn import marks
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS, REGIONS
+from comfyui_analogist.analogist_attn.geometry import REGIONS
+from comfyui_analogist.analogist_pixels import marks
+from comfyui_analogist.analogist_pixels.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS
 from comfyui_analogist.nodes import grid
 from PIL import ImageFont
 from support.grid_images import image, pattern, pixels

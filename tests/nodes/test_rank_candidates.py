@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.ranking import RankingError
+from comfyui_analogist.analogist_metrics.direction import RankingError
 from comfyui_analogist.nodes import rank
 from support.clip_vision import tiny_clip_vision
 from support.grid_images import image, pattern

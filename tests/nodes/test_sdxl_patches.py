@@ -12,8 +12,9 @@ import logging
 import pytest
 import torch
 from comfyui_analogist.analogist_attn.blocks import paper_layer_range, transformer_block_keys
-from comfyui_analogist.analogist_attn.layout import make_layout
-from comfyui_analogist.nodes.attention import PASSES, AnalogistCAMPatch, AnalogistSACPatch
+from comfyui_analogist.analogist_pixels.layout import make_layout
+from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
+from comfyui_analogist.nodes.patching import PASSES
 from support.reference_patch import reference_patched
 from support.sdxl import CONTEXT_DIM, POOLED_DIM, tiny_sdxl_inpaint_model_patcher
 
@@ -135,7 +136,7 @@ def test_shipped_sdxl_workflow_patches_a_sdxl_model_on_the_paper_levels(sdxl):
     import json
 
     import numpy as np
-    from comfyui_analogist.analogist.workflow_format import ui_to_api
+    from comfyui_analogist.analogist_cli.workflow_format import ui_to_api
     from comfyui_analogist.nodes.grid import AnalogistGridCompose
     from PIL import Image
     from support.workflows import WORKFLOWS as workflows

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from comfyui_analogist.analogist.__main__ import main
-from comfyui_analogist.analogist.checkpoints import (
+from comfyui_analogist.analogist_cli.checkpoints import (
     FIRST_CONV,
     CheckpointError,
     check_inpainting_checkpoint,
+    checkpoint_for,
 )
-from comfyui_analogist.analogist.runner import Job, Progress, checkpoint_for, spread, summarize
+from comfyui_analogist.analogist_cli.main import main
+from comfyui_analogist.analogist_cli.runner import Job, Progress, spread, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "workflows" / "images"
@@ -156,7 +157,7 @@ def test_jobs_spread_over_workers_and_failures_are_summarized(tmp_path, capsys):
 
 
 def test_the_comfyui_checkout_the_pack_lives_in_is_found(tmp_path):
-    from comfyui_analogist.analogist.runner import host_comfyui
+    from comfyui_analogist.analogist_cli.embedded import host_comfyui
 
     pack = tmp_path / "ComfyUI" / "custom_nodes" / "comfyui-analogist"
     pack.mkdir(parents=True)
@@ -167,7 +168,7 @@ def test_the_comfyui_checkout_the_pack_lives_in_is_found(tmp_path):
 
 
 def test_launch_in_a_checkout_adds_the_checkpoint_folder_as_a_model_path(tmp_path, inpainting):
-    from comfyui_analogist.analogist.runner import launch_args
+    from comfyui_analogist.analogist_cli.embedded import launch_args
 
     checkout = tmp_path / "ComfyUI"
     workspace = tmp_path / "ws"
@@ -211,7 +212,8 @@ def test_best_of_n_prompt_samples_n_and_scores_with_the_given_encoder():
     """The runner's graph is the shipped best-of-N workflow with N and the encoder set."""
     import copy
 
-    from comfyui_analogist.analogist.runner import Settings, build_prompt
+    from comfyui_analogist.analogist_cli.graph import build_prompt
+    from comfyui_analogist.analogist_cli.inputs import Settings
     from support.workflows import workflow_builder
 
     info = copy.deepcopy(workflow_builder().node_definitions())  # the host's own definitions
@@ -236,7 +238,7 @@ def test_best_of_n_prompt_samples_n_and_scores_with_the_given_encoder():
 
 
 def test_launch_gives_the_embedded_comfyui_the_clip_vision_model(tmp_path, inpainting, encoder):
-    from comfyui_analogist.analogist.runner import launch_args
+    from comfyui_analogist.analogist_cli.embedded import launch_args
 
     workspace = tmp_path / "ws"
     for sub in ("custom_nodes", "models/checkpoints"):  # as embedded_comfyui makes them
@@ -385,7 +387,7 @@ def test_workspaces_of_runners_that_died_unclean_are_swept(tmp_path):
     import subprocess
     import sys
 
-    from comfyui_analogist.analogist.runner import sweep_stale_workspaces
+    from comfyui_analogist.analogist_cli.embedded import sweep_stale_workspaces
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -421,7 +423,7 @@ def test_example_pairs_are_checked_and_limited(capsys, tmp_path, inpainting):
 
 
 def test_the_runners_pair_limit_is_the_grid_nodes():
-    from comfyui_analogist.analogist.runner import MAX_EXTRA_EXAMPLES
-    from comfyui_analogist.analogist_attn.layout import MAX_PAIRS
+    from comfyui_analogist.analogist_cli.inputs import MAX_EXTRA_EXAMPLES
+    from comfyui_analogist.analogist_pixels.layout import MAX_PAIRS
 
     assert MAX_EXTRA_EXAMPLES == MAX_PAIRS - 1

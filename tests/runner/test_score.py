@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from comfyui_analogist.analogist.__main__ import main
-from comfyui_analogist.analogist.runner import Job, Settings, save_inputs
-from comfyui_analogist.analogist.score import find_analogies
+from comfyui_analogist.analogist_cli.inputs import Settings
+from comfyui_analogist.analogist_cli.main import main
+from comfyui_analogist.analogist_cli.runner import Job, save_inputs
+from comfyui_analogist.analogist_cli.score import find_analogies
 from PIL import Image
 from support.grid_images import pattern
 
@@ -121,10 +122,27 @@ def test_scores_are_the_mean_direction_similarity_per_analogy_task_and_overall(
     assert tasks["colorization"] == pytest.approx(np.mean([expected[("colorization", n)] for n in ("cat", "dog")]), abs=2e-6)
     assert tasks["sketch"] == pytest.approx(np.mean([expected[("sketch", n)] for n in ("x", "one")]), abs=2e-6)
     (overall,) = [r for r in rows if r["level"] == "overall"]
-    assert float(overall["clip_direction"]) == pytest.approx(np.mean(list(expected.values())), abs=2e-6)
+    assert float(overall["clip_direction"]) == pytest.approx(np.mean(list(tasks.values())), abs=2e-6)
     assert overall["samples"] == "7"
+    (every,) = [r for r in rows if r["level"] == "all_analogies"]
+    assert float(every["clip_direction"]) == pytest.approx(np.mean(list(expected.values())), abs=2e-6)
     # The table: one line per task and the overall mean, 4 decimals.
     assert f"{tasks['sketch']:.4f}" in printed and "overall" in printed and str(out_csv) in printed
+
+
+def test_overall_is_the_mean_of_the_task_means_as_the_papers_script_reports_it():
+    """Tasks of different sizes: the paper's average weighs every task alike; the mean over
+    all analogies (printed too, labelled) would weigh the larger task more."""
+    from comfyui_analogist.analogist_cli.score import Analogy, AnalogyScore, summary
+
+    def one(task: str, name: str, value: float) -> AnalogyScore:
+        p = Path(f"{task}/{name}.png")
+        return AnalogyScore(Analogy(task, name, p, p, p, (p,)), (value,))
+
+    scores = [one("big", "a", 0.9), one("big", "b", 0.7), one("big", "c", 0.8), one("small", "x", 0.2)]
+    rows = {r.level: r for r in summary(scores) if r.level in ("overall", "all_analogies")}
+    assert rows["overall"].score == pytest.approx((0.8 + 0.2) / 2)
+    assert rows["all_analogies"].score == pytest.approx((0.9 + 0.7 + 0.8 + 0.2) / 4)
 
 
 def test_the_runner_writes_a_folder_the_evaluator_reads(tmp_path):

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from comfyui_analogist.analogist.workflow_format import (
+from comfyui_analogist.analogist_cli.workflow_format import (
     WorkflowError,
     set_widget,
     ui_to_api,
@@ -169,7 +169,8 @@ def definitions():
 
 
 def test_runner_puts_the_users_inputs_into_the_manual_workflow(definitions, tmp_path):
-    from comfyui_analogist.analogist.runner import Settings, build_prompt
+    from comfyui_analogist.analogist_cli.graph import build_prompt
+    from comfyui_analogist.analogist_cli.inputs import Settings
 
     settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
                         out=tmp_path, checkpoint="model.safetensors", prompt="a fox, best quality",
@@ -187,7 +188,8 @@ def test_runner_puts_the_users_inputs_into_the_manual_workflow(definitions, tmp_
 
 
 def test_runner_points_the_vlm_workflow_at_the_chosen_server(definitions, tmp_path):
-    from comfyui_analogist.analogist.runner import Settings, build_prompt
+    from comfyui_analogist.analogist_cli.graph import build_prompt
+    from comfyui_analogist.analogist_cli.inputs import Settings
 
     settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
                         out=tmp_path, checkpoint="m.ckpt", workflow="vlm",
@@ -202,7 +204,7 @@ def test_runner_points_the_vlm_workflow_at_the_chosen_server(definitions, tmp_pa
 
 
 def test_region_workflow_feeds_bs_own_mask_to_b_region_and_cam_keeps_text_in_it(definitions):
-    from comfyui_analogist.analogist.workflow_format import ui_to_api
+    from comfyui_analogist.analogist_cli.workflow_format import ui_to_api
     from PIL import Image
 
     prompt = ui_to_api(json.loads((WORKFLOWS / "analogist_region.json").read_text()), definitions)
@@ -228,7 +230,8 @@ def test_region_workflow_feeds_bs_own_mask_to_b_region_and_cam_keeps_text_in_it(
 
 @pytest.mark.parametrize("workflow", ["manual", "vlm"])
 def test_runner_puts_the_b_region_mask_on_grid_compose(definitions, tmp_path, workflow):
-    from comfyui_analogist.analogist.runner import Settings, build_prompt
+    from comfyui_analogist.analogist_cli.graph import build_prompt
+    from comfyui_analogist.analogist_cli.inputs import Settings
 
     settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
                         out=tmp_path, checkpoint="m.ckpt", workflow=workflow, b_region=tmp_path / "r.png")
@@ -244,7 +247,8 @@ def test_runner_puts_the_b_region_mask_on_grid_compose(definitions, tmp_path, wo
 
 
 def test_runner_chains_example_pairs_into_grid_compose_and_the_vlm(definitions, tmp_path):
-    from comfyui_analogist.analogist.runner import Settings, build_prompt
+    from comfyui_analogist.analogist_cli.graph import build_prompt
+    from comfyui_analogist.analogist_cli.inputs import Settings
 
     images = {"a": "a.png", "a_prime": "ap.png", "b": "b.png", "a2": "x2.png", "a2_prime": "x2p.png",
               "a3": "x3.png", "a3_prime": "x3p.png"}

@@ -19,9 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comfyui_analogist.analogist.runner import (
-    workspace_command,  # the runner starts ComfyUI the same way
-)
+from comfyui_analogist.analogist_cli.embedded import workspace_command
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK_DIR_NAME = "comfyui-analogist"

@@ -3,15 +3,15 @@ for the fast patches, on any UNet the pack walks)."""
 
 from __future__ import annotations
 
-from comfyui_analogist.analogist_attn.reference import cam_reference, sac_reference
-from comfyui_analogist.analogist_attn.tokens import regions_for_block
+from comfyui_analogist.analogist_attn.geometry import regions_for_block
+from comfyui_analogist.analogist_attn.oracle import cam_reference, sac_reference
 
 
 def reference_patched(model, layout, blocks, scale=1.3, cam_blocks=None):
     """``model`` cloned, with naive SAC on ``blocks`` and naive CAM on ``cam_blocks``
     (default: the same blocks), as attention replace patches."""
     # One pair: the old fraction route, independent of the integer geometry the patches use.
-    cells = layout.cell_fractions() if layout.pairs == 1 else layout
+    cells = layout.geometry
 
     def regions(q, extra):
         return regions_for_block(cells, extra["original_shape"], q.shape[1], q.device)

@@ -16,7 +16,7 @@ import pytest
 import support.chat_server as helper
 import torch
 from comfyui_analogist import analogist_vlm as vlm
-from comfyui_analogist.nodes import gpt4v
+from comfyui_analogist.nodes import vlm as gpt4v
 from support.fake_secrets import make_secret
 
 

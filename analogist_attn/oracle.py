@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .tokens import RegionTokens
+from .geometry import RegionTokens
 
 
 def sac_reference(

@@ -14,8 +14,10 @@ the masked image); a plain one takes 4. In the single-file layout that
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,3 +167,47 @@ def check_inpainting_checkpoint(path: str | Path) -> CheckpointInfo:
             f"(those take {INPAINT_CHANNELS}). Analogist fills the B' cell by inpainting.\n{DOWNLOAD_HINT}"
         )
     return CheckpointInfo(path, channels)
+
+
+def run_sh_checkpoints() -> Path:
+    """``models/checkpoints`` of the ComfyUI working folder that ``scripts/run.sh`` uses."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    base = Path(os.environ.get("ANALOGIST_COMFYUI_DIR") or cache / "analogist-comfyui")
+    return base.expanduser() / "models" / "checkpoints"
+
+
+def find_checkpoint(folder: Path) -> Path | None:
+    """The first SD inpainting checkpoint in ``folder`` (by name), if any."""
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.iterdir()):
+        try:
+            check_inpainting_checkpoint(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
+
+
+def checkpoint_for(settings_checkpoint: str | None, servers: list[str], log=None) -> str:
+    """The checkpoint argument checked for the mode: a local inpainting file, or a name.
+
+    Without one (and without servers), the inpainting checkpoint in scripts/run.sh's
+    ComfyUI folder is used, so both commands share one download.
+    """
+    if not settings_checkpoint:
+        folder = run_sh_checkpoints()
+        found = None if servers else find_checkpoint(folder)
+        if found is None:
+            raise CheckpointError(
+                f"no --checkpoint given, and no inpainting checkpoint in {folder}.\n{DOWNLOAD_HINT}"
+            )
+        print(f"[analogist] using the checkpoint {found}", file=log or sys.stderr, flush=True)
+        return str(found.resolve())
+    path = Path(settings_checkpoint).expanduser()
+    if servers:
+        if path.exists():  # a local file: check it, the servers know it by its name
+            check_inpainting_checkpoint(path)
+        return path.name
+    check_inpainting_checkpoint(path)
+    return str(path.resolve())

@@ -1,7 +1,7 @@
 """SAC and CAM processors on a real diffusers UNet2DConditionModel (tiny, random, 9 channels).
 
 The oracle is a processor written here straight from diffusers' attention (project,
-attend, project out) with the naive full-matrix definitions of ``analogist_attn.reference``.
+attend, project out) with the naive full-matrix definitions of ``analogist_attn.oracle``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import torch
 
 pytest.importorskip("diffusers.models", reason="diffusers is not installed in this Python")
 
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, make_layout  # noqa: E402
-from comfyui_analogist.analogist_attn.reference import cam_reference, sac_reference  # noqa: E402
-from comfyui_analogist.analogist_attn.tokens import regions_for_block  # noqa: E402
+from comfyui_analogist.analogist_attn.geometry import regions_for_block  # noqa: E402
+from comfyui_analogist.analogist_attn.oracle import cam_reference, sac_reference  # noqa: E402
 from comfyui_analogist.analogist_diffusers import (  # noqa: E402
     AnalogistCAMProcessor,
     AnalogistSACProcessor,
@@ -21,6 +20,7 @@ from comfyui_analogist.analogist_diffusers import (  # noqa: E402
     remove_analogist,
     transformer_layers,
 )
+from comfyui_analogist.analogist_pixels.layout import ARRANGEMENT_ALIGNED, make_layout  # noqa: E402
 from support.diffusers_models import tiny_unet  # noqa: E402
 
 LATENT = 16  # a 128 x 128 px grid of 64 px cells

@@ -18,20 +18,17 @@ Two kinds of rectangles matter:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .region import BRegion
+import numpy as np
 
-# --- the integer geometry rule, stated once -------------------------------------------
-# SD's VAE maps 8 x 8 px to one latent pixel; the UNet then halves the latent at each of
-# its three downsamplings (SD1.x, SD2.x, SDXL), so a token of the deepest level covers
-# 8 x 8 = 64 px. A cell edge on a multiple of 64 px is therefore a token edge at every
-# level: that is why cells are multiples of CELL_MULTIPLE, and everything below (cells in
-# px -> latent -> token rectangles at a downsample factor) is exact integer arithmetic.
-PX_PER_LATENT = 8
-DEEPEST_DOWNSAMPLE = 8
-CELL_MULTIPLE = PX_PER_LATENT * DEEPEST_DOWNSAMPLE
+from ..analogist_attn.geometry import (
+    REGIONS,
+    CellGeometry,
+    Rect,
+    _pair_of,
+    region_label,
+    region_names,
+)
 
 # At most this many example pairs in one grid: each adds a row (a column when transposed)
 # of cells, and the UNet's self-attention work grows with the square of the grid's token
@@ -43,126 +40,12 @@ MAX_PAIRS = 4
 # (grid, attention, prompt) declares the same string and the sockets connect.
 LAYOUT_TYPE = "ANALOGIST_LAYOUT"
 
-# Region names in the paper's words, in the order the tuples below use.
-REGIONS: tuple[str, ...] = ("a", "a_prime", "b", "b_prime")
-REGION_LABELS: dict[str, str] = {"a": "A", "a_prime": "A'", "b": "B", "b_prime": "B'"}
-
 # The paper's default puts A' to the right of A; "A aligned with B" swaps A' and B.
 ARRANGEMENT_DEFAULT = "A' right of A (paper)"
 ARRANGEMENT_ALIGNED = "A aligned with B"
 ARRANGEMENTS: tuple[str, ...] = (ARRANGEMENT_DEFAULT, ARRANGEMENT_ALIGNED)
 
 FITS: tuple[str, ...] = ("stretch", "letterbox", "crop")
-
-
-@dataclass(frozen=True)
-class Rect:
-    """An axis-aligned pixel rectangle: left ``x``, top ``y``, ``width``, ``height``."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-    @property
-    def right(self) -> int:
-        return self.x + self.width
-
-    @property
-    def bottom(self) -> int:
-        return self.y + self.height
-
-    def fractions(self, grid_width: int, grid_height: int) -> tuple[float, float, float, float]:
-        """``(x0, y0, x1, y1)`` as fractions of the grid size."""
-        return (
-            self.x / grid_width,
-            self.y / grid_height,
-            self.right / grid_width,
-            self.bottom / grid_height,
-        )
-
-
-def scale_rect(rect: Rect, num_x: int, den_x: int, num_y: int, den_y: int) -> Rect | None:
-    """``rect`` scaled by ``num/den`` per axis when every edge lands on a whole unit, else None."""
-    edges = (rect.x * num_x, rect.y * num_y, rect.right * num_x, rect.bottom * num_y)
-    dens = (den_x, den_y, den_x, den_y)
-    if any(edge % den for edge, den in zip(edges, dens, strict=True)):
-        return None
-    x0, y0, x1, y1 = (edge // den for edge, den in zip(edges, dens, strict=True))
-    return Rect(x0, y0, x1 - x0, y1 - y0)
-
-
-@dataclass(frozen=True)
-class CellGeometry:
-    """The cells of one grid in whole pixels, in region order (every example pair, then
-    B, B'): what the attention edits need, hashable so token indices can be cached on it.
-
-    ``names``: ``a, a_prime`` (pair 1), ``a2, a2_prime``, ..., ``b, b_prime``.
-    """
-
-    grid_width: int
-    grid_height: int
-    names: tuple[str, ...]
-    labels: tuple[str, ...]
-    rects: tuple[Rect, ...]
-
-    @property
-    def pairs(self) -> int:
-        return (len(self.rects) - 2) // 2
-
-    def on_map(self, h: int, w: int) -> tuple[Rect, ...] | None:
-        """Every cell in tokens of an ``h x w`` map covering the whole grid, or None when an
-        edge falls inside a token."""
-        rects = tuple(scale_rect(r, w, self.grid_width, h, self.grid_height) for r in self.rects)
-        return None if any(r is None for r in rects) else rects  # type: ignore[return-value]
-
-    def misaligned_edge(self, h: int, w: int, factor: int = 1) -> tuple[str, str, int] | None:
-        """``(label, edge, px)`` of the first cell edge inside a token of an ``h x w`` map
-        (``factor``: tokens of ``factor x factor`` units of that map, e.g. a UNet level's
-        downsample of the latent)."""
-        for label, rect in zip(self.labels, self.rects, strict=True):
-            for edge, px, units, size in (
-                ("left", rect.x, w, self.grid_width),
-                ("top", rect.y, h, self.grid_height),
-                ("right", rect.right, w, self.grid_width),
-                ("bottom", rect.bottom, h, self.grid_height),
-            ):
-                if (px * units) % (size * factor):
-                    return label, edge, px
-        return None
-
-
-def latent_fits_grid(latent_w: int, latent_h: int, grid_w: int, grid_h: int) -> bool:
-    """Whether a sampled latent has the grid's proportions (a grid size rounds down to
-    whole latent pixels when encoded: one latent pixel of slack)."""
-    return abs(latent_w / latent_h - grid_w / grid_h) <= PX_PER_LATENT / min(grid_w, grid_h)
-
-
-def region_names(pairs: int) -> tuple[str, ...]:
-    """``a, a_prime, a2, a2_prime, ..., b, b_prime``: pair 1 keeps the paper's names."""
-    names = ["a", "a_prime"]
-    for k in range(2, pairs + 1):
-        names += [f"a{k}", f"a{k}_prime"]
-    return tuple(names) + ("b", "b_prime")
-
-
-def region_label(name: str, pairs: int) -> str:
-    """"A", "A'", "B", "B'" for one pair (the paper's); "A1", "A1'", "A2", ... for more."""
-    if name in ("b", "b_prime") or pairs == 1:
-        if name in REGION_LABELS:
-            return REGION_LABELS[name]
-    k, prime = _pair_of(name)
-    return f"A{k}" + ("'" if prime else "")
-
-
-def _pair_of(name: str) -> tuple[int, bool]:
-    """``a`` -> (1, False), ``a2_prime`` -> (2, True); ValueError for anything else."""
-    base, prime = (name[: -len("_prime")], True) if name.endswith("_prime") else (name, False)
-    if base == "a":
-        return 1, prime
-    if base.startswith("a") and base[1:].isdigit() and int(base[1:]) >= 1:
-        return int(base[1:]), prime
-    raise ValueError(f"no region named {name!r}")
 
 
 @dataclass(frozen=True)
@@ -179,6 +62,29 @@ class Placement:
     fit: str
     source_crop: Rect
     content: Rect
+
+
+@dataclass(frozen=True)
+class BRegion:
+    """One grid's region of interest in B's source pixels, and B's own pixels.
+
+    ``bits``: ``np.packbits`` of the ``height x width`` boolean region, row-major.
+    ``pixels``: B as RGB uint8 ``[height, width, 3]`` bytes (alpha composited on white, as
+    the grid does), what Grid Crop puts back outside the region.
+    """
+
+    width: int
+    height: int
+    bits: bytes
+    pixels: bytes
+
+    def mask(self) -> np.ndarray:
+        count = self.width * self.height
+        flat = np.unpackbits(np.frombuffer(self.bits, np.uint8), count=count)
+        return flat.reshape(self.height, self.width).astype(bool)
+
+    def image(self) -> np.ndarray:
+        return np.frombuffer(self.pixels, np.uint8).reshape(self.height, self.width, 3).copy()
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ import torch
 pytest.importorskip("diffusers.models", reason="diffusers is not installed in this Python")
 
 from comfyui_analogist.analogist_attn.blocks import transformer_block_keys  # noqa: E402
-from comfyui_analogist.analogist_attn.layout import ARRANGEMENT_ALIGNED, make_layout  # noqa: E402
 from comfyui_analogist.analogist_diffusers import (  # noqa: E402
     install_analogist,
     remove_analogist,
     transformer_layers,
 )
+from comfyui_analogist.analogist_pixels.layout import ARRANGEMENT_ALIGNED, make_layout  # noqa: E402
 from comfyui_analogist.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
 from support.diffusers_models import SD15_INPAINT_DIFFUSERS, tiny_unet  # noqa: E402
 from support.sd15 import tiny_unet_config  # noqa: E402

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from comfyui_analogist.analogist_attn.ranking import (
+from comfyui_analogist.analogist_metrics.direction import (
     RankingError,
     direction_similarity,
     rank_candidates,

@@ -24,7 +24,7 @@ import pytest
 import support.chat_server as helper
 import torch
 from comfyui_analogist import analogist_vlm as vlm
-from comfyui_analogist.nodes import gpt4v
+from comfyui_analogist.nodes import vlm as gpt4v
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def test_shipped_workflow_keeps_the_gpt4v_seed_fixed_so_the_answer_cache_works()
     import json
     from pathlib import Path
 
-    from comfyui_analogist.analogist.workflow_format import has_control_value, widget_inputs
+    from comfyui_analogist.analogist_cli.workflow_format import has_control_value, widget_inputs
 
     info = {"input": {k: v for k, v in gpt4v.AnalogistGPT4VPrompt.INPUT_TYPES().items()
                       if k in ("required", "optional")}}
@@ -364,8 +364,8 @@ def test_web_extensions_show_ui_text_on_their_own_nodes_only():
 
 def test_without_openai_the_node_registers_disabled_and_says_how_to_fix(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "openai", None)  # makes `import openai` raise
-    name = "comfyui_analogist.nodes._gpt4v_without_openai"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "nodes" / "gpt4v.py")
+    name = "comfyui_analogist.nodes._vlm_without_openai"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "nodes" / "vlm.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, module)
     with caplog.at_level(logging.WARNING, logger="analogist.gpt4v"):
@@ -392,7 +392,7 @@ def test_the_pack_loads_without_openai():
         "sys.modules['comfyui_analogist'] = importlib.util.module_from_spec(spec)\n"
         "import comfyui_analogist.nodes as nodes\n"
         "print(nodes.NODE_DISPLAY_NAME_MAPPINGS.get('AnalogistGPT4VPrompt'))\n"
-        "print('gpt4v' in nodes.FAILED_FAMILIES)\n"
+        "print('vlm' in nodes.FAILED_FAMILIES)\n"
     )
     env = {**os.environ, "PYTHONPATH": ""}
     done = subprocess.run(
@@ -409,7 +409,7 @@ def test_the_pack_loads_without_openai():
 
 
 def test_one_pair_layout_sends_the_papers_instruction_unchanged(server, user_dir, fake_key):
-    from comfyui_analogist.analogist_attn.layout import make_layout
+    from comfyui_analogist.analogist_pixels.layout import make_layout
 
     images, _ = grid_batch(batch=1)
     run(server, images, layout=make_layout())
@@ -420,7 +420,7 @@ def test_one_pair_layout_sends_the_papers_instruction_unchanged(server, user_dir
 
 @pytest.mark.parametrize("aligned", [False, True])
 def test_several_pairs_are_named_in_the_instruction(server, user_dir, fake_key, aligned):
-    from comfyui_analogist.analogist_attn.layout import ARRANGEMENTS, make_layout
+    from comfyui_analogist.analogist_pixels.layout import ARRANGEMENTS, make_layout
 
     images, _ = grid_batch(batch=1)
     layout = make_layout(arrangement=ARRANGEMENTS[int(aligned)], pairs=3)

@@ -66,7 +66,7 @@ def check_token_count(n_tokens: int, expected: int, h: int, w: int) -> None:
         raise ValueError(
             f"the region indices were built for a {h} x {w} token map ({expected} tokens) but "
             f"this attention call has {n_tokens} query tokens; build them for this block with "
-            "analogist_attn.tokens.regions_for_block"
+            "analogist_attn.geometry.regions_for_block"
         )
 
 

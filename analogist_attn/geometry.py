@@ -17,25 +17,140 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .layout import (
-    CELL_MULTIPLE,
-    PX_PER_LATENT,
-    REGION_LABELS,
-    REGIONS,
-    CellGeometry,
-    GridLayout,
-    Rect,
-)
+# --- the integer geometry rule, stated once -------------------------------------------
+# SD's VAE maps 8 x 8 px to one latent pixel; the UNet then halves the latent at each of
+# its three downsamplings (SD1.x, SD2.x, SDXL), so a token of the deepest level covers
+# 8 x 8 = 64 px. A cell edge on a multiple of 64 px is therefore a token edge at every
+# level: that is why cells are multiples of CELL_MULTIPLE, and everything below (cells in
+# px -> latent -> token rectangles at a downsample factor) is exact integer arithmetic.
+PX_PER_LATENT = 8
+DEEPEST_DOWNSAMPLE = 8
+CELL_MULTIPLE = PX_PER_LATENT * DEEPEST_DOWNSAMPLE
+
+# Region names in the paper's words, in the order the tuples below use.
+REGIONS: tuple[str, ...] = ("a", "a_prime", "b", "b_prime")
+REGION_LABELS: dict[str, str] = {"a": "A", "a_prime": "A'", "b": "B", "b_prime": "B'"}
+
+@dataclass(frozen=True)
+class Rect:
+    """An axis-aligned pixel rectangle: left ``x``, top ``y``, ``width``, ``height``."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def right(self) -> int:
+        return self.x + self.width
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.height
+
+    def fractions(self, grid_width: int, grid_height: int) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)`` as fractions of the grid size."""
+        return (
+            self.x / grid_width,
+            self.y / grid_height,
+            self.right / grid_width,
+            self.bottom / grid_height,
+        )
+
+
+def scale_rect(rect: Rect, num_x: int, den_x: int, num_y: int, den_y: int) -> Rect | None:
+    """``rect`` scaled by ``num/den`` per axis when every edge lands on a whole unit, else None."""
+    edges = (rect.x * num_x, rect.y * num_y, rect.right * num_x, rect.bottom * num_y)
+    dens = (den_x, den_y, den_x, den_y)
+    if any(edge % den for edge, den in zip(edges, dens, strict=True)):
+        return None
+    x0, y0, x1, y1 = (edge // den for edge, den in zip(edges, dens, strict=True))
+    return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+@dataclass(frozen=True)
+class CellGeometry:
+    """The cells of one grid in whole pixels, in region order (every example pair, then
+    B, B'): what the attention edits need, hashable so token indices can be cached on it.
+
+    ``names``: ``a, a_prime`` (pair 1), ``a2, a2_prime``, ..., ``b, b_prime``.
+    """
+
+    grid_width: int
+    grid_height: int
+    names: tuple[str, ...]
+    labels: tuple[str, ...]
+    rects: tuple[Rect, ...]
+
+    @property
+    def pairs(self) -> int:
+        return (len(self.rects) - 2) // 2
+
+    def on_map(self, h: int, w: int) -> tuple[Rect, ...] | None:
+        """Every cell in tokens of an ``h x w`` map covering the whole grid, or None when an
+        edge falls inside a token."""
+        rects = tuple(scale_rect(r, w, self.grid_width, h, self.grid_height) for r in self.rects)
+        return None if any(r is None for r in rects) else rects  # type: ignore[return-value]
+
+    def misaligned_edge(self, h: int, w: int, factor: int = 1) -> tuple[str, str, int] | None:
+        """``(label, edge, px)`` of the first cell edge inside a token of an ``h x w`` map
+        (``factor``: tokens of ``factor x factor`` units of that map, e.g. a UNet level's
+        downsample of the latent)."""
+        for label, rect in zip(self.labels, self.rects, strict=True):
+            for edge, px, units, size in (
+                ("left", rect.x, w, self.grid_width),
+                ("top", rect.y, h, self.grid_height),
+                ("right", rect.right, w, self.grid_width),
+                ("bottom", rect.bottom, h, self.grid_height),
+            ):
+                if (px * units) % (size * factor):
+                    return label, edge, px
+        return None
+
+
+def latent_fits_grid(latent_w: int, latent_h: int, grid_w: int, grid_h: int) -> bool:
+    """Whether a sampled latent has the grid's proportions (a grid size rounds down to
+    whole latent pixels when encoded: one latent pixel of slack)."""
+    return abs(latent_w / latent_h - grid_w / grid_h) <= PX_PER_LATENT / min(grid_w, grid_h)
+
+
+def region_names(pairs: int) -> tuple[str, ...]:
+    """``a, a_prime, a2, a2_prime, ..., b, b_prime``: pair 1 keeps the paper's names."""
+    names = ["a", "a_prime"]
+    for k in range(2, pairs + 1):
+        names += [f"a{k}", f"a{k}_prime"]
+    return tuple(names) + ("b", "b_prime")
+
+
+def region_label(name: str, pairs: int) -> str:
+    """"A", "A'", "B", "B'" for one pair (the paper's); "A1", "A1'", "A2", ... for more."""
+    if name in ("b", "b_prime") or pairs == 1:
+        if name in REGION_LABELS:
+            return REGION_LABELS[name]
+    k, prime = _pair_of(name)
+    return f"A{k}" + ("'" if prime else "")
+
+
+def _pair_of(name: str) -> tuple[int, bool]:
+    """``a`` -> (1, False), ``a2_prime`` -> (2, True); ValueError for anything else."""
+    base, prime = (name[: -len("_prime")], True) if name.endswith("_prime") else (name, False)
+    if base == "a":
+        return 1, prime
+    if base.startswith("a") and base[1:].isdigit() and int(base[1:]) >= 1:
+        return int(base[1:]), prime
+    raise ValueError(f"no region named {name!r}")
+
 
 Fractions = Mapping[str, Sequence[float]]
 # What the functions below take: a GridLayout or its CellGeometry (integers, any number of
 # example pairs), or the old four-region fraction dicts (compatibility, one pair only).
-Cells = GridLayout | CellGeometry | Fractions
+Cells = CellGeometry | Fractions
 _FractionKey = tuple[tuple[float, float, float, float], ...]
 
-# The rule lives in layout.py; these names stay for the modules that import them.
 VAE_FACTOR = PX_PER_LATENT
 DEEPEST_TOKEN_PX = CELL_MULTIPLE
 _MAX_DOWNSAMPLE_POWER = 7
@@ -176,8 +291,6 @@ def _edge_inside_token(
 
 
 def _geometry_or_none(cells: Cells) -> CellGeometry | None:
-    if isinstance(cells, GridLayout):
-        return cells.geometry
     if isinstance(cells, CellGeometry):
         return cells
     return None
@@ -377,3 +490,64 @@ def _span_indices(span: tuple[int, int, int, int], w: int) -> torch.Tensor:
     ys = torch.arange(y0, y1)
     xs = torch.arange(x0, x1)
     return (ys[:, None] * w + xs[None, :]).flatten()
+
+
+# --- CAM: text only in the region --------------------------------------------------------
+
+
+class RegionTokensInside:
+    """Which B' tokens lie in the region, per grid, at any token-map size.
+
+    Built once per layout (the regions at latent resolution, ``[G, H/8, W/8]``); a
+    block's ``h x w`` map with factor ``f`` takes a token as inside when any latent pixel
+    of its ``f x f`` block is (max pooling over each token's latent pixels).
+    """
+
+    def __init__(self, latent: np.ndarray):
+        """``latent``: boolean ``[G, H/8, W/8]``, each grid's region in B' at latent
+        resolution (``analogist_pixels.region.latent_regions``)."""
+        stacked = np.asarray(latent, dtype=bool)
+        if stacked.ndim != 3 or not stacked.any():
+            raise ValueError("expected a non-empty region mask shaped [grids, height, width]")
+        # Grids sharing one region (one mask, one B size) need no per-entry rows.
+        self.shared = all(np.array_equal(stacked[0], one) for one in stacked[1:])
+        self.latent = torch.from_numpy(stacked[:1] if self.shared else stacked)
+        self._cache: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    @property
+    def grids(self) -> int:
+        return int(self.latent.shape[0])
+
+    def inside(self, h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """``[G, h * w]`` booleans: token inside the region (only B' tokens can be)."""
+        key = (h, w, str(device))
+        if key not in self._cache:
+            # Bins [floor(i H / h), ceil((i + 1) H / h)): exactly each token's latent pixels
+            # when h divides the latent (always, for grids of 64 px cells and SD's levels),
+            # and still "any pixel it covers" for a grid sampled at another size.
+            pooled = F.adaptive_max_pool2d(self.latent[:, None].float(), (h, w))[:, 0]
+            self._cache[key] = (pooled > 0).reshape(pooled.shape[0], h * w).to(device)
+        return self._cache[key]
+
+    def keep_rows(self, cam_keep: torch.Tensor, b_prime: torch.Tensor, h: int, w: int, batch: int, chunks: int) -> torch.Tensor:
+        """``[batch or 1, h*w]``: the rows CAM keeps with text only in the region.
+
+        ``cam_keep``/``b_prime`` are the plain CAM's kept rows and B''s tokens
+        (:class:`RegionTokens`); ``chunks`` is the number of CFG chunks in the batch, so
+        entry ``e`` is latent ``e mod (batch / chunks)``, of grid ``latent mod G``.
+        """
+        inside = self.inside(h, w, cam_keep.device)
+        is_b_prime = torch.zeros_like(cam_keep)
+        is_b_prime[b_prime] = True
+        keep = cam_keep[None] & ~(is_b_prime[None] & ~inside)
+        if self.shared:
+            return keep
+        latents = batch // max(1, chunks)
+        if latents <= 0 or latents % self.grids:
+            raise ValueError(
+                f"Analogist CAM: a batch of {latents} latents per pass cannot be matched to the "
+                f"layout's {self.grids} grids (each with its own region): sample a multiple of "
+                f"{self.grids} (k samples of each grid, as Repeat Latent Batch makes them)."
+            )
+        grid_of = (torch.arange(batch, device=keep.device) % latents) % self.grids
+        return keep[grid_of]

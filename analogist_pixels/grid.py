@@ -23,16 +23,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..analogist_attn.geometry import CELL_MULTIPLE, Rect
 from .layout import (
     ARRANGEMENT_DEFAULT,
     ARRANGEMENTS,
-    CELL_MULTIPLE,
     FINGERPRINT_SIDE,
     FITS,
     MAX_PAIRS,
     GridLayout,
     Placement,
-    Rect,
     check_layout,
     make_layout,
 )

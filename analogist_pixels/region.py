@@ -30,15 +30,14 @@ without another input. Plain data (bytes), frozen like the layout.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..analogist_attn.geometry import VAE_FACTOR
 from . import grid as grid_math
-from .layout import GridLayout, Placement
-from .tokens import VAE_FACTOR
+from .layout import BRegion, GridLayout, Placement
 
 REGION_THRESHOLD = 0.5
 # Grid Crop's feather, in pixels of its output image: B' is blended into B over this many
@@ -51,29 +50,6 @@ DEFAULT_FEATHER = 4
 MAX_FEATHER = 256
 
 INPUT = "b_region"
-
-
-@dataclass(frozen=True)
-class BRegion:
-    """One grid's region of interest in B's source pixels, and B's own pixels.
-
-    ``bits``: ``np.packbits`` of the ``height x width`` boolean region, row-major.
-    ``pixels``: B as RGB uint8 ``[height, width, 3]`` bytes (alpha composited on white, as
-    the grid does), what Grid Crop puts back outside the region.
-    """
-
-    width: int
-    height: int
-    bits: bytes
-    pixels: bytes
-
-    def mask(self) -> np.ndarray:
-        count = self.width * self.height
-        flat = np.unpackbits(np.frombuffer(self.bits, np.uint8), count=count)
-        return flat.reshape(self.height, self.width).astype(bool)
-
-    def image(self) -> np.ndarray:
-        return np.frombuffer(self.pixels, np.uint8).reshape(self.height, self.width, 3).copy()
 
 
 # --- checking the input ------------------------------------------------------------------
@@ -327,65 +303,19 @@ def composite_over_b(
 # --- CAM: text only in the region --------------------------------------------------------
 
 
-class RegionTokensInside:
-    """Which B' tokens lie in the region, per grid, at any token-map size.
-
-    Built from the layout once (the regions at latent resolution, ``[G, H/8, W/8]``); a
-    block's ``h x w`` map with factor ``f`` takes a token as inside when any latent pixel
-    of its ``f x f`` block is (max pooling over each token's latent pixels).
-    """
-
-    def __init__(self, layout: GridLayout):
-        if not has_region(layout):
-            raise ValueError("this layout has no region on B")
-        count = len(layout.b_regions)
-        latent = []
-        for i in range(count):
-            pixels = b_prime_region(layout, i)
-            height, width = pixels.shape
-            latent.append(
-                pixels.reshape(height // VAE_FACTOR, VAE_FACTOR, width // VAE_FACTOR, VAE_FACTOR).any(axis=(1, 3))
-            )
-        stacked = np.stack(latent)
-        # Grids sharing one region (one mask, one B size) need no per-entry rows.
-        self.shared = all(np.array_equal(stacked[0], one) for one in stacked[1:])
-        self.latent = torch.from_numpy(stacked[:1] if self.shared else stacked)
-        self._cache: dict[tuple[int, int, str], torch.Tensor] = {}
-
-    @property
-    def grids(self) -> int:
-        return int(self.latent.shape[0])
-
-    def inside(self, h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """``[G, h * w]`` booleans: token inside the region (only B' tokens can be)."""
-        key = (h, w, str(device))
-        if key not in self._cache:
-            # Bins [floor(i H / h), ceil((i + 1) H / h)): exactly each token's latent pixels
-            # when h divides the latent (always, for grids of 64 px cells and SD's levels),
-            # and still "any pixel it covers" for a grid sampled at another size.
-            pooled = F.adaptive_max_pool2d(self.latent[:, None].float(), (h, w))[:, 0]
-            self._cache[key] = (pooled > 0).reshape(pooled.shape[0], h * w).to(device)
-        return self._cache[key]
-
-    def keep_rows(self, cam_keep: torch.Tensor, b_prime: torch.Tensor, h: int, w: int, batch: int, chunks: int) -> torch.Tensor:
-        """``[batch or 1, h*w]``: the rows CAM keeps with text only in the region.
-
-        ``cam_keep``/``b_prime`` are the plain CAM's kept rows and B''s tokens
-        (:class:`RegionTokens`); ``chunks`` is the number of CFG chunks in the batch, so
-        entry ``e`` is latent ``e mod (batch / chunks)``, of grid ``latent mod G``.
-        """
-        inside = self.inside(h, w, cam_keep.device)
-        is_b_prime = torch.zeros_like(cam_keep)
-        is_b_prime[b_prime] = True
-        keep = cam_keep[None] & ~(is_b_prime[None] & ~inside)
-        if self.shared:
-            return keep
-        latents = batch // max(1, chunks)
-        if latents <= 0 or latents % self.grids:
-            raise ValueError(
-                f"Analogist CAM: a batch of {latents} latents per pass cannot be matched to the "
-                f"layout's {self.grids} grids (each with its own region): sample a multiple of "
-                f"{self.grids} (k samples of each grid, as Repeat Latent Batch makes them)."
-            )
-        grid_of = (torch.arange(batch, device=keep.device) % latents) % self.grids
-        return keep[grid_of]
+def latent_regions(layout: GridLayout) -> np.ndarray:
+    """Every grid's region in B' at latent resolution: boolean ``[G, H/8, W/8]``, what
+    :class:`~analogist_attn.geometry.RegionTokensInside` takes for CAM's "text only in the
+    region"."""
+    if not has_region(layout):
+        raise ValueError("this layout has no region on B")
+    latent = []
+    for i in range(len(layout.b_regions)):
+        pixels = b_prime_region(layout, i)
+        height, width = pixels.shape
+        latent.append(
+            pixels.reshape(
+                height // VAE_FACTOR, VAE_FACTOR, width // VAE_FACTOR, VAE_FACTOR
+            ).any(axis=(1, 3))
+        )
+    return np.stack(latent)

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..analogist_attn.geometry import REGION_LABELS
 from .grid import check_grid_size, check_image, check_layout_belongs, to_float, to_rgb, to_uint8
-from .layout import REGION_LABELS, GridLayout, check_layout
+from .layout import GridLayout, check_layout
 
 # The paper's values, all at cell 256 and scaled with the cell.
 LABEL_SIDE_AT_256 = 36

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import analogist_vlm as vlm
-from ..analogist_attn.layout import ARRANGEMENT_ALIGNED, LAYOUT_TYPE, check_layout
+from ..analogist_pixels.layout import ARRANGEMENT_ALIGNED, LAYOUT_TYPE, check_layout
 
 log = logging.getLogger("analogist.gpt4v")
 
