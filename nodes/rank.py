@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..analogist_attn.grid import check_image
 from ..analogist_attn.ranking import Ranking, RankingError, check_batches, rank_candidates
 
 CATEGORY = "Analogist"
@@ -41,6 +42,12 @@ def image_embeddings(clip_vision: Any, images: torch.Tensor, what: str) -> torch
                 "there is nothing to compare. Load a CLIP vision model with a projection, e.g. "
                 "CLIP-ViT-L/14 or CLIP-ViT-H/14 (the IPAdapter image encoders), with Load CLIP "
                 "Vision."
+            )
+        if not bool(torch.isfinite(embeds).all()):
+            raise RankingError(
+                f"{what}: the CLIP vision model gave NaN or infinite embeddings for these "
+                "images (a model run in float16 overflowing?): no score would mean anything. "
+                "Load the CLIP vision model in float32."
             )
         parts.append(embeds.float().cpu())
     return torch.cat(parts)
@@ -130,6 +137,11 @@ class AnalogistRankCandidates:
                     f"{getattr(image, 'shape', type(image).__name__)}."
                 )
         check_batches(a.shape[0], a_prime.shape[0], b.shape[0], b_prime.shape[0])
+        for what, image in images.items():  # NaN, 0..255 or -1..1 pixels: refused, not ranked
+            try:
+                check_image(image, what)
+            except (TypeError, ValueError) as exc:
+                raise RankingError(str(exc)) from None
         with torch.no_grad():
             ranking: Ranking = rank_candidates(
                 image_embeddings(clip_vision, a, "a"),
