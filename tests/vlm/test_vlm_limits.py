@@ -89,6 +89,16 @@ def test_with_retries_every_attempt_is_cut_and_the_total_is_bounded(server, tmp_
     assert server.count == 3
 
 
+def interrupt_exception(mm):
+    """ComfyUI's interrupt exception: in model_management (0.30) or comfy.interruption (0.0.1)."""
+    found = getattr(mm, "InterruptProcessingException", None)
+    if found is None:
+        from comfy import interruption
+
+        found = interruption.InterruptProcessingException
+    return found
+
+
 def test_comfyui_interrupt_stops_a_waiting_request_at_once(server, tmp_path, png):
     import comfy.model_management as mm
 
@@ -104,7 +114,7 @@ def test_comfyui_interrupt_stops_a_waiting_request_at_once(server, tmp_path, png
     start = time.monotonic()
     timer.start()
     try:
-        with pytest.raises(mm.InterruptProcessingException):
+        with pytest.raises(interrupt_exception(mm)):
             client.ask(request_to(server, png), no_key())
     finally:
         timer.cancel()
