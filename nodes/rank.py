@@ -62,7 +62,10 @@ class AnalogistRankCandidates:
         "well B -> B' follows the change A -> A'. Higher is better (at most 1). Sample several "
         "B' (KSampler batch size 4, then Grid Crop) and keep the best here. With N images of "
         "B, candidate i belongs to B number i mod N (as in Grid Crop) and each B's candidates "
-        "are ranked on their own; outputs keep that order, best first."
+        "are ranked on their own; outputs keep that order, best first. Broken images (NaN, "
+        "0..255 or -1..1 pixels) are refused, not ranked; A' identical to A is an error (no "
+        "direction to compare with); a candidate identical to its B scores 0, marked "
+        "'(same as B)'."
     )
     CATEGORY = CATEGORY
     FUNCTION = "rank"
