@@ -22,6 +22,7 @@ log = logging.getLogger("analogist.vlm")
 MAX_ENTRIES = 2000
 MAX_BYTES = 32 << 20
 MAX_STORED_ANSWER = 16 << 10  # characters of the raw answer kept (for the curious)
+MAX_ENTRY_BYTES = 4 * MAX_STORED_ANSWER  # an entry read back is at most this big
 STALE_TMP_SECONDS = 600.0  # a .tmp-* file this old belongs to no live writer
 
 
@@ -41,6 +42,9 @@ class AnswerCache:
     def get(self, key: str, num_prompts: int) -> list[str] | None:
         path = self.path(key)
         try:
+            if path.stat().st_size > MAX_ENTRY_BYTES:  # an old version stored answers whole
+                log.warning("[Analogist] ignoring oversized cache entry %s", path)
+                return None
             entry = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -180,6 +181,15 @@ def test_a_huge_raw_answer_is_not_stored_whole(tmp_path):
     cache.put("a" * 64, ["cat"], "x" * (1 << 20), "m")
     assert cache.path("a" * 64).stat().st_size < 2 * cache_module.MAX_STORED_ANSWER
     assert cache.get("a" * 64, 1) == ["cat"]
+
+
+def test_an_oversized_entry_from_an_old_version_is_not_read(tmp_path):
+    cache = vlm.AnswerCache(tmp_path)
+    cache.put("d" * 64, ["cat"], "cat", "m")
+    entry = json.loads(cache.path("d" * 64).read_text())
+    entry["answer"] = "x" * (10 << 20)  # as stored whole before the cap
+    cache.path("d" * 64).write_text(json.dumps(entry))
+    assert cache.get("d" * 64, 1) is None
 
 
 def test_stale_temporary_files_are_cleaned_fresh_ones_kept(tmp_path):
