@@ -50,6 +50,8 @@ class Ranking:
 
     scores: tuple[float, ...]
     order: tuple[tuple[int, ...], ...]
+    # True for a candidate that encodes like its B (no change B -> B', score 0): said in text.
+    unchanged: tuple[bool, ...] = ()
 
     @property
     def per_b(self) -> int:
@@ -68,9 +70,16 @@ class Ranking:
         """One line per B: ``B 1 of 2: #2 0.4123, #0 0.2011, ...`` (batch index, score)."""
         lines = []
         for j, indices in enumerate(self.order):
-            ranked = ", ".join(f"#{i} {self.scores[i]:.4f}" for i in indices)
+            ranked = ", ".join(
+                f"#{i} {self.scores[i]:.4f}" + (" (same as B)" if self._unchanged(i) else "")
+                for i in indices
+            )
             lines.append(f"B {j + 1} of {len(self.order)}: {ranked}")
         return lines
+
+
+    def _unchanged(self, i: int) -> bool:
+        return bool(self.unchanged) and self.unchanged[i]
 
 
 def check_batches(n_a: int, n_a_prime: int, n_b: int, count: int) -> None:
@@ -96,6 +105,37 @@ def check_batches(n_a: int, n_a_prime: int, n_b: int, count: int) -> None:
             )
 
 
+# A direction shorter than this fraction of the embeddings' own length is no direction:
+# the same picture encodes to the same embedding up to float rounding (about 1e-7).
+ZERO_DIRECTION = 1e-5
+
+
+def _flat(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Per row: is ``end - start`` no direction at all (see :data:`ZERO_DIRECTION`)?"""
+    start, end = torch.broadcast_tensors(start.double(), end.double())
+    scale = torch.maximum(start.norm(dim=-1), end.norm(dim=-1))
+    return (end - start).norm(dim=-1) <= ZERO_DIRECTION * scale.clamp_min(1e-30)
+
+
+def check_direction(e_a: torch.Tensor, e_a_prime: torch.Tensor) -> None:
+    """Refuse A' that encodes like A: every candidate would score 0, which means nothing."""
+    for what, e in (("a", e_a), ("a_prime", e_a_prime)):
+        if not bool(torch.isfinite(e).all()):
+            raise RankingError(
+                f"{what}: the CLIP model gave NaN or infinite embeddings (a vision model run "
+                "in float16 overflowing?). Load the CLIP vision model in float32."
+            )
+    flat = _flat(e_a, e_a_prime)
+    if bool(flat.any()):
+        rows = [str(int(i) + 1) for i in torch.nonzero(flat).flatten()]
+        which = f" (for B number {', '.join(rows)})" if flat.numel() > 1 else ""
+        raise RankingError(
+            f"a_prime: A' looks the same as A to the CLIP model{which}, so there is no "
+            "change A -> A' to compare the candidates with: every score would be 0. Connect "
+            "the example's 'after' image to a_prime and its 'before' image to a."
+        )
+
+
 def rank_candidates(
     e_a: torch.Tensor, e_a_prime: torch.Tensor, e_b: torch.Tensor, e_b_prime: torch.Tensor
 ) -> Ranking:
@@ -110,6 +150,7 @@ def rank_candidates(
     if len(dims) != 1:
         raise RankingError(f"the embeddings have different sizes {sorted(dims)}: use one encoder for all.")
 
+    check_direction(e_a, e_a_prime)
     owner = torch.arange(count) % n_b
 
     def per_candidate(e: torch.Tensor) -> torch.Tensor:
@@ -118,9 +159,17 @@ def rank_candidates(
     scores = direction_similarity(
         per_candidate(e_a), per_candidate(e_a_prime), e_b[owner], e_b_prime
     )
+    # Encoder rounding (a batch of 4 is not computed like a batch of 1) leaves a tiny,
+    # random direction for a candidate that is B itself: its angle is noise, its score 0.
+    unchanged = _flat(e_b[owner], e_b_prime)
+    scores = torch.where(unchanged, 0.0, scores)
     order = []
     for j in range(n_b):
         members = list(range(j, count, n_b))
         members.sort(key=lambda i: -float(scores[i]))  # stable: ties keep batch order
         order.append(tuple(members))
-    return Ranking(scores=tuple(float(s) for s in scores), order=tuple(order))
+    return Ranking(
+        scores=tuple(float(s) for s in scores),
+        order=tuple(order),
+        unchanged=tuple(bool(u) for u in unchanged),
+    )

@@ -56,8 +56,10 @@ WHITE = 255  # the paper's canvas
 BLACK = 0  # the paper's empty B' cell
 
 # Values a little above 1 come from resampling overshoot and are clamped; far above 1 the
-# image is in 0..255 and clamping would silently turn it white.
+# image is in 0..255 and clamping would silently turn it white. The mirror: a little below 0
+# is undershoot, far below 0 is a -1..1 image that clamping would turn half black.
 MAX_PIXEL = 1.5
+MIN_PIXEL = -0.5
 
 # A layout's fingerprint (a thumbnail of the A, A', B cells) matches its grid when their
 # mean absolute difference stays under this, in 0..255 per cell: a VAE round trip of an
@@ -134,6 +136,14 @@ def check_image(images: object, name: str) -> torch.Tensor:
             f"{name} has pixel values up to {top:g}, but IMAGE pixels are floats in 0..1. "
             "It looks like a 0..255 image (some packs' nodes return those): divide it by "
             "255 before this node. Without the fix everything above 1 would turn white."
+        )
+    low = float(images.min())
+    if low < MIN_PIXEL:
+        raise ValueError(
+            f"{name} has pixel values down to {low:g}, but IMAGE pixels are floats in 0..1. "
+            "It looks like a -1..1 image (a raw model output some packs' nodes return): "
+            "convert it with (x + 1) / 2 before this node. Without the fix everything below "
+            "0 would turn black."
         )
     return images
 

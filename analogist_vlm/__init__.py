@@ -4,13 +4,17 @@
 * :mod:`.keys`    which key goes to which server: the user's bindings, never the workflow's
 * :mod:`.request` what is asked: instruction, image (PNG, size-capped), cache key
 * :mod:`.answers` what came back: the answer checked and cut into clean prompts
+* :mod:`.clip_text` the prompts as literal text for the text encoder (no weights, no
+  embeddings, no control characters)
 * :mod:`.cache`   the on-disk answer cache
 * :mod:`.client`  the call itself, through the ``openai`` package (imported lazily)
+* :mod:`.transport` the limits on that call: deadline per attempt, answer size, Cancel
 """
 
 from .answers import answer_text, clean_prompt, limit_words, parse_prompts
 from .cache import AnswerCache
 from .client import MAX_RETRIES, VLMClient, VLMResult, import_openai, openai_problem
+from .clip_text import clip_literal, plain_text
 from .errors import VLMError, excerpt, redact
 from .keys import (
     BINDINGS_ENV,
@@ -46,6 +50,7 @@ from .request import (
     render_instruction,
     request_sentence,
 )
+from .transport import MAX_ANSWER_BYTES, MAX_PAUSE
 from .urls import (
     OPENAI_BASE_URL,
     OPENAI_HOST,
@@ -62,6 +67,8 @@ __all__ = [
     "limit_words",
     "parse_prompts",
     "AnswerCache",
+    "clip_literal",
+    "plain_text",
     "MAX_RETRIES",
     "VLMClient",
     "VLMResult",
@@ -100,6 +107,8 @@ __all__ = [
     "lead_in_for_pairs",
     "render_instruction",
     "request_sentence",
+    "MAX_ANSWER_BYTES",
+    "MAX_PAUSE",
     "OPENAI_BASE_URL",
     "OPENAI_HOST",
     "Server",

@@ -6,6 +6,7 @@ import logging
 import re
 from typing import Any
 
+from .clip_text import plain_text
 from .errors import VLMError, excerpt
 
 log = logging.getLogger("analogist.vlm")
@@ -70,7 +71,7 @@ def parse_prompts(answer: str, num_prompts: int, max_words: int) -> list[str]:
     are enough lines, else split on commas/semicolons. More than asked: the first ones,
     with a warning. Fewer than asked, empty or refused: :class:`VLMError`.
     """
-    text = _THINK.sub("", answer or "").strip()
+    text = _THINK.sub("", plain_text(answer or "")).strip()
     if not text:
         raise VLMError(
             "the model returned an empty answer; try again with another seed, "

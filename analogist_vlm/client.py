@@ -15,8 +15,10 @@ reply, is not chained into ComfyUI's traceback log, and every message is redacte
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,14 @@ from .cache import AnswerCache
 from .errors import VLMError, excerpt, redact
 from .keys import ApiKey
 from .request import VLMRequest
+from .transport import (
+    MAX_ANSWER_BYTES,
+    Guard,
+    GuardedTransport,
+    Interrupted,
+    overall_budget,
+    run_guarded,
+)
 from .urls import display_url, is_openai_url, server_of
 
 log = logging.getLogger("analogist.vlm")
@@ -79,8 +89,11 @@ class VLMResult:
 class VLMClient:
     """Answers :class:`VLMRequest` s from the disk cache or an OpenAI-compatible server.
 
-    ``cache_dir=None`` disables the cache. ``timeout`` is the network timeout of one
-    attempt in seconds; ``max_retries`` the openai client's retries after the first.
+    ``cache_dir=None`` disables the cache. ``timeout`` bounds one attempt in seconds, from
+    sending to the answer's last byte; ``max_retries`` the openai client's retries after
+    the first; the whole request ends within :func:`transport.overall_budget`. An answer
+    over ``max_answer_bytes`` (before or after decompression) is refused. ``interrupted``
+    is called while waiting and may raise to stop at once (ComfyUI's Cancel).
     """
 
     def __init__(
@@ -89,10 +102,16 @@ class VLMClient:
         *,
         timeout: float = 60.0,
         max_retries: int = MAX_RETRIES,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        interrupted: Callable[[], None] | None = None,
     ) -> None:
         self.cache = AnswerCache(cache_dir) if cache_dir is not None else None
         self.timeout = float(timeout)
+        if not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise VLMError(f"timeout must be a number of seconds above 0, got {timeout!r}")
         self.max_retries = int(max_retries)
+        self.max_answer_bytes = int(max_answer_bytes)
+        self.interrupted = interrupted
 
     def cached(self, request: VLMRequest) -> list[str] | None:
         if self.cache is None:
@@ -112,6 +131,8 @@ class VLMClient:
         try:
             answer = self._send(openai, request, api)
             prompts = parse_prompts(answer, request.num_prompts, request.max_words)
+        except Interrupted as stop:  # ComfyUI's Cancel: its own exception, untouched
+            raise stop.original from None
         except VLMError as exc:
             raise VLMError(redact(str(exc), api.value)) from None
         except Exception as exc:  # anything unforeseen: still no key, no chained traceback
@@ -127,6 +148,16 @@ class VLMClient:
     # -- network
 
     def _send(self, openai: Any, request: VLMRequest, api: ApiKey) -> str:
+        """One request (with the openai client's retries) in a worker thread, watched."""
+        guard = Guard(display_url(request.url), self.timeout, self.max_answer_bytes)
+        return run_guarded(
+            lambda: self._call(openai, request, api, guard),
+            guard,
+            overall_budget(self.timeout, self.max_retries),
+            self.interrupted,
+        )
+
+    def _call(self, openai: Any, request: VLMRequest, api: ApiKey, guard: Guard) -> str:
         url = request.url
         where = display_url(url)
         log.info(
@@ -151,6 +182,7 @@ class VLMClient:
         if http_client is None:  # an openai too old for DefaultHttpxClient
             client._client.follow_redirects = False
             client._client.event_hooks = {"request": [hook], "response": []}
+        _guard_transports(client._client, _httpx_of(openai), guard)
         try:
             completion = client.chat.completions.create(
                 model=request.model,
@@ -236,6 +268,34 @@ def _http_client(openai: Any, timeout: float, hook: Callable[[Any], None]) -> An
     return factory(
         follow_redirects=False, timeout=timeout, event_hooks={"request": [hook], "response": []}
     )
+
+
+def _httpx_of(openai: Any) -> Any:
+    """The HTTP module the openai package is built on (httpx; httpx2 from openai 3 on)."""
+    base = getattr(openai, "_base_client", None)
+    for name in ("httpx2", "httpx"):
+        module = getattr(base, name, None)
+        if module is not None and hasattr(module, "Response"):
+            return module
+    return importlib.import_module("httpx")
+
+
+def _guard_transports(http_client: Any, httpx: Any, guard: Guard) -> None:
+    """Every transport ``http_client`` may use (its own, and those for proxies) wrapped in
+    :class:`GuardedTransport`, so no answer escapes the deadline and the size cap."""
+    transport = getattr(http_client, "_transport", None)
+    mounts = getattr(http_client, "_mounts", None)
+    if transport is None or not isinstance(mounts, dict):
+        raise VLMError(
+            f"this version of the HTTP library ({getattr(httpx, '__version__', '?')}) cannot "
+            f"be guarded against endless or oversized answers; install a supported openai "
+            f"(pip install 'openai>=1.0')"
+        )
+    http_client._transport = GuardedTransport(httpx, transport, guard)
+    http_client._mounts = {
+        pattern: GuardedTransport(httpx, inner, guard) if inner is not None else None
+        for pattern, inner in mounts.items()
+    }
 
 
 def _request_guard(api: ApiKey, url: str, attempts: list[str]) -> Callable[[Any], None]:

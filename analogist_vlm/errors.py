@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .clip_text import plain_text
+
 
 class VLMError(RuntimeError):
     """A failure the user can act on; the message is safe to show (no key, redacted)."""
@@ -20,6 +22,7 @@ def redact(text: str, secret: str | None = None) -> str:
 
 
 def excerpt(text: str, limit: int = 200) -> str:
-    """``text`` on one line, cut to ``limit`` characters."""
-    text = " ".join(text.split())
+    """``text`` on one line, without control characters (a server's text could clear the
+    terminal or fake log lines), cut to ``limit`` characters."""
+    text = " ".join(plain_text(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

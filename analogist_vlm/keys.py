@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import VLMError
-from .urls import OPENAI_HOST, Server, carries_credentials, server_of
+from .urls import OPENAI_HOST, Server, carries_credentials, server_of, url_text_problem
 
 log = logging.getLogger("analogist.vlm")
 
@@ -146,6 +146,9 @@ def parse_bindings(
 
 
 def _parse_server(text: str, bad) -> Server:
+    problem = url_text_problem(text)
+    if problem:
+        raise bad(f"the server has {problem}; write it as plain ASCII, e.g. http://127.0.0.1:8000")
     if carries_credentials(text):
         raise bad("the server must not carry a user, password, query or fragment")
     try:
@@ -174,13 +177,21 @@ def load_bindings(
     user: dict[Server, Binding] = {}
     path = bindings_path(key_dir)
     lists = []
+    if path is not None and path.exists() and not path.is_file():
+        raise VLMError(
+            f"the key bindings file {path} is a folder (or another non-file), so no binding "
+            f"in it can be read. Remove it, or make it a text file with lines like "
+            f"`http://127.0.0.1:8000 = env:VLLM_API_KEY`."
+        )
     if path is not None and path.is_file():
         try:
-            text = path.read_text(encoding="utf-8")
+            # utf-8-sig: Notepad starts a UTF-8 file with a byte-order mark.
+            text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise VLMError(
                 f"could not read the key bindings file {path}: {type(exc).__name__}"
             ) from None
+        warn_if_others_can_write(path, "key bindings file")
         lists.append(parse_bindings(text, str(path), path.parent))
     if environ.get(BINDINGS_ENV, "").strip():
         lists.append(
@@ -296,7 +307,7 @@ def find_api_key(
 def read_key_file(path: Path) -> str:
     """The first non-blank line of a key file; warns when others may read the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Notepad) is not part of the key
     except OSError as exc:
         raise VLMError(
             f"could not read the key file {path}: {exc.strerror or type(exc).__name__}"
@@ -315,6 +326,35 @@ def read_key_file(path: Path) -> str:
             pass
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else ""
+
+
+def warn_if_others_can_write(path: Path, what: str) -> None:
+    """Warn when users other than the owner can change ``path`` or replace it (its folder).
+
+    Whoever can write the bindings file can bind a key, OpenAI's included, to their own
+    server and receive it with the next request.
+    """
+    if os.name != "posix":
+        return
+    for target, kind in ((path, "file"), (path.parent, "folder")):
+        try:
+            mode = target.stat().st_mode
+        except OSError:
+            continue
+        replaceable = mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if kind == "folder" and mode & stat.S_ISVTX:
+            replaceable = 0  # a sticky folder (like /tmp): others cannot replace the file
+        if replaceable:
+            log.warning(
+                "[Analogist] the %s %s can be changed by other users (its %s is writable "
+                "by group or others): anyone who can write it can bind your keys to their "
+                "own server. Consider: chmod go-w %s",
+                what,
+                path,
+                kind,
+                target,
+            )
+            return
 
 
 def _check_key(value: str, origin: str) -> str:

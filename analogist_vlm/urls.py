@@ -57,6 +57,26 @@ def carries_credentials(url: str) -> bool:
     )
 
 
+_NAMED = {"\t": "a tab", "\n": "a line break", "\r": "a line break (CR)", " ": "a space"}
+
+
+def url_text_problem(url: str) -> str | None:
+    """What makes ``url`` more than printable ASCII, or ``None``.
+
+    Python's URL parser silently drops tabs and line breaks and reads full-width digits
+    as a port, so such a URL passes a parse and fails later, in the HTTP library, as an
+    unexplained "InvalidURL". The character is named by position and code, never shown.
+    """
+    for position, char in enumerate(url, start=1):
+        if char.isascii() and char.isprintable() and char != " ":
+            continue
+        name = _NAMED.get(char) or f"the character U+{ord(char):04X}"
+        if not char.isascii() and char.isprintable():
+            name += " (not ASCII: a full-width digit or letter, or a look-alike?)"
+        return f"{name} at position {position}"
+    return None
+
+
 def server_of(url: str) -> Server:
     """The :class:`Server` an http(s) URL names (host lower-cased, default port filled in)."""
     parts = urlsplit(url)
@@ -77,6 +97,13 @@ def normalize_base_url(base_url: str, binding_hint: str = "") -> str:
     url = (base_url or "").strip().rstrip("/")
     if not url:
         return OPENAI_BASE_URL
+    problem = url_text_problem(url)
+    if problem:
+        raise VLMError(
+            f"base_url has {problem}: a URL is printable ASCII without spaces. Retype it "
+            f"(text pasted from a document can carry tabs, line breaks or full-width "
+            f"characters); an international domain name goes in its xn-- form."
+        )
     if carries_credentials(url):
         shown = display_url(url)
         raise VLMError(

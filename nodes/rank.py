@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..analogist_metrics.direction import Ranking, RankingError, check_batches, rank_candidates
+from ..analogist_pixels.grid import check_image
 
 CATEGORY = "Analogist"
 ENCODE_CHUNK = 16  # images per encoder call: bounds memory for large candidate batches
@@ -42,6 +43,12 @@ def image_embeddings(clip_vision: Any, images: torch.Tensor, what: str) -> torch
                 "CLIP-ViT-L/14 or CLIP-ViT-H/14 (the IPAdapter image encoders), with Load CLIP "
                 "Vision."
             )
+        if not bool(torch.isfinite(embeds).all()):
+            raise RankingError(
+                f"{what}: the CLIP vision model gave NaN or infinite embeddings for these "
+                "images (a model run in float16 overflowing?): no score would mean anything. "
+                "Load the CLIP vision model in float32."
+            )
         parts.append(embeds.float().cpu())
     return torch.cat(parts)
 
@@ -55,7 +62,10 @@ class AnalogistRankCandidates:
         "well B -> B' follows the change A -> A'. Higher is better (at most 1). Sample several "
         "B' (KSampler batch size 4, then Grid Crop) and keep the best here. With N images of "
         "B, candidate i belongs to B number i mod N (as in Grid Crop) and each B's candidates "
-        "are ranked on their own; outputs keep that order, best first."
+        "are ranked on their own; outputs keep that order, best first. Broken images (NaN, "
+        "0..255 or -1..1 pixels) are refused, not ranked; A' identical to A is an error (no "
+        "direction to compare with); a candidate identical to its B scores 0, marked "
+        "'(same as B)'."
     )
     CATEGORY = CATEGORY
     FUNCTION = "rank"
@@ -130,6 +140,11 @@ class AnalogistRankCandidates:
                     f"{getattr(image, 'shape', type(image).__name__)}."
                 )
         check_batches(a.shape[0], a_prime.shape[0], b.shape[0], b_prime.shape[0])
+        for what, image in images.items():  # NaN, 0..255 or -1..1 pixels: refused, not ranked
+            try:
+                check_image(image, what)
+            except (TypeError, ValueError) as exc:
+                raise RankingError(str(exc)) from None
         with torch.no_grad():
             ranking: Ranking = rank_candidates(
                 image_embeddings(clip_vision, a, "a"),

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import analogist_vlm as vlm
+from ..analogist_pixels.grid import check_image
 from ..analogist_pixels.layout import ARRANGEMENT_ALIGNED, LAYOUT_TYPE, check_layout
 
 log = logging.getLogger("analogist.gpt4v")
@@ -37,6 +38,7 @@ CACHE_SUBDIR = "vlm_cache"
 # Retries after the first attempt, by the openai client (its backoff honours Retry-After).
 MAX_RETRIES = vlm.MAX_RETRIES
 SEED_MAX = 2**31 - 1  # OpenAI-compatible servers disagree above int32
+TIMEOUT_MIN, TIMEOUT_MAX = 1.0, 600.0
 
 OPENAI_PROBLEM = vlm.openai_problem()
 if OPENAI_PROBLEM is not None:
@@ -122,6 +124,11 @@ DESCRIPTION = (
     "bound to https://api.openai.com. The workflow only names the server (base_url); a "
     "server with no binding gets no key. Local servers (Ollama, LM Studio, vLLM) need none: "
     "set base_url, e.g. http://127.0.0.1:11434/v1.\n\n"
+    "The model's words reach the text encoder as plain text: parentheses and brackets are "
+    "escaped (no (word:1e38) weights), 'embedding:' is neutralised and control characters "
+    "are removed; your suffix keeps its own weights. An answer over "
+    f"{vlm.MAX_ANSWER_BYTES >> 20} MiB (after decompression) is refused, and Cancel stops "
+    "the wait.\n\n"
     "Answers are cached on disk (ComfyUI/user/__analogist/vlm_cache) by image, model, "
     "instruction, counts, base_url and seed: re-queuing or restarting costs no API call. "
     "Change the seed to ask again. Set 'control after generate' to 'fixed' (the shipped "
@@ -263,13 +270,16 @@ class AnalogistGPT4VPrompt:
                     "FLOAT",
                     {
                         "default": 60.0,
-                        "min": 1.0,
-                        "max": 600.0,
+                        "min": TIMEOUT_MIN,
+                        "max": TIMEOUT_MAX,
                         "step": 1.0,
-                        "tooltip": "Seconds to wait for one answer. Timeouts, "
-                        "rate limits (429) and server errors (5xx) are retried "
-                        f"{MAX_RETRIES} times with growing pauses (honouring "
-                        "the server's Retry-After).",
+                        "tooltip": "Seconds one attempt may take, from sending the "
+                        "image to the last byte of the answer. Timeouts, rate limits "
+                        f"(429) and server errors (5xx) are retried {MAX_RETRIES} "
+                        "times with growing pauses (at most "
+                        f"{vlm.MAX_PAUSE:g} s each), so the node waits at most "
+                        f"{MAX_RETRIES + 1} x timeout plus the pauses. Cancel stops "
+                        "the wait at once.",
                     },
                 ),
             },
@@ -325,6 +335,8 @@ class AnalogistGPT4VPrompt:
             )
         # Before anything else: a secret in a widget is refused, never repeated.
         requested_env = vlm.check_env_name(api_key_env)
+        timeout = check_timeout(timeout)
+        check_image(image, "image")
         folder = analogist_directory()
         url = vlm.normalize_base_url(base_url, _binding_hint(base_url, folder))
         if folder is None:
@@ -345,8 +357,9 @@ class AnalogistGPT4VPrompt:
         )
         client = vlm.VLMClient(
             folder / CACHE_SUBDIR if folder else None,
-            timeout=max(0.1, float(timeout)),
+            timeout=timeout,
             max_retries=MAX_RETRIES,
+            interrupted=_interrupt_check(),
         )
 
         def key() -> vlm.ApiKey:
@@ -355,8 +368,36 @@ class AnalogistGPT4VPrompt:
             return api
 
         result = client.ask(request, key)
-        prompts = [p + suffix for p in result.prompts]
+        # The server's words reach CLIP as text, not as weights or embeddings; the
+        # suffix is the user's own and keeps its syntax.
+        prompts = [vlm.clip_literal(p) + suffix for p in result.prompts]
         return {"ui": {"text": prompts}, "result": (prompts[0], prompts)}
+
+
+def check_timeout(timeout: Any) -> float:
+    """``timeout`` as finite seconds above 0. ComfyUI's own min/max check (which keeps it
+    in the widget's range) lets NaN through: every comparison with NaN is false, and a
+    prompt's JSON may carry NaN."""
+    try:
+        seconds = float(timeout)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not 0.0 < seconds <= TIMEOUT_MAX:  # also false for NaN
+        raise vlm.VLMError(
+            f"timeout must be a number of seconds from {TIMEOUT_MIN:g} to {TIMEOUT_MAX:g}, "
+            f"got {timeout!r}. Set the timeout widget to, e.g., 60."
+        )
+    return seconds
+
+
+def _interrupt_check() -> Any:
+    """ComfyUI's Cancel check (raises its InterruptProcessingException), or ``None``
+    outside ComfyUI."""
+    try:
+        from comfy import model_management
+    except Exception:
+        return None
+    return getattr(model_management, "throw_exception_if_processing_interrupted", None)
 
 
 def _binding_hint(base_url: str, folder: Path | None = None) -> str:

@@ -61,6 +61,7 @@ class Reply:
     delay: float = 0.0
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    drip: float = 0.0  # > 0: the body is sent one byte at a time, this many seconds apart
 
 
 @dataclass
@@ -128,7 +129,14 @@ class ChatServer:
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if reply.drip:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                            if server.stop.wait(reply.drip):
+                                return
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 

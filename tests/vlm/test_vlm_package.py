@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ("errors", "urls", "keys", "request", "answers", "cache", "client")
+MODULES = ("errors", "urls", "keys", "request", "answers", "cache", "client", "clip_text", "transport")
 
 
 def test_the_vlm_package_imports_neither_comfy_nor_openai() -> None:
