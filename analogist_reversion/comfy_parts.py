@@ -1,0 +1,164 @@
+"""From ComfyUI's own modules to the trainer's ``ModelParts``; ``comfy`` imported lazily.
+
+Three traps of training inside ComfyUI are handled here:
+
+* nodes run under ``torch.inference_mode``; weights loaded there are inference tensors,
+  which autograd may not save for backward. ``trainable`` swaps such parameters for
+  ordinary copies for the run and puts the originals back afterwards;
+* every model parameter is frozen for the run (only ``<R>`` gets a gradient);
+* ComfyUI's SD1 tokenizer says ``model_max_length`` 8192: ``text.PromptTokens`` builds the
+  77-token layout itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+from .loss import ModelParts
+from .schedule import sd1_alphas_cumprod
+from .text import PromptTokens
+
+
+class ModelKindError(ValueError):
+    """The MODEL/CLIP/VAE is not an SD1.x set this trainer supports."""
+
+
+@contextlib.contextmanager
+def trainable(*modules: torch.nn.Module) -> Iterator[None]:
+    """Freeze every parameter and replace inference-mode tensors by plain copies, restored on exit."""
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Parameter]] = []
+    flags: list[tuple[torch.nn.Parameter, bool]] = []
+    with torch.inference_mode(False):
+        try:
+            for module in modules:
+                for sub in module.modules():
+                    for name, param in list(sub._parameters.items()):
+                        if param is None:
+                            continue
+                        if param.is_inference():
+                            copy = torch.nn.Parameter(param.detach().clone(), requires_grad=False)
+                            sub._parameters[name] = copy
+                            swapped.append((sub, name, param))
+                        else:
+                            flags.append((param, param.requires_grad))
+                            param.requires_grad_(False)
+            yield
+        finally:
+            for sub, name, param in reversed(swapped):
+                sub._parameters[name] = param
+            for param, flag in flags:
+                param.requires_grad_(flag)
+
+
+def unet_call(diffusion_model: torch.nn.Module, compute_dtype: torch.dtype):
+    """``unet(z_t, t, context) -> eps`` around ComfyUI's ``UNetModel`` (no model patches)."""
+
+    def unet(x, t, context):
+        out = diffusion_model(x.to(compute_dtype), timesteps=t, context=context.to(compute_dtype),
+                              transformer_options={})  # fmt: skip
+        return out.float()
+
+    return unet
+
+
+def vae_moments(first_stage_model: torch.nn.Module, dtype: torch.dtype):
+    """``pixels (-1..1, NCHW) -> (mean, std)`` of ComfyUI's AutoencoderKL posterior, unscaled."""
+
+    def encode(pixels):
+        device = next(first_stage_model.parameters()).device
+        moments = first_stage_model.quant_conv(
+            first_stage_model.encoder(pixels.to(device, dtype).contiguous())
+        )
+        mean, logvar = torch.chunk(moments.float(), 2, dim=1)
+        logvar = logvar.clamp(-30.0, 20.0)
+        return mean, torch.exp(0.5 * logvar)
+
+    return encode
+
+
+def tokenizer_folder() -> str:
+    """ComfyUI's bundled SD1 CLIP tokenizer files (the same BPE as SD1.5's tokenizer)."""
+    import comfy.sd1_clip
+
+    return os.path.join(os.path.dirname(os.path.realpath(comfy.sd1_clip.__file__)), "sd1_tokenizer")
+
+
+def parts_from_modules(diffusion_model, text_model, tokenizer, compute_dtype=None) -> ModelParts:
+    """``ModelParts`` over ComfyUI's UNetModel and CLIP ``text_model`` with a HF tokenizer."""
+    if compute_dtype is None:
+        compute_dtype = next(diffusion_model.parameters()).dtype
+    table = text_model.embeddings.token_embedding.weight
+    return ModelParts(
+        text_model=text_model,
+        unet=unet_call(diffusion_model, compute_dtype),
+        alphas_cumprod=sd1_alphas_cumprod(),
+        tokens=PromptTokens(tokenizer, vocab_size=table.shape[0]),
+    )
+
+
+def check_sd1(model, clip, vae=None) -> None:
+    """Refuse anything but an SD1.x epsilon model with its CLIP-L text encoder."""
+    base = model.model
+    config = getattr(base, "model_config", None)
+    kind = type(config).__name__ if config is not None else type(base).__name__
+    text = getattr(clip, "cond_stage_model", None)
+    has_l = text is not None and hasattr(text, "clip_l")
+    others = [n for n in ("clip_g", "t5xxl", "clip_h") if text is not None and hasattr(text, n)]
+    hint = "Load a standard Stable Diffusion 1.5 checkpoint (e.g. v1-5-pruned-emaonly) with Load Checkpoint."
+    if (
+        kind.startswith(("SDXL", "SSD", "Flux", "SD3", "Stable", "Hunyuan", "AuraFlow", "Chroma"))
+        or others
+    ):
+        raise ModelKindError(
+            f"ReVersion needs an SD1.5 model; this MODEL is {kind} (text encoders: "
+            f"{', '.join(others) or 'unknown'}). The method and its checks are SD1.5 only. {hint}"
+        )
+    if not kind.startswith("SD15") or not has_l:
+        raise ModelKindError(
+            f"ReVersion needs an SD1.5 model with its CLIP-L text encoder; got {kind}. {hint}"
+        )
+    in_channels = getattr(base.diffusion_model, "in_channels", 4)
+    if in_channels != 4:
+        raise ModelKindError(
+            f"this SD1.5 UNet takes {in_channels} input channels (an inpainting or instruct model); "
+            f"ReVersion trains on the plain 4-channel model. {hint}"
+        )
+    model_type = getattr(base, "model_type", None)
+    if model_type is not None and getattr(model_type, "name", "EPS") != "EPS":
+        raise ModelKindError(
+            f"ReVersion's loss predicts noise (eps); this model predicts {model_type.name}. {hint}"
+        )
+
+
+@contextlib.contextmanager
+def comfy_parts(model, clip, vae) -> Iterator[tuple[ModelParts, object, float, torch.device]]:
+    """Load MODEL, CLIP and VAE through ComfyUI's model management, frozen and trainable.
+
+    Yields ``(parts, encode_moments, latent_scale, device)``.
+    """
+    import comfy.model_management as mm
+
+    check_sd1(model, clip, vae)
+    patchers = [model, clip.patcher]
+    if getattr(vae, "patcher", None) is not None:
+        patchers.append(vae.patcher)
+    mm.load_models_gpu(patchers, force_full_load=True)
+    base = model.model
+    compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    text_model = clip.cond_stage_model.clip_l.transformer.text_model
+    tokenizer = clip.tokenizer.clip_l.tokenizer
+    first_stage = vae.first_stage_model
+    vae_dtype = getattr(vae, "vae_dtype", None) or next(first_stage.parameters()).dtype
+    with trainable(base.diffusion_model, text_model, first_stage):
+        parts = parts_from_modules(base.diffusion_model, text_model, tokenizer, compute)
+        device = next(base.diffusion_model.parameters()).device
+        yield (
+            parts,
+            vae_moments(first_stage, vae_dtype),
+            float(base.latent_format.scale_factor),
+            device,
+        )
