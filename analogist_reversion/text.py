@@ -124,6 +124,15 @@ def _causal_attention(q, k, v, heads, mask=None, **_):
     return out.transpose(1, 2).reshape(b, n, c)
 
 
+def _compute_dtype(text_model) -> torch.dtype:
+    """float32 where ComfyUI's ops cast weights to the input (as its own CLIP forward runs
+    them), else the weights' dtype."""
+    probe = text_model.encoder.layers[0].self_attn.q_proj
+    if getattr(probe, "comfy_cast_weights", False):
+        return torch.float32
+    return probe.weight.dtype
+
+
 def encode(
     text_model, input_ids: torch.Tensor, r: torch.Tensor, placeholder_id: int
 ) -> torch.Tensor:
@@ -136,7 +145,7 @@ def encode(
     """
     embeddings = text_model.embeddings
     table = embeddings.token_embedding.weight
-    dtype = text_model.final_layer_norm.weight.dtype
+    dtype = _compute_dtype(text_model)
     device = table.device
     input_ids = input_ids.to(device)
     x = token_embeddings(table, input_ids, r.to(device), placeholder_id).to(dtype)

@@ -46,9 +46,10 @@ def naive_steer(anchor, positives, negatives, tau):
         return [x / n for x in v]
 
     a = unit(anchor)
-    sims = lambda rows: [
-        sum(x * y for x, y in zip(a, unit(row), strict=True)) / tau for row in rows
-    ]  # noqa: E731
+
+    def sims(rows):
+        return [sum(x * y for x, y in zip(a, unit(row), strict=True)) / tau for row in rows]
+
     pos, neg = sims(positives), sims(negatives)
     return math.log(sum(math.exp(s) for s in pos + neg)) - math.log(sum(math.exp(s) for s in pos))
 

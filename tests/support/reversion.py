@@ -88,3 +88,46 @@ def record():
     return safetensors.torch.load_file(str(GOLDENS / "record.safetensors")), json.loads(
         (GOLDENS / "record.json").read_text()
     )
+
+
+def sd15_checkpoint_name(seed: int = 0) -> str:
+    return f"random-sd15-seed{seed}.safetensors"
+
+
+def cached_sd15_checkpoint(seed: int = 0):
+    """A full-size, random, plain (4-channel) SD1.5 checkpoint that ComfyUI detects as SD15.
+
+    ReVersion trains on the standard text-to-image model; the shared test checkpoint is the
+    9-channel inpainting one, which the trainer refuses. Same builders as ``support.sd15``.
+    """
+    import os
+
+    import safetensors.torch
+
+    from support import sd15
+
+    path = sd15.cache_dir() / sd15_checkpoint_name(seed)
+    if path.exists():
+        return path
+    dtype = torch.float16
+    state = {}
+    unet = sd15.build_unet({**sd15.SD15_INPAINT_UNET, "in_channels": 4}, seed, dtype)
+    state.update({f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()})
+    del unet
+    state.update(
+        {f"first_stage_model.{k}": v for k, v in sd15._vae_state_dict(seed + 1, dtype).items()}
+    )
+    clip = sd15._clip_state_dict(seed + 2, dtype)
+    state.update(
+        {
+            f"cond_stage_model.transformer.{k}": v
+            for k, v in clip.items()
+            if "text_projection" not in k
+        }
+    )
+    state = {k: v.contiguous() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    safetensors.torch.save_file(state, str(partial), metadata={"analogist": "random test weights"})
+    os.replace(partial, path)
+    return path
