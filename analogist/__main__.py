@@ -66,7 +66,16 @@ def parser() -> argparse.ArgumentParser:
                      help="region of interest on B: an image at B's size, white where B may "
                      "change (red channel read); the rest of B comes back unchanged")
     add_score_command(commands)
+    reversion_cli().add_reversion_command(commands)
     return top
+
+
+def reversion_cli():
+    """``analogist_cli.reversion`` (ReVersion training), inside the pack or top-level."""
+    import importlib
+
+    parent = __package__.rsplit(".", 1)[0] + "." if __package__ and "." in __package__ else ""
+    return importlib.import_module(parent + "analogist_cli.reversion")
 
 
 def add_score_command(commands) -> None:
@@ -129,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "score":
         return run_score(args)
+    if args.command == "reversion":
+        return reversion_cli().main_reversion(args)
     from .checkpoints import CheckpointError
     from .client import ServerError, check_url
     from .runner import (
