@@ -39,8 +39,8 @@ def server(tmp_path_factory):
     server.stop()
 
 
-def learn_prompt(name: str, steps: int, **overrides) -> dict:
-    inputs = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "name": name, "captions": "",
+def learn_prompt(embedding: str, steps: int, **overrides) -> dict:
+    inputs = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "name": embedding, "captions": "",
               "steps": steps, "folder": "relation", **SMALL, **overrides}  # fmt: skip
     return {
         "1": {
