@@ -164,7 +164,7 @@ def _progress(name: str):
 def main_reversion(args) -> int:
     data, recipe_mod, trainer_mod = _pack("data"), _pack("recipe"), _pack("trainer")
     embeddings_mod, parts_mod = _pack("embeddings"), _pack("comfy_parts")
-    errors = (ValueError, ReVersionCliError, FileExistsError)
+    errors = (ValueError, ReVersionCliError, FileExistsError, parts_mod.HostError)
     try:
         recipe = recipe_mod.Recipe(
             max_steps=args.steps, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
@@ -178,6 +178,7 @@ def main_reversion(args) -> int:
         name = embeddings_mod.check_name(args.name)
         exemplars = data.exemplars_from_folder(args.data_dir, recipe.resolution)
         _import_comfy(args)
+        parts_mod.check_host()
         out = _embeddings_folder(args)
         common = {"save_official_bin": args.official_bin, "on_step": _progress(name)}
         if args.checkpoint is not None:

@@ -13,6 +13,7 @@ Three traps of training inside ComfyUI are handled here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 
@@ -87,8 +88,54 @@ def tokenizer_folder() -> str:
     return os.path.join(os.path.dirname(os.path.realpath(comfy.sd1_clip.__file__)), "sd1_tokenizer")
 
 
+class HostError(RuntimeError):
+    """This ComfyUI cannot train ``<R>``; the message says why and what to do."""
+
+
+@functools.cache
+def host_backprop_problem() -> str | None:
+    """Why gradients cannot flow through this ComfyUI's UNet to the text context, or None.
+
+    A probe, not a version check: one of ComfyUI's own transformer blocks (toy size) is run
+    forward and backward to its context. ComfyUI 0.0.1's block adds in place (``x += n``),
+    which autograd refuses.
+    """
+    import comfy.ldm.modules.attention as attention
+    import comfy.ops
+
+    with torch.inference_mode(False), torch.enable_grad():
+        gen = torch.Generator().manual_seed(0)
+        block = attention.BasicTransformerBlock(
+            8, 1, 8, context_dim=8, operations=comfy.ops.disable_weight_init
+        )
+        with torch.no_grad():
+            for param in block.parameters():
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+        block.requires_grad_(False)
+        context = torch.randn(1, 2, 8, generator=gen).requires_grad_(True)
+        try:
+            # hidden states depend on the context too, as after the UNet's first cross-attention
+            hidden = torch.randn(1, 4, 8, generator=gen) + context.mean()
+            out = block(hidden, context=context, transformer_options={})
+            out.square().sum().backward()
+        except RuntimeError as exc:
+            return (
+                "this ComfyUI's UNet cannot pass gradients back to the prompt: its transformer "
+                f"blocks add in place (x += n), which autograd rejects ({type(exc).__name__}), so "
+                "<R> cannot be trained. Update ComfyUI (0.30.0 or newer) to use ReVersion training."
+            )
+    return None
+
+
+def check_host() -> None:
+    problem = host_backprop_problem()
+    if problem is not None:
+        raise HostError(problem)
+
+
 def parts_from_modules(diffusion_model, text_model, tokenizer, compute_dtype=None) -> ModelParts:
     """``ModelParts`` over ComfyUI's UNetModel and CLIP ``text_model`` with a HF tokenizer."""
+    check_host()
     if compute_dtype is None:
         compute_dtype = next(diffusion_model.parameters()).dtype
     table = text_model.embeddings.token_embedding.weight

@@ -120,9 +120,10 @@ def load_vae(folder: Path, dtype=torch.float32) -> tuple[torch.nn.Module, float]
 def load_text_encoder(folder: Path, dtype=torch.float32):
     import comfy.sd1_clip
 
-    sd_clip = comfy.sd1_clip.SDClipModel(
-        textmodel_json_config=str(folder / "config.json"), dtype=dtype
-    )
+    with torch.no_grad():  # ComfyUI 0.0.1's constructor copies into a parameter in place
+        sd_clip = comfy.sd1_clip.SDClipModel(
+            textmodel_json_config=str(folder / "config.json"), dtype=dtype
+        )
     state = _weights(folder)
     missing, unexpected = sd_clip.transformer.load_state_dict(state, strict=False)
     missing = [k for k in missing if "text_projection" not in k and "position_ids" not in k]

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..analogist_reversion.comfy_parts import ModelKindError, comfy_parts
+from ..analogist_reversion.comfy_parts import ModelKindError, check_host, comfy_parts
 from ..analogist_reversion.data import ExemplarError, exemplars_from_folder, exemplars_from_images
 from ..analogist_reversion.embeddings import EmbeddingNameError, check_name
 from ..analogist_reversion.plot import loss_curve_image
@@ -341,6 +341,7 @@ class AnalogistReVersionLearn:
             name = check_name(name)
             exemplars = self._exemplars(images, folder, captions, recipe.resolution)
             targets = embeddings_folders()
+            check_host()  # ComfyUI 0.0.1 cannot backpropagate through its UNet: refuse before training
             bar = comfy.utils.ProgressBar(recipe.max_steps)
 
             def on_step(step, total, loss):

@@ -26,6 +26,12 @@ SMALL = {
 }  # fmt: skip
 
 
+def host_problem():
+    from comfyui_analogist.analogist_reversion.comfy_parts import host_backprop_problem
+
+    return host_backprop_problem()  # the in-process comfy is the server's host
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     checkpoint = rv.cached_sd15_checkpoint()
@@ -66,6 +72,11 @@ def sample_prompt(text: str) -> dict:
 
 
 def test_node_trains_and_the_embedding_changes_the_conditioning(server):
+    if host_problem() is not None:
+        result = server.run(learn_prompt("painted", steps=2))
+        assert not result.ok and "Update ComfyUI" in result.error_text(), result.error_text()
+        assert not (server.workspace / "models" / "embeddings" / "painted.safetensors").exists()
+        pytest.skip(f"training refused on this host, as it must be: {host_problem()}")
     result = server.run(learn_prompt("painted", steps=2))
     assert result.ok, result.error_text()
     embeddings = server.workspace / "models" / "embeddings"
@@ -95,6 +106,8 @@ def test_the_same_name_again_is_refused_and_the_file_kept(server):
 
 
 def test_interrupt_leaves_the_last_intermediate_and_no_final_file(server):
+    if host_problem() is not None:
+        pytest.skip(f"no training on this host: {host_problem()}")
     status, body = server.post_json("/prompt", {"prompt": learn_prompt("stopped", steps=200),
                                                 "client_id": uuid.uuid4().hex})  # fmt: skip
     assert status == 200, body

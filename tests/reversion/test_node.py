@@ -77,3 +77,24 @@ def test_images_and_folder_together_or_neither_are_refused():
         learn(torch.rand(1, 8, 8, 3), "x", "cat {} stone", 64)
     with pytest.raises(node.ReVersionInputError, match="no exemplars"):
         learn(None, "", "cat {} stone", 64)
+
+
+def test_training_is_refused_exactly_where_the_host_cannot_backpropagate():
+    """ComfyUI 0.0.1's transformer blocks add in place; 0.30.0's do not. The probe runs one
+    of the host's own blocks forward and backward; the refusal names the fix."""
+    import inspect
+
+    import comfy.ldm.modules.attention as attention
+    from comfyui_analogist.analogist_reversion.comfy_parts import (
+        HostError,
+        check_host,
+        host_backprop_problem,
+    )
+
+    in_place = "x += n" in inspect.getsource(attention.BasicTransformerBlock.forward)
+    assert (host_backprop_problem() is not None) == in_place
+    if in_place:
+        with pytest.raises(HostError, match="Update ComfyUI"):
+            check_host()
+    else:
+        check_host()
