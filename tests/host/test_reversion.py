@@ -10,11 +10,14 @@ back as errors that name the input.
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 import uuid
 
+import numpy as np
 import pytest
+from PIL import Image
 from support import reversion as rv
 from support.comfy_server import ComfyServer, make_workspace
 
@@ -105,11 +108,16 @@ def test_the_same_name_again_is_refused_and_the_file_kept(server):
     assert path.read_bytes() == before
 
 
-def test_interrupt_leaves_the_last_intermediate_and_no_final_file(server):
+def test_interrupt_leaves_the_last_intermediate_and_no_final_file_and_queueing_again_resumes(
+    server,
+):
     if host_problem() is not None:
         pytest.skip(f"no training on this host: {host_problem()}")
-    status, body = server.post_json("/prompt", {"prompt": learn_prompt("stopped", steps=200),
-                                                "client_id": uuid.uuid4().hex})  # fmt: skip
+    prompt = learn_prompt(
+        "stopped", steps=3
+    )  # a step takes tens of seconds here: /interrupt lands first
+    prompt["3"] = {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}}  # the loss curve
+    status, body = server.post_json("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
     assert status == 200, body
     folder = server.workspace / "models" / "embeddings"
     first = folder / "stopped-training" / "stopped-step000001.safetensors"
@@ -129,6 +137,14 @@ def test_interrupt_leaves_the_last_intermediate_and_no_final_file(server):
     assert not (folder / "stopped.safetensors").exists()
     assert sorted(p.name for p in (folder / "stopped-training").glob("stopped-step*.safetensors"))
     assert not list(folder.rglob("*.partial"))
+    assert (folder / "stopped-training" / "resume.state").is_file()
+
+    resumed = server.run(prompt)  # the same name and settings: continues from the last save
+    assert resumed.ok, resumed.error_text()
+    assert "resuming at step" in server.log_text()
+    assert (folder / "stopped.safetensors").is_file()
+    curve = Image.open(io.BytesIO(server.view(resumed.images("3")[0])))
+    assert curve.size == (512, 256) and np.asarray(curve.convert("L")).min() < 128  # a drawn plot
 
 
 @pytest.mark.parametrize(
