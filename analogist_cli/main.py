@@ -66,7 +66,14 @@ def parser() -> argparse.ArgumentParser:
                      help="region of interest on B: an image at B's size, white where B may "
                      "change (red channel read); the rest of B comes back unchanged")
     add_score_command(commands)
+    add_reversion_command(commands)
     return top
+
+
+def add_reversion_command(commands) -> None:
+    from .reversion import add_reversion_command as add  # cheap: no torch at import
+
+    add(commands)
 
 
 def add_score_command(commands) -> None:
@@ -129,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "score":
         return run_score(args)
+    if args.command == "reversion":
+        from .reversion import main_reversion
+
+        return main_reversion(args)
     from .checkpoints import CheckpointError, checkpoint_for
     from .comfy_api import ServerError, check_url
     from .inputs import (
