@@ -13,7 +13,8 @@ diffusers does and end where diffusers ends:
   ComfyUI's) at the timestep's sigma; the denoised x0 it returns gives eps =
   (x - x0) / sigma in ComfyUI's scaling; then diffusers' DDIM step in diffusers' scaling;
 * end: the latent at ``alphas_cumprod[0]`` in diffusers' scaling, which is what diffusers
-  decodes (ComfyUI's ``inverse_noise_scaling`` is the identity for eps/v models).
+  decodes (ComfyUI's ``inverse_noise_scaling`` is the identity for eps/v models); with a
+  latent noise mask, the kept region is the source latent itself.
 """
 
 from __future__ import annotations
@@ -134,4 +135,8 @@ def run_ddim(sampler, model_wrap, sigmas, extra_args, callback, noise, latent_im
         x, pred_x0 = ddim_step(eps, x, abar_t, abar_at(abar, target))
         if callback is not None:
             callback(i, pred_x0, x, total)
+    if denoise_mask is not None:
+        # Where the mask keeps the source, end on the source itself, as diffusers' inpaint
+        # pipeline does after its last step (the loop leaves it noised to abar[0] there).
+        x = x * denoise_mask + latent_image * (1.0 - denoise_mask)
     return x

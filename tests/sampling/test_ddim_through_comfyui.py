@@ -212,3 +212,27 @@ def test_comfyui_own_ddim_differs_from_diffusers(model, conds, steps, strength):
         model, conds, 5.0, *reversed(analogist_pair(model, steps, strength)), latent
     )
     assert max_error(ours, model, reference) <= TOLERANCE
+
+
+def test_a_latent_noise_mask_keeps_the_source_outside_the_mask(model, conds):
+    """With Set Latent Noise Mask, the unmasked half ends as the source latent itself."""
+    latent = source_latent()
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :, :8] = 1.0
+    sigmas, sampler = analogist_pair(model, 4, 0.75)
+    cond, uncond = conds
+    out = run_node(
+        custom_sampler_nodes().SamplerCustom,
+        model=model,
+        add_noise=True,
+        noise_seed=SEED,
+        cfg=5.0,
+        positive=[[cond, {}]],
+        negative=[[uncond, {}]],
+        sampler=sampler,
+        sigmas=sigmas,
+        latent_image={"samples": latent.clone(), "noise_mask": mask},
+    )[0]["samples"]
+    kept = (out[..., 8:] - latent[..., 8:]).abs().max().item()
+    assert kept <= 1e-5 * latent.abs().max().item(), kept
+    assert (out[..., :8] - latent[..., :8]).abs().max().item() > 0.1  # the masked half changed
