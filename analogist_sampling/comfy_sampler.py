@@ -21,7 +21,16 @@ from __future__ import annotations
 
 import torch
 
-from .ddim import DDIMScheduleError, abar_at, add_noise, alphas_cumprod, ddim_step, read_plan
+from .ddim import (
+    NUM_TRAIN_TIMESTEPS,
+    DDIMScheduleError,
+    abar_at,
+    add_noise,
+    alphas_cumprod,
+    ddim_step,
+    read_plan,
+    sigmas_from_alphas_cumprod,
+)
 
 
 def model_alphas_cumprod(model_sampling) -> torch.Tensor:
@@ -48,14 +57,20 @@ def model_alphas_cumprod(model_sampling) -> torch.Tensor:
     start = getattr(model_sampling, "linear_start", None)
     end = getattr(model_sampling, "linear_end", None)
     count = int(getattr(model_sampling, "num_timesteps", len(model_sampling.sigmas)))
-    if start is None or end is None or getattr(model_sampling, "zsnr", False):
+    if (
+        start is None
+        or end is None
+        or getattr(model_sampling, "zsnr", False)
+        or count != NUM_TRAIN_TIMESTEPS
+    ):
         raise DDIMScheduleError(
-            "model: its noise schedule is not the scaled-linear one diffusers' DDIM uses "
-            "(zero-terminal-SNR or no linear_start/linear_end). Use ComfyUI's own samplers."
+            f"model: its noise schedule is not the {NUM_TRAIN_TIMESTEPS}-step scaled-linear one "
+            f"diffusers' DDIM uses (zero-terminal-SNR, {count} timesteps, or no linear_start/"
+            f"linear_end). Use ComfyUI's own samplers."
         )
     abar = alphas_cumprod(count, float(start), float(end))
     theirs = model_sampling.sigmas.detach().float().cpu()
-    ours = ((1 - abar.double()) / abar.double()).sqrt().float()
+    ours = sigmas_from_alphas_cumprod(abar)
     if theirs.shape != ours.shape or not torch.allclose(theirs, ours, rtol=1e-4, atol=0):
         raise DDIMScheduleError(
             f"model: its sigmas are not the scaled-linear schedule {start}..{end} (a cosine or "
@@ -103,7 +118,7 @@ def run_ddim(sampler, model_wrap, sigmas, extra_args, callback, noise, latent_im
     model_sampling = model_wrap.inner_model.model_sampling
     abar = model_alphas_cumprod(model_sampling)
     plan = read_plan(sigmas.tolist(), abar, sampler.max_denoise(model_wrap, sigmas))
-    table = ((1 - abar.double()) / abar.double()).sqrt().float()
+    table = sigmas_from_alphas_cumprod(abar)
 
     noise = noise.float()
     if latent_image is None:
