@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ..analogist_sampling.ddim import alphas_cumprod
 from .loss import ModelParts
-from .schedule import sd1_alphas_cumprod
 from .text import PromptTokens
 
 
@@ -142,7 +142,7 @@ def parts_from_modules(diffusion_model, text_model, tokenizer, compute_dtype=Non
     return ModelParts(
         text_model=text_model,
         unet=unet_call(diffusion_model, compute_dtype),
-        alphas_cumprod=sd1_alphas_cumprod(),
+        alphas_cumprod=alphas_cumprod(),
         tokens=PromptTokens(tokenizer, vocab_size=table.shape[0]),
     )
 

@@ -1,4 +1,5 @@
-"""Which timesteps ReVersion trains on, and SD1's noise schedule for noising latents."""
+"""Which timesteps ReVersion trains on, and noising latents with SD1's schedule
+(``analogist_sampling.ddim.alphas_cumprod``, diffusers' float32 scaled-linear table)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,6 @@ def importance_distribution(alpha: float = 0.5, steps: int = NUM_TRAIN_TIMESTEPS
 def sample_timesteps(p: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """``count`` timesteps (int64) drawn independently from the distribution ``p``."""
     return torch.multinomial(p, count, replacement=True, generator=generator)
-
-
-def sd1_alphas_cumprod(
-    beta_start: float = 0.00085, beta_end: float = 0.012, steps: int = NUM_TRAIN_TIMESTEPS
-) -> torch.Tensor:
-    """abar_t of SD1's scaled-linear betas, computed in float32 as the training code does."""
-    betas = torch.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=torch.float32) ** 2
-    return torch.cumprod(1.0 - betas, dim=0)
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor):

@@ -12,8 +12,8 @@ from comfyui_analogist.analogist_reversion.schedule import (
     add_noise,
     importance_distribution,
     sample_timesteps,
-    sd1_alphas_cumprod,
 )
+from comfyui_analogist.analogist_sampling.ddim import alphas_cumprod
 
 
 def naive_p(alpha, steps=1000):
@@ -94,7 +94,7 @@ def test_steer_loss_is_small_when_the_anchor_is_a_positive_and_large_when_a_nega
 
 
 def test_add_noise_is_the_ddpm_forward_process_with_sd1_betas():
-    abar = sd1_alphas_cumprod()
+    abar = alphas_cumprod()
     betas = [
         (math.sqrt(0.00085) + (math.sqrt(0.012) - math.sqrt(0.00085)) * i / 999) ** 2
         for i in range(1000)
