@@ -1,0 +1,95 @@
+"""MimicBrush's tiny golden weights, rebuilt from the manifest and written as official files.
+
+The goldens (``tests/goldens/mimicbrush``, copied from the official run) list every tensor
+with a fill rule and a seed; rebuilding them is bit-exact (sha256 per state dict).
+``write_official_files`` saves them the way the official release ships them: one
+``mimicbrush.bin`` (``torch.save`` of a dict of five state dicts) and
+``depth_anything_vitb14.pth``; the VAE as a diffusers state dict for ComfyUI's converter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
+
+import torch
+
+GOLDENS = Path(__file__).resolve().parents[1] / "goldens" / "mimicbrush"
+
+
+def manifest() -> dict:
+    return json.loads((GOLDENS / "manifest.json").read_text())
+
+
+def params() -> dict:
+    return json.loads((GOLDENS / "params.json").read_text())
+
+
+def component(name: str) -> dict:
+    return next(c for c in manifest()["components"] if c["name"] == name)
+
+
+def rebuild(comp: dict) -> dict[str, torch.Tensor]:
+    gen = torch.Generator(device="cpu").manual_seed(comp["seed"])
+    sd: dict[str, torch.Tensor] = {}
+    for key, shape, fill in comp["tensors"]:
+        if fill == "randn":
+            sd[key] = (torch.randn(shape, generator=gen, dtype=torch.float64) * comp["std"]).float()
+        elif fill == "ones":
+            sd[key] = torch.ones(shape, dtype=torch.float32)
+        elif fill == "zeros":
+            sd[key] = torch.zeros(shape, dtype=torch.float32)
+        else:
+            sd[key] = torch.full(shape, float(fill["const"]), dtype=torch.float32)
+    return sd
+
+
+def digest(sd: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key, t in sd.items():
+        h.update(key.encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@cache
+def state_dicts() -> dict[str, dict[str, torch.Tensor]]:
+    return {c["name"]: rebuild(c) for c in manifest()["components"]}
+
+
+def unet_heads() -> int:
+    """The tiny UNets' head count (diffusers' ``attention_head_dim`` in SD1 naming)."""
+    return int(component("mimicbrush.unet")["config"]["attention_head_dim"])
+
+
+def mimicbrush_parts() -> dict[str, dict[str, torch.Tensor]]:
+    sds = state_dicts()
+    return {p: sds[f"mimicbrush.{p}"] for p in ("unet", "referencenet", "image_encoder", "image_proj", "depth_guider")}
+
+
+def write_official_files(folder: Path) -> dict[str, Path]:
+    """``mimicbrush.bin`` and ``depth_anything_vitb14.pth`` in the official formats."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"mimicbrush": folder / "mimicbrush.bin", "depth": folder / "depth_anything_vitb14.pth"}
+    torch.save(mimicbrush_parts(), paths["mimicbrush"])
+    torch.save(state_dicts()["depth_anything"], paths["depth"])
+    return paths
+
+
+def vae_state_dict() -> dict[str, torch.Tensor]:
+    return state_dicts()["vae"]
+
+
+def load_tensors(name: str) -> dict[str, torch.Tensor]:
+    import safetensors.torch
+
+    return safetensors.torch.load_file(str(GOLDENS / name))
+
+
+def load_png(rel: str):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(GOLDENS / rel))
