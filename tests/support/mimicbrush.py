@@ -93,3 +93,46 @@ def load_png(rel: str):
     from PIL import Image
 
     return np.asarray(Image.open(GOLDENS / rel))
+
+
+def tiny_vae():
+    """The goldens' VAE as a ComfyUI ``VAE`` (diffusers keys converted by ComfyUI), fp32."""
+    import comfy.diffusers_convert
+    import comfy.sd
+
+    cfg = component("vae")["config"]
+    widths = cfg["block_out_channels"]
+    ddconfig = {
+        "double_z": True,
+        "z_channels": cfg["latent_channels"],
+        "resolution": 256,
+        "in_channels": cfg["in_channels"],
+        "out_ch": cfg["out_channels"],
+        "ch": widths[0],
+        "ch_mult": [w // widths[0] for w in widths],
+        "num_res_blocks": cfg["layers_per_block"],
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
+    sd = comfy.diffusers_convert.convert_vae_state_dict(dict(vae_state_dict()))
+    config = {"params": {"embed_dim": cfg["latent_channels"], "ddconfig": ddconfig}}
+    return comfy.sd.VAE(sd=sd, config=config, dtype=torch.float32)
+
+
+def image_tensor(rel: str) -> torch.Tensor:
+    """A golden PNG as a ComfyUI IMAGE (``[1, H, W, 3]``) or MASK (``[1, H, W]``)."""
+    import numpy as np
+
+    return torch.from_numpy(load_png(rel).astype(np.float32) / 255.0)[None]
+
+
+def use_pytorch_attention(monkeypatch) -> None:
+    """fp32 exactness needs ComfyUI's pytorch attention (the CPU default, sub-quadratic,
+    moves the UNet by ~1e-4): what ``--use-pytorch-cross-attention`` selects."""
+    import comfy.clip_model
+    from comfy.ldm.modules import attention
+
+    monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)
+    monkeypatch.setattr(
+        comfy.clip_model, "optimized_attention_for_device", lambda *a, **k: attention.attention_pytorch
+    )
