@@ -57,11 +57,27 @@ def _torch_load(path: str, what: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, a safetensors file, pickled code, ...
+        keys = _safetensors_keys(path)
+        if keys is not None:
+            raise MimicBrushFileError(
+                f"{os.path.basename(path)} is a safetensors file (first keys: {keys[:3]}), not "
+                f"{what}.{_looks_like(keys)}"
+            ) from exc
         raise MimicBrushFileError(
             f"{os.path.basename(path)} could not be read as a torch file "
             f"({type(exc).__name__}: {str(exc)[:200]}). It should be {what}; the file may be "
             "truncated (an interrupted download): download it again."
         ) from exc
+
+
+def _safetensors_keys(path: str) -> list[str] | None:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys())
+    except Exception:
+        return None
 
 
 def _looks_like(keys: list[str]) -> str:
