@@ -15,10 +15,6 @@ from comfyui_analogist.analogist_mimicbrush import images, pipeline
 from support import mimicbrush as smb
 
 
-def rel(ours: torch.Tensor, golden: torch.Tensor) -> float:
-    return ((ours.float() - golden).abs().max() / golden.abs().max()).item()
-
-
 @pytest.fixture(scope="module")
 def prepared(models, vae, golden_inputs):
     import comfy.clip_model
@@ -41,7 +37,7 @@ def test_rebuilt_weights_are_bit_identical_to_the_official_ones():
 
 @pytest.mark.parametrize("name", ["image_embeds_cond", "image_embeds_uncond", "depth_feature"])
 def test_encoders_match_the_official_run(prepared, trace, name):
-    assert rel(getattr(prepared, name), trace[name]) <= 1e-5
+    assert smb.rel(getattr(prepared, name), trace[name]) <= 1e-5
 
 
 def test_depth_map_from_the_official_518_input(models, trace):
@@ -49,15 +45,15 @@ def test_depth_map_from_the_official_518_input(models, trace):
     with torch.no_grad():
         depth = models.depth.model.anything(x)
         feature = models.depth.model.guider(trace["depth_map"])
-    assert rel(depth, trace["depth_map"]) <= 1e-5
-    assert rel(feature, trace["depth_feature"]) <= 1e-5
+    assert smb.rel(depth, trace["depth_map"]) <= 1e-5
+    assert smb.rel(feature, trace["depth_feature"]) <= 1e-5
 
 
 def test_vae_posterior_moments(vae, trace):
     for png, key in (("intermediates/reference_512.png", "reference_latent"), ("intermediates/collage_512.png", "masked_latent")):
         mean, std = pipeline.vae_posterior(vae, images.to_unit_range(smb.load_png(png)))
-        assert rel(mean, trace[f"{key}_mean"]) <= 1e-5
-        assert rel(std, trace[f"{key}_std"]) <= 1e-5
+        assert smb.rel(mean, trace[f"{key}_mean"]) <= 1e-5
+        assert smb.rel(std, trace[f"{key}_std"]) <= 1e-5
 
 
 @pytest.mark.parametrize(
@@ -65,27 +61,7 @@ def test_vae_posterior_moments(vae, trace):
 )
 def test_latents_and_the_official_generator_order(prepared, trace, name):
     ours = prepared.noise if name == "initial_noise" else getattr(prepared, name)
-    assert rel(ours, trace[name]) <= 1e-5
-
-
-def _unet_call_eps(model, x13, context, timestep, cond_or_uncond, reference_rows=None):
-    """One call the way ComfyUI's sampler makes it: wrapper + apply_model, eps recovered."""
-    import comfy.model_management as mm
-
-    mm.load_models_gpu([model] + list(getattr(model, "get_additional_models", lambda: [])()))
-    sigma = model.model.model_sampling.sigmas[timestep].reshape(1).expand(x13.shape[0]).clone()
-    scale = (sigma**2 + 1).sqrt().reshape(-1, 1, 1, 1)
-    x = x13[:, :4] * scale
-    c = {
-        "c_concat": x13[:, 4:],
-        "c_crossattn": context,
-        "transformer_options": {**model.model_options["transformer_options"], "cond_or_uncond": cond_or_uncond},
-    }
-    wrapper = model.model_options.get("model_function_wrapper")
-    with torch.no_grad():
-        args = {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": cond_or_uncond}
-        den = wrapper(model.model.apply_model, args) if wrapper else model.model.apply_model(x, sigma, **c)
-    return (x - den) / sigma.reshape(-1, 1, 1, 1)
+    assert smb.rel(ours, trace[name]) <= 1e-5
 
 
 def test_one_unet_call_cond_and_uncond(models, pytorch_attention):
@@ -94,12 +70,12 @@ def test_one_unet_call_cond_and_uncond(models, pytorch_attention):
     g = smb.load_tensors("unet_call.safetensors")
     assert torch.equal(g["reference_context"], g["context"])
     model = patch_model(models.imitative, models.reference, g["reference_latents"], g["context"][1:2])
-    eps = _unet_call_eps(model, g["x"], g["context"], int(g["t"][0]), [1, 0])  # rows [uncond, cond]
-    assert rel(eps, g["noise_pred"]) <= 1e-5
+    eps = smb.unet_call_eps(model, g["x"], g["context"], int(g["t"][0]), [1, 0])  # rows [uncond, cond]
+    assert smb.rel(eps, g["noise_pred"]) <= 1e-5
     control = g["noise_pred_without_reference"]
     # The reference moves the cond row (by ~1e-2 here); the uncond row is plain.
     assert (eps[1] - control[1]).abs().max() > 1e-3
-    assert rel(eps[0], control[0]) <= 1e-5
+    assert smb.rel(eps[0], control[0]) <= 1e-5
 
 
 def test_rows_are_found_from_cond_or_uncond_not_position(models, pytorch_attention):
@@ -108,8 +84,8 @@ def test_rows_are_found_from_cond_or_uncond_not_position(models, pytorch_attenti
 
     g = smb.load_tensors("unet_call.safetensors")
     model = patch_model(models.imitative, models.reference, g["reference_latents"], g["context"][1:2])
-    swapped = _unet_call_eps(model, g["x"].flip(0), g["context"].flip(0), int(g["t"][0]), [0, 1])
-    assert rel(swapped.flip(0), g["noise_pred"]) <= 1e-5
+    swapped = smb.unet_call_eps(model, g["x"].flip(0), g["context"].flip(0), int(g["t"][0]), [0, 1])
+    assert smb.rel(swapped.flip(0), g["noise_pred"]) <= 1e-5
 
 
 class _TeacherForcing:

@@ -136,3 +136,27 @@ def use_pytorch_attention(monkeypatch) -> None:
     monkeypatch.setattr(
         comfy.clip_model, "optimized_attention_for_device", lambda *a, **k: attention.attention_pytorch
     )
+
+
+def rel(ours: torch.Tensor, golden: torch.Tensor) -> float:
+    return ((ours.float() - golden).abs().max() / golden.abs().max()).item()
+
+
+def unet_call_eps(model, x13, context, timestep, cond_or_uncond, reference_rows=None):
+    """One call the way ComfyUI's sampler makes it: wrapper + apply_model, eps recovered."""
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([model] + list(getattr(model, "get_additional_models", lambda: [])()))
+    sigma = model.model.model_sampling.sigmas[timestep].reshape(1).expand(x13.shape[0]).clone()
+    scale = (sigma**2 + 1).sqrt().reshape(-1, 1, 1, 1)
+    x = x13[:, :4] * scale
+    c = {
+        "c_concat": x13[:, 4:],
+        "c_crossattn": context,
+        "transformer_options": {**model.model_options["transformer_options"], "cond_or_uncond": cond_or_uncond},
+    }
+    wrapper = model.model_options.get("model_function_wrapper")
+    with torch.no_grad():
+        args = {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": cond_or_uncond}
+        den = wrapper(model.model.apply_model, args) if wrapper else model.model.apply_model(x, sigma, **c)
+    return (x - den) / sigma.reshape(-1, 1, 1, 1)
