@@ -123,7 +123,9 @@ def load_depth_anything(path: str) -> dict[str, torch.Tensor]:
     name = os.path.basename(path)
     data = _torch_load(path, _DEPTH_WHAT)
     if not isinstance(data, Mapping):
-        raise MimicBrushFileError(f"{name} holds a {type(data).__name__}; it should be {_DEPTH_WHAT}.")
+        raise MimicBrushFileError(
+            f"{name} holds a {type(data).__name__}; it should be {_DEPTH_WHAT}."
+        )
     keys = [str(k) for k in data.keys()]
     if "unet" in data and "referencenet" in data:
         raise MimicBrushFileError(
@@ -142,7 +144,9 @@ def require_keys(sd: Mapping[str, torch.Tensor], keys: list[str], where: str) ->
     """Stop with the missing keys named when a loaded module would be left half-random."""
     missing = [k for k in keys if k not in sd]
     if missing:
-        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        shown = ", ".join(missing[:6]) + (
+            f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+        )
         raise MimicBrushFileError(
             f"{where} is missing {len(missing)} weights ({shown}): the file is incomplete or "
             "from another model. Download it again."

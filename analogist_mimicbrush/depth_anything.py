@@ -90,7 +90,9 @@ class DinoV2(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, positions, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, dim))
         self.patch_embed = _PatchEmbed(dim, patch)
-        self.blocks = nn.ModuleList(_Block(dim, dim // DINOV2_HEAD_DIM, hidden) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            _Block(dim, dim // DINOV2_HEAD_DIM, hidden) for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(dim, eps=DINOV2_LAYERNORM_EPS)
 
     def last_layers(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
@@ -167,7 +169,9 @@ class DPTHead(nn.Module):
         )
         self.scratch = _Scratch(out_channels, features, head_hidden)
 
-    def forward(self, features: list[torch.Tensor], grid_h: int, grid_w: int, patch: int) -> torch.Tensor:
+    def forward(
+        self, features: list[torch.Tensor], grid_h: int, grid_w: int, patch: int
+    ) -> torch.Tensor:
         levels = []
         for i, x in enumerate(features):
             x = x.transpose(1, 2).reshape(x.shape[0], x.shape[-1], grid_h, grid_w)
@@ -179,7 +183,9 @@ class DPTHead(nn.Module):
         path = s.refinenet2(path, l2, size=l1.shape[2:])
         path = s.refinenet1(path, l1)
         out = s.output_conv1(path)
-        out = F.interpolate(out, (grid_h * patch, grid_w * patch), mode="bilinear", align_corners=True)
+        out = F.interpolate(
+            out, (grid_h * patch, grid_w * patch), mode="bilinear", align_corners=True
+        )
         return s.output_conv2(out)
 
 
@@ -210,7 +216,9 @@ def depth_anything_from_state_dict(sd: dict[str, torch.Tensor], where: str) -> D
 
     dim = sd["pretrained.patch_embed.proj.weight"].shape[0]
     patch = sd["pretrained.patch_embed.proj.weight"].shape[-1]
-    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"pretrained\.blocks\.(\d+)\.", k)))
+    depth = 1 + max(
+        int(m.group(1)) for k in sd if (m := re.match(r"pretrained\.blocks\.(\d+)\.", k))
+    )
     model = DepthAnything(
         dim=dim,
         depth=depth,

@@ -53,7 +53,9 @@ def clip_vision_config(sd: dict[str, torch.Tensor], heads: int = CLIP_VIT_H_HEAD
 class ImageEncoder(nn.Module):
     """CLIP vision (ComfyUI's class) + MimicBrush's projector: pixels -> ``[B, 257, C]``."""
 
-    def __init__(self, clip_sd: dict[str, torch.Tensor], proj_sd: dict[str, torch.Tensor], where: str):
+    def __init__(
+        self, clip_sd: dict[str, torch.Tensor], proj_sd: dict[str, torch.Tensor], where: str
+    ):
         super().__init__()
         import comfy.clip_model
         import comfy.ops
@@ -77,7 +79,9 @@ class ImageEncoder(nn.Module):
                 f"gives {self.config['hidden_size']}: the parts come from different files."
             )
         self.projector = nn.Linear(weight.shape[1], weight.shape[0])
-        self.projector.load_state_dict({k.removeprefix("projector."): v for k, v in proj_sd.items()}, strict=True)
+        self.projector.load_state_dict(
+            {k.removeprefix("projector."): v for k, v in proj_sd.items()}, strict=True
+        )
         self.eval().requires_grad_(False)
 
     @property
@@ -105,13 +109,17 @@ class DepthGuider(nn.Module):
         try:
             self.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
-            raise MimicBrushFileError(f"{where}['depth_guider'] is damaged: {str(exc)[:300]}") from exc
+            raise MimicBrushFileError(
+                f"{where}['depth_guider'] is damaged: {str(exc)[:300]}"
+            ) from exc
         self.eval().requires_grad_(False)
 
     def forward(self, depth_map: torch.Tensor) -> torch.Tensor:
         """``depth_map [B, H, W]`` -> ``[B, 4, 64, 64]``."""
         x = depth_map.unsqueeze(1).to(self.conv_in.weight.dtype)
-        x = F.interpolate(x, size=(DEPTH_GUIDER_INPUT, DEPTH_GUIDER_INPUT), mode="bilinear", align_corners=True)
+        x = F.interpolate(
+            x, size=(DEPTH_GUIDER_INPUT, DEPTH_GUIDER_INPUT), mode="bilinear", align_corners=True
+        )
         x = F.silu(self.conv_in(x))
         for block in self.blocks:
             x = F.silu(block(x))

@@ -164,7 +164,9 @@ def check_inputs(target: torch.Tensor, mask: torch.Tensor, reference: torch.Tens
             "this target (the mask editor of its Load Image) or resize the mask to the target."
         )
     if mask.shape[0] not in (1, target.shape[0]):
-        raise ValueError(f"mask has {mask.shape[0]} rows for {target.shape[0]} targets: give 1 or one each.")
+        raise ValueError(
+            f"mask has {mask.shape[0]} rows for {target.shape[0]} targets: give 1 or one each."
+        )
     if reference.shape[0] not in (1, target.shape[0]):
         raise ValueError(
             f"reference has {reference.shape[0]} images for {target.shape[0]} targets: give one "
@@ -215,15 +217,21 @@ def prepare(
     for r in range(n_refs):
         padded, _ = images.pad_to_square(images.image_to_u8(reference[r]), 255)
         refs512.append(images.to_unit_range(images.lanczos(padded, size)))
-        clip_inputs.append(images.clip_normalise(images.clip_input_u8(padded, models.encoder.model.image_size)))
+        clip_inputs.append(
+            images.clip_normalise(images.clip_input_u8(padded, models.encoder.model.image_size))
+        )
     collages, mask_latents, depth_inputs = [], [], []
     depth_size = models.depth.model.input_size
     for b in range(n_targets):
         t_padded, _ = images.pad_to_square(images.image_to_u8(target[b]), 255)
         m_padded, _ = images.pad_to_square(images.binarize_mask(images.mask_to_u8(mask[b])), 0)
-        collages.append(images.to_unit_range(images.lanczos(images.collage(t_padded, m_padded), size)))
+        collages.append(
+            images.to_unit_range(images.lanczos(images.collage(t_padded, m_padded), size))
+        )
         mask_latents.append(images.mask_latent(images.mask_512(m_padded, size)))
-        depth_inputs.append(images.depth_normalise(images.depth_input_u8(t_padded, depth_size), shape_control))
+        depth_inputs.append(
+            images.depth_normalise(images.depth_input_u8(t_padded, depth_size), shape_control)
+        )
     tick()
 
     cond = torch.cat([_run(models.encoder, x) for x in clip_inputs])
@@ -246,9 +254,12 @@ def prepare(
     target_of_row = torch.arange(rows) // samples
     ref_of_row = target_of_row if n_refs == n_targets else torch.zeros(rows, dtype=torch.long)
     concat = torch.cat(
-        [mask_latent[target_of_row], masked_latents[target_of_row], depth_feature[target_of_row]], dim=1
+        [mask_latent[target_of_row], masked_latents[target_of_row], depth_feature[target_of_row]],
+        dim=1,
     )
-    model = patch_model(models.imitative, models.reference, ref_latents[ref_of_row], cond[ref_of_row])
+    model = patch_model(
+        models.imitative, models.reference, ref_latents[ref_of_row], cond[ref_of_row]
+    )
     positive = [[cond[ref_of_row], {"mimicbrush_concat": concat}]]
     negative = [[uncond.expand(rows, -1, -1).clone(), {"mimicbrush_concat": concat}]]
     latent = {"samples": torch.zeros((rows,) + tuple(ref_mean.shape[1:]))}
@@ -267,9 +278,7 @@ def prepare(
     )
 
 
-def paste(
-    decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
+def paste(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Decoded 512 images back onto their targets (rows ``target * samples + k``)."""
     if mask.dim() == 2:
         mask = mask[None]
@@ -288,7 +297,9 @@ def paste(
         t_u8 = images.image_to_u8(target[b])
         m_u8 = images.binarize_mask(images.mask_to_u8(mask[b]))
         pad = images.padding_for(t_u8.shape[0], t_u8.shape[1])
-        synth = pad.crop(images.resize_u8(images.decoded_to_u8(decoded[j]), (pad.side, pad.side), "bilinear"))
+        synth = pad.crop(
+            images.resize_u8(images.decoded_to_u8(decoded[j]), (pad.side, pad.side), "bilinear")
+        )
         result = images.composite(synth, t_u8, images.blur_alpha(m_u8))
         out.append(torch.from_numpy(result.astype(np.float32) / 255.0))
     return torch.stack(out)

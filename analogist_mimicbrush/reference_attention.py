@@ -68,7 +68,9 @@ def mixed_self_attention(
         if not bool(cond_rows.any()):
             return raw
         sel_q, sel_k, sel_v = q[cond_rows], k[cond_rows], v[cond_rows]
-    ref = attention(sel_q, torch.cat([sel_k, k_ref], dim=1), torch.cat([sel_v, v_ref], dim=1), heads)
+    ref = attention(
+        sel_q, torch.cat([sel_k, k_ref], dim=1), torch.cat([sel_v, v_ref], dim=1), heads
+    )
     if cond_rows is None:
         return weight * ref + (1.0 - weight) * raw
     out = raw.clone()
@@ -102,7 +104,9 @@ class ReferenceAttention:
                 f"the reference UNet's fusion blocks {ref_keys} do not match the imitative "
                 f"UNet's {self.keys}: the two UNets come from different files."
             )
-        self.modules = {k: m for k, m in transformer_block_modules(imitative).items() if k in self.keys}
+        self.modules = {
+            k: m for k, m in transformer_block_modules(imitative).items() if k in self.keys
+        }
 
     # -- the reference pass -------------------------------------------------------------
 
@@ -123,13 +127,19 @@ class ReferenceAttention:
         base = self.reference.model
         unet = base.diffusion_model
         device = self.reference.load_device
-        dtype = base.get_dtype_inference() if hasattr(base, "get_dtype_inference") else base.get_dtype()
+        dtype = (
+            base.get_dtype_inference() if hasattr(base, "get_dtype_inference") else base.get_dtype()
+        )
         latent, context = self._rows(timestep, rows)
         recorded: dict[BlockKey, torch.Tensor] = {}
         wanted = set(self.keys)
 
         def recorder(n, context_attn1, value_attn1, extra_options):
-            key = (extra_options["block"][0], extra_options["block"][1], extra_options.get("block_index", 0))
+            key = (
+                extra_options["block"][0],
+                extra_options["block"][1],
+                extra_options.get("block_index", 0),
+            )
             if key in wanted:
                 recorded[key] = n
                 if len(recorded) == len(wanted):
@@ -139,7 +149,12 @@ class ReferenceAttention:
         t = timestep.reshape(-1)[:1].to(device).float().expand(latent.shape[0])
         options = {"patches": {"attn1_patch": [recorder]}}
         try:
-            unet(latent.to(device, dtype), t, context=context.to(device, dtype), transformer_options=options)
+            unet(
+                latent.to(device, dtype),
+                t,
+                context=context.to(device, dtype),
+                transformer_options=options,
+            )
         except _ReferenceRecorded:
             pass
         missing = [k for k in self.keys if k not in recorded]
@@ -183,14 +198,26 @@ class ReferenceAttention:
                 return attention(q, k, v, heads)
             n_ref = recorded[key]
             cond_rows = batch_mask_from_cond_or_uncond(
-                extra_options["cond_or_uncond"], q.shape[0], on_cond=True, on_uncond=False, device=q.device
+                extra_options["cond_or_uncond"],
+                q.shape[0],
+                on_cond=True,
+                on_uncond=False,
+                device=q.device,
             )
             n_cond = q.shape[0] if cond_rows is None else int(cond_rows.sum())
             chunks = n_cond // n_ref.shape[0] if n_ref.shape[0] else 0
             n_ref = n_ref.to(q.device, q.dtype).repeat(chunks, 1, 1)
             attn1 = module.attn1
             return mixed_self_attention(
-                q, k, v, attn1.to_k(n_ref), attn1.to_v(n_ref), cond_rows, heads, attention, self.weight
+                q,
+                k,
+                v,
+                attn1.to_k(n_ref),
+                attn1.to_v(n_ref),
+                cond_rows,
+                heads,
+                attention,
+                self.weight,
             )
 
         return replace

@@ -50,7 +50,9 @@ def infer_unet_config(sd: dict[str, torch.Tensor], heads: int, where: str) -> di
             raise MimicBrushFileError(f"{where}: level {lvl} width {width} is not a multiple.")
         channel_mult.append(width // model_channels)
         for j in range(n_res):
-            depth.append(_count(sd, rf"down_blocks\.{lvl}\.attentions\.{j}\.transformer_blocks\.(\d+)\."))
+            depth.append(
+                _count(sd, rf"down_blocks\.{lvl}\.attentions\.{j}\.transformer_blocks\.(\d+)\.")
+            )
     depth_output = []
     for up in range(levels):
         for j in range(res_blocks[levels - 1 - up] + 1):
@@ -74,7 +76,9 @@ def infer_unet_config(sd: dict[str, torch.Tensor], heads: int, where: str) -> di
         "num_res_blocks": res_blocks,
         "transformer_depth": depth,
         "channel_mult": channel_mult,
-        "transformer_depth_middle": _count(sd, r"mid_block\.attentions\.0\.transformer_blocks\.(\d+)\."),
+        "transformer_depth_middle": _count(
+            sd, r"mid_block\.attentions\.0\.transformer_blocks\.(\d+)\."
+        ),
         "use_linear_in_transformer": sd[proj_in].ndim == 2,
         "context_dim": int(sd[attn2].shape[1]),
         "num_heads": int(heads),
@@ -86,7 +90,9 @@ def infer_unet_config(sd: dict[str, torch.Tensor], heads: int, where: str) -> di
     }
 
 
-def diffusers_to_comfy(sd: dict[str, torch.Tensor], config: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
+def diffusers_to_comfy(
+    sd: dict[str, torch.Tensor], config: dict[str, Any], where: str
+) -> dict[str, torch.Tensor]:
     """Rename a diffusers UNet state dict to ComfyUI's ``UNetModel`` keys.
 
     ComfyUI's map lists keys some blocks do not have (a shortcut conv where widths match);
@@ -163,7 +169,9 @@ def build_unet_patcher(
     offload_device = mm.unet_offload_device()
     if dtype is None:
         params = comfy.utils.calculate_parameters(comfy_sd)
-        dtype = mm.unet_dtype(model_params=params, supported_dtypes=model_config.supported_inference_dtypes)
+        dtype = mm.unet_dtype(
+            model_params=params, supported_dtypes=model_config.supported_inference_dtypes
+        )
     manual_cast = mm.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, manual_cast)
     model = _model_class()(model_config, device=offload_device)
@@ -186,7 +194,9 @@ def build_unet_patcher(
     model.diffusion_model.load_state_dict(full, strict=True)
     model.diffusion_model.to(dtype)
     model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    return comfy.model_patcher.ModelPatcher(
+        model, load_device=load_device, offload_device=offload_device
+    )
 
 
 def imitative_and_reference_patchers(
@@ -208,7 +218,9 @@ def imitative_and_reference_patchers(
     cfg_r["transformer_depth_output"] = list(cfg_i["transformer_depth_output"])
     cfg_r["in_channels"] = int(parts["referencenet"]["conv_in.weight"].shape[1])
     tail = reference_unet_tail(cfg_r)
-    imitative = build_unet_patcher(diffusers_to_comfy(parts["unet"], cfg_i, where_i), cfg_i, where_i, dtype=dtype)
+    imitative = build_unet_patcher(
+        diffusers_to_comfy(parts["unet"], cfg_i, where_i), cfg_i, where_i, dtype=dtype
+    )
     reference = build_unet_patcher(
         diffusers_to_comfy(parts["referencenet"], cfg_r, where_r),
         cfg_r,

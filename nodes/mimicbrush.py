@@ -91,7 +91,9 @@ class AnalogistMimicBrushLoader:
             "required": {
                 "mimicbrush": (
                     _files(MIMICBRUSH_FOLDER),
-                    {"tooltip": "mimicbrush.bin from ali-vilab/MimicBrush, placed in models/mimicbrush."},
+                    {
+                        "tooltip": "mimicbrush.bin from ali-vilab/MimicBrush, placed in models/mimicbrush."
+                    },
                 ),
                 "depth_model": (
                     _depth_choices(),
@@ -145,7 +147,10 @@ class AnalogistMimicBrushApply:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The MODEL output of MimicBrush Loader."}),
-                "mimicbrush": (MIMICBRUSH_TYPE, {"tooltip": "The mimicbrush output of MimicBrush Loader."}),
+                "mimicbrush": (
+                    MIMICBRUSH_TYPE,
+                    {"tooltip": "The mimicbrush output of MimicBrush Loader."},
+                ),
                 "vae": ("VAE", {"tooltip": "The SD1.5 VAE (sd-vae-ft-mse) from Load VAE."}),
                 "target": ("IMAGE", {"tooltip": "The image to edit (a batch edits each)."}),
                 "mask": (
@@ -184,7 +189,18 @@ class AnalogistMimicBrushApply:
             }
         }
 
-    def apply(self, model, mimicbrush, vae, target, mask, reference, shape_control, samples_per_target, seed):
+    def apply(
+        self,
+        model,
+        mimicbrush,
+        vae,
+        target,
+        mask,
+        reference,
+        shape_control,
+        samples_per_target,
+        seed,
+    ):
         import comfy.utils
 
         if not isinstance(mimicbrush, pipeline.MimicBrushModels):
@@ -200,9 +216,23 @@ class AnalogistMimicBrushApply:
         )
         progress = comfy.utils.ProgressBar(4)
         prepared = pipeline.prepare(
-            models, vae, target, mask, reference, bool(shape_control), int(samples_per_target), int(seed), progress
+            models,
+            vae,
+            target,
+            mask,
+            reference,
+            bool(shape_control),
+            int(samples_per_target),
+            int(seed),
+            progress,
         )
-        return (prepared.model, prepared.positive, prepared.negative, prepared.latent, OfficialNoise(seed, prepared.noise))
+        return (
+            prepared.model,
+            prepared.positive,
+            prepared.negative,
+            prepared.latent,
+            OfficialNoise(seed, prepared.noise),
+        )
 
 
 class OfficialNoise:

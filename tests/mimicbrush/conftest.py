@@ -18,7 +18,10 @@ def models(official_files):
     from comfyui_analogist.analogist_mimicbrush.pipeline import load_models
 
     return load_models(
-        str(official_files["mimicbrush"]), str(official_files["depth"]), dtype=torch.float32, heads=smb.unet_heads()
+        str(official_files["mimicbrush"]),
+        str(official_files["depth"]),
+        dtype=torch.float32,
+        heads=smb.unet_heads(),
     )
 
 

@@ -12,12 +12,18 @@ def test_a_stable_diffusion_checkpoint_is_named_as_such(tmp_path):
     import safetensors.torch
 
     path = tmp_path / "v1-5-pruned.safetensors"
-    safetensors.torch.save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4)}, str(path))
-    with pytest.raises(checkpoint.MimicBrushFileError, match="Stable Diffusion checkpoint.*models/checkpoints"):
+    safetensors.torch.save_file(
+        {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4)}, str(path)
+    )
+    with pytest.raises(
+        checkpoint.MimicBrushFileError, match="Stable Diffusion checkpoint.*models/checkpoints"
+    ):
         checkpoint.load_mimicbrush_bin(str(path))
     pickled = tmp_path / "sd.ckpt"
     torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}}, pickled)
-    with pytest.raises(checkpoint.MimicBrushFileError, match="not MimicBrush's mimicbrush.bin.*'unet'"):
+    with pytest.raises(
+        checkpoint.MimicBrushFileError, match="not MimicBrush's mimicbrush.bin.*'unet'"
+    ):
         checkpoint.load_mimicbrush_bin(str(pickled))
 
 
@@ -25,7 +31,9 @@ def test_a_truncated_file_says_download_again(official_files, tmp_path):
     data = official_files["mimicbrush"].read_bytes()
     cut = tmp_path / "mimicbrush.bin"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(checkpoint.MimicBrushFileError, match=r"mimicbrush.bin could not be read.*truncated"):
+    with pytest.raises(
+        checkpoint.MimicBrushFileError, match=r"mimicbrush.bin could not be read.*truncated"
+    ):
         checkpoint.load_mimicbrush_bin(str(cut))
 
 
@@ -41,12 +49,16 @@ def test_a_missing_part_and_a_missing_weight_are_named(tmp_path):
     loaded = checkpoint.load_mimicbrush_bin(str(path))
     from comfyui_analogist.analogist_mimicbrush.unet import imitative_and_reference_patchers
 
-    with pytest.raises(checkpoint.MimicBrushFileError, match=r"\['unet'\] is missing 1 weights.*attn1.to_k"):
+    with pytest.raises(
+        checkpoint.MimicBrushFileError, match=r"\['unet'\] is missing 1 weights.*attn1.to_k"
+    ):
         imitative_and_reference_patchers(loaded, "mimicbrush.bin", heads=smb.unet_heads())
 
 
 def test_the_depth_model_slot_refuses_mimicbrush_bin(official_files):
-    with pytest.raises(checkpoint.MimicBrushFileError, match="is mimicbrush.bin, not the depth model"):
+    with pytest.raises(
+        checkpoint.MimicBrushFileError, match="is mimicbrush.bin, not the depth model"
+    ):
         checkpoint.load_depth_anything(str(official_files["mimicbrush"]))
 
 

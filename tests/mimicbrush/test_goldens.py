@@ -22,11 +22,21 @@ def prepared(models, vae, golden_inputs):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(attention, "optimized_attention", attention.attention_pytorch)
-        mp.setattr(comfy.clip_model, "optimized_attention_for_device", lambda *a, **k: attention.attention_pytorch)
+        mp.setattr(
+            comfy.clip_model,
+            "optimized_attention_for_device",
+            lambda *a, **k: attention.attention_pytorch,
+        )
         p = smb.params()
         return pipeline.prepare(
-            models, vae, golden_inputs["target"], golden_inputs["mask"], golden_inputs["reference"],
-            shape_control=p["enable_shape_control"], samples=1, seed=p["seed"],
+            models,
+            vae,
+            golden_inputs["target"],
+            golden_inputs["mask"],
+            golden_inputs["reference"],
+            shape_control=p["enable_shape_control"],
+            samples=1,
+            seed=p["seed"],
         )
 
 
@@ -41,7 +51,9 @@ def test_encoders_match_the_official_run(prepared, trace, name):
 
 
 def test_depth_map_from_the_official_518_input(models, trace):
-    x = images.depth_normalise(smb.load_png("intermediates/depth_input_518.png"), shape_control=True)
+    x = images.depth_normalise(
+        smb.load_png("intermediates/depth_input_518.png"), shape_control=True
+    )
     with torch.no_grad():
         depth = models.depth.model.anything(x)
         feature = models.depth.model.guider(trace["depth_map"])
@@ -50,7 +62,10 @@ def test_depth_map_from_the_official_518_input(models, trace):
 
 
 def test_vae_posterior_moments(vae, trace):
-    for png, key in (("intermediates/reference_512.png", "reference_latent"), ("intermediates/collage_512.png", "masked_latent")):
+    for png, key in (
+        ("intermediates/reference_512.png", "reference_latent"),
+        ("intermediates/collage_512.png", "masked_latent"),
+    ):
         mean, std = pipeline.vae_posterior(vae, images.to_unit_range(smb.load_png(png)))
         assert smb.rel(mean, trace[f"{key}_mean"]) <= 1e-5
         assert smb.rel(std, trace[f"{key}_std"]) <= 1e-5
@@ -69,8 +84,12 @@ def test_one_unet_call_cond_and_uncond(models, pytorch_attention):
 
     g = smb.load_tensors("unet_call.safetensors")
     assert torch.equal(g["reference_context"], g["context"])
-    model = patch_model(models.imitative, models.reference, g["reference_latents"], g["context"][1:2])
-    eps = smb.unet_call_eps(model, g["x"], g["context"], int(g["t"][0]), [1, 0])  # rows [uncond, cond]
+    model = patch_model(
+        models.imitative, models.reference, g["reference_latents"], g["context"][1:2]
+    )
+    eps = smb.unet_call_eps(
+        model, g["x"], g["context"], int(g["t"][0]), [1, 0]
+    )  # rows [uncond, cond]
     assert smb.rel(eps, g["noise_pred"]) <= 1e-5
     control = g["noise_pred_without_reference"]
     # The reference moves the cond row (by ~1e-2 here); the uncond row is plain.
@@ -83,7 +102,9 @@ def test_rows_are_found_from_cond_or_uncond_not_position(models, pytorch_attenti
     from comfyui_analogist.analogist_mimicbrush.reference_attention import patch_model
 
     g = smb.load_tensors("unet_call.safetensors")
-    model = patch_model(models.imitative, models.reference, g["reference_latents"], g["context"][1:2])
+    model = patch_model(
+        models.imitative, models.reference, g["reference_latents"], g["context"][1:2]
+    )
     swapped = smb.unet_call_eps(model, g["x"].flip(0), g["context"].flip(0), int(g["t"][0]), [0, 1])
     assert smb.rel(swapped.flip(0), g["noise_pred"]) <= 1e-5
 
@@ -98,8 +119,12 @@ class _TeacherForcing:
     def cfg_function(self, args):
         sigma = args["sigma"].reshape(-1, 1, 1, 1)
         x = args["input"]
-        self.preds.append(((x - args["uncond_denoised"]) / sigma, (x - args["cond_denoised"]) / sigma))
-        return args["uncond_denoised"] + args["cond_scale"] * (args["cond_denoised"] - args["uncond_denoised"])
+        self.preds.append(
+            ((x - args["uncond_denoised"]) / sigma, (x - args["cond_denoised"]) / sigma)
+        )
+        return args["uncond_denoised"] + args["cond_scale"] * (
+            args["cond_denoised"] - args["uncond_denoised"]
+        )
 
     def sampler(self):
         import comfy.samplers
@@ -107,7 +132,7 @@ class _TeacherForcing:
         def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
             extra_args = extra_args or {}
             s_in = x.new_ones([x.shape[0]])
-            for latent, sigma in zip(self.latents, self.sigmas):
+            for latent, sigma in zip(self.latents, self.sigmas, strict=True):
                 model(latent * (sigma**2 + 1).sqrt(), sigma * s_in, **extra_args)
             return x
 
@@ -122,12 +147,21 @@ def test_every_step_noise_predictions_by_teacher_forcing(prepared, trace, pytorc
     model = prepared.model.clone()
     sampling = model.model.model_sampling
     sigmas = [sampling.sigmas[t] for t in timesteps]
-    latents = [trace["initial_noise"]] + [trace[f"step{i}.latents"] for i in range(len(timesteps) - 1)]
+    latents = [trace["initial_noise"]] + [
+        trace[f"step{i}.latents"] for i in range(len(timesteps) - 1)
+    ]
     forcing = _TeacherForcing(latents, sigmas)
     model.set_model_sampler_cfg_function(forcing.cfg_function)
     comfy.sample.sample_custom(
-        model, prepared.noise, p["guidance_scale"], forcing.sampler(), torch.stack(sigmas + [torch.tensor(0.0)]),
-        prepared.positive, prepared.negative, prepared.latent["samples"], seed=0,
+        model,
+        prepared.noise,
+        p["guidance_scale"],
+        forcing.sampler(),
+        torch.stack(sigmas + [torch.tensor(0.0)]),
+        prepared.positive,
+        prepared.negative,
+        prepared.latent["samples"],
+        seed=0,
     )
     assert len(forcing.preds) == len(timesteps)
     for i, (uncond, cond) in enumerate(forcing.preds):

@@ -42,10 +42,16 @@ def test_loader_lists_and_loads_the_official_files_from_model_folders(model_fold
 
 
 def test_loader_refuses_paths_outside_its_folders(model_folders):
-    with pytest.raises(ValueError, match="depth_model: '../secret.pth' is not one of the listed files"):
+    with pytest.raises(
+        ValueError, match="depth_model: '../secret.pth' is not one of the listed files"
+    ):
         nodes.AnalogistMimicBrushLoader().load("mimicbrush.bin", "../secret.pth")
-    with pytest.raises(ValueError, match="mimicbrush: 'missing.bin' is not in ComfyUI's models/mimicbrush"):
-        nodes.AnalogistMimicBrushLoader().load("missing.bin", "depth_anything/depth_anything_vitb14.pth")
+    with pytest.raises(
+        ValueError, match="mimicbrush: 'missing.bin' is not in ComfyUI's models/mimicbrush"
+    ):
+        nodes.AnalogistMimicBrushLoader().load(
+            "missing.bin", "depth_anything/depth_anything_vitb14.pth"
+        )
 
 
 def _targets():
@@ -63,10 +69,24 @@ def test_two_targets_two_samples_each_sample_decode_and_paste(models, vae):
         models.imitative, models, vae, target, mask, reference, True, 2, 3
     )
     assert latent["samples"].shape == (4, 4, 64, 64)
-    assert positive[0][0].shape[0] == 4 and positive[0][1]["mimicbrush_concat"].shape == (4, 9, 64, 64)
+    assert positive[0][0].shape[0] == 4 and positive[0][1]["mimicbrush_concat"].shape == (
+        4,
+        9,
+        64,
+        64,
+    )
     noise_tensor = noise.generate_noise(latent)
     samples = comfy.sample.sample(
-        model, noise_tensor, 1, 5.0, "ddim", "ddim_uniform", positive, negative, latent["samples"], seed=0
+        model,
+        noise_tensor,
+        1,
+        5.0,
+        "ddim",
+        "ddim_uniform",
+        positive,
+        negative,
+        latent["samples"],
+        seed=0,
     )
     decoded = vae.decode(samples)
     assert decoded.shape == (4, 512, 512, 3)
@@ -86,7 +106,15 @@ def test_two_targets_two_samples_each_sample_decode_and_paste(models, vae):
 def test_noise_refuses_a_latent_of_another_shape(models, vae):
     target, mask = _targets()
     *_, noise = nodes.AnalogistMimicBrushApply().apply(
-        models.imitative, models, vae, target[:1], mask[:1], smb.image_tensor("inputs/reference.png"), False, 1, 0
+        models.imitative,
+        models,
+        vae,
+        target[:1],
+        mask[:1],
+        smb.image_tensor("inputs/reference.png"),
+        False,
+        1,
+        0,
     )
     with pytest.raises(ValueError, match="sample the latent MimicBrush Apply returned"):
         noise.generate_noise({"samples": torch.zeros(2, 4, 64, 64)})

@@ -46,7 +46,9 @@ def test_mixed_attention_matches_the_definition_on_cond_rows_only():
 
 def test_the_reference_unet_runs_cond_rows_only_and_stops_after_the_last_fusion_block(models):
     g = smb.load_tensors("unet_call.safetensors")
-    patch = ra.ReferenceAttention(models.imitative, models.reference, g["reference_latents"], g["context"][1:2])
+    patch = ra.ReferenceAttention(
+        models.imitative, models.reference, g["reference_latents"], g["context"][1:2]
+    )
     unet = models.reference.model.diffusion_model
     seen = {"batch": [], "out": 0}
     h1 = unet.register_forward_pre_hook(lambda mod, args: seen["batch"].append(args[0].shape[0]))
@@ -69,7 +71,9 @@ def test_another_packs_self_attention_replace_is_refused_by_name(models):
 
     other.set_model_attn1_replace(their_patch, "output", 5, 0)
     g = smb.load_tensors("unet_call.safetensors")
-    with pytest.raises(ValueError, match=r"\('output', 5, 0\): .*their_patch.*MimicBrush needs those slots"):
+    with pytest.raises(
+        ValueError, match=r"\('output', 5, 0\): .*their_patch.*MimicBrush needs those slots"
+    ):
         ra.patch_model(other, models.reference, g["reference_latents"], g["context"][1:2])
 
 
@@ -92,7 +96,9 @@ def test_an_existing_model_function_wrapper_is_chained(models, pytorch_attention
 
 def test_the_patched_model_declares_the_reference_unet_for_loading(models):
     g = smb.load_tensors("unet_call.safetensors")
-    patched = ra.patch_model(models.imitative, models.reference, g["reference_latents"], g["context"][1:2])
+    patched = ra.patch_model(
+        models.imitative, models.reference, g["reference_latents"], g["context"][1:2]
+    )
     if not hasattr(patched, "get_additional_models_with_key"):
         pytest.skip("this host has no additional models on ModelPatcher")
     assert patched.get_additional_models_with_key(ra.ADDITIONAL_MODELS_KEY) == [models.reference]

@@ -66,7 +66,10 @@ def unet_heads() -> int:
 
 def mimicbrush_parts() -> dict[str, dict[str, torch.Tensor]]:
     sds = state_dicts()
-    return {p: sds[f"mimicbrush.{p}"] for p in ("unet", "referencenet", "image_encoder", "image_proj", "depth_guider")}
+    return {
+        p: sds[f"mimicbrush.{p}"]
+        for p in ("unet", "referencenet", "image_encoder", "image_proj", "depth_guider")
+    }
 
 
 def write_official_files(folder: Path) -> dict[str, Path]:
@@ -134,7 +137,9 @@ def use_pytorch_attention(monkeypatch) -> None:
 
     monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)
     monkeypatch.setattr(
-        comfy.clip_model, "optimized_attention_for_device", lambda *a, **k: attention.attention_pytorch
+        comfy.clip_model,
+        "optimized_attention_for_device",
+        lambda *a, **k: attention.attention_pytorch,
     )
 
 
@@ -153,10 +158,17 @@ def unet_call_eps(model, x13, context, timestep, cond_or_uncond, reference_rows=
     c = {
         "c_concat": x13[:, 4:],
         "c_crossattn": context,
-        "transformer_options": {**model.model_options["transformer_options"], "cond_or_uncond": cond_or_uncond},
+        "transformer_options": {
+            **model.model_options["transformer_options"],
+            "cond_or_uncond": cond_or_uncond,
+        },
     }
     wrapper = model.model_options.get("model_function_wrapper")
     with torch.no_grad():
         args = {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": cond_or_uncond}
-        den = wrapper(model.model.apply_model, args) if wrapper else model.model.apply_model(x, sigma, **c)
+        den = (
+            wrapper(model.model.apply_model, args)
+            if wrapper
+            else model.model.apply_model(x, sigma, **c)
+        )
     return (x - den) / sigma.reshape(-1, 1, 1, 1)
