@@ -58,6 +58,49 @@ def pad_to_square(image: np.ndarray, fill: int) -> tuple[np.ndarray, Padding]:
     return out, pad
 
 
+@dataclass(frozen=True)
+class CropBox:
+    """A rectangle of a target: ``[top : top + height, left : left + width]``."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def cut(self, image: np.ndarray) -> np.ndarray:
+        return image[self.top : self.top + self.height, self.left : self.left + self.width]
+
+
+def crop_box(masked: np.ndarray, margin: float, minimum: int = PIPELINE_SIZE) -> CropBox:
+    """The region worked on for a large target: the mask's bounding box grown by ``margin``
+    of its size on each side, then to at least ``minimum`` px each way (centred), kept inside
+    the image. A target no larger than ``minimum`` is kept whole."""
+    h, w = masked.shape
+    rows, cols = np.nonzero(masked)
+    if rows.size == 0:
+        return CropBox(0, 0, h, w)
+
+    def span(lo: int, hi: int, size: int) -> tuple[int, int]:
+        extent = hi - lo + 1
+        grow = int(round(extent * margin))
+        lo, hi = lo - grow, hi + grow + 1
+        if hi - lo < minimum:
+            extra = minimum - (hi - lo)
+            lo -= extra // 2
+            hi += extra - extra // 2
+        if hi - lo >= size:
+            return 0, size
+        if lo < 0:
+            lo, hi = 0, hi - lo
+        if hi > size:
+            lo, hi = lo - (hi - size), size
+        return lo, hi
+
+    top, bottom = span(int(rows.min()), int(rows.max()), h)
+    left, right = span(int(cols.min()), int(cols.max()), w)
+    return CropBox(top, left, bottom - top, right - left)
+
+
 def binarize_mask(mask_u8: np.ndarray) -> np.ndarray:
     """0/255 uint8 from the demo's ``> 128``."""
     return np.where(mask_u8 > MASK_THRESHOLD, 255, 0).astype(np.uint8)

@@ -199,7 +199,10 @@ def prepare(
     samples: int = 1,
     seed: int = 0,
     progress=None,
+    crop_margin: float | None = None,
 ) -> Prepared:
+    """``crop_margin`` set: each target is worked on a crop around its mask (see
+    :func:`images.crop_box`), pasted back by :func:`paste` with the same margin."""
     import comfy.model_management as mm
 
     mask = check_inputs(target, mask, reference)
@@ -223,8 +226,9 @@ def prepare(
     collages, mask_latents, depth_inputs = [], [], []
     depth_size = models.depth.model.input_size
     for b in range(n_targets):
-        t_padded, _ = images.pad_to_square(images.image_to_u8(target[b]), 255)
-        m_padded, _ = images.pad_to_square(images.binarize_mask(images.mask_to_u8(mask[b])), 0)
+        t_u8, m_u8 = _target_region(target[b], mask[b], crop_margin)
+        t_padded, _ = images.pad_to_square(t_u8, 255)
+        m_padded, _ = images.pad_to_square(m_u8, 0)
         collages.append(
             images.to_unit_range(images.lanczos(images.collage(t_padded, m_padded), size))
         )
@@ -278,8 +282,32 @@ def prepare(
     )
 
 
-def paste(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Decoded 512 images back onto their targets (rows ``target * samples + k``)."""
+def _target_region(target_row, mask_row, crop_margin):
+    """The target and its binarised mask (uint8), cut to the crop box when cropping."""
+    t_u8 = images.image_to_u8(target_row)
+    m_u8 = images.binarize_mask(images.mask_to_u8(mask_row))
+    box = _box(m_u8, crop_margin)
+    return box.cut(t_u8), box.cut(m_u8)
+
+
+def _box(m_u8: np.ndarray, crop_margin: float | None) -> images.CropBox:
+    if crop_margin is None:
+        return images.CropBox(0, 0, m_u8.shape[0], m_u8.shape[1])
+    if not 0.0 <= crop_margin <= 10.0:
+        raise ValueError(f"crop_margin={crop_margin}: give a fraction of the mask's size, 0 to 10.")
+    return images.crop_box(m_u8 > 0, crop_margin)
+
+
+def paste(
+    decoded: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    crop_margin: float | None = None,
+) -> torch.Tensor:
+    """Decoded 512 images back onto their targets (rows ``target * samples + k``).
+
+    With ``crop_margin`` (the value given to :func:`prepare`) the result is composited in the
+    crop around the mask and put back into the whole target."""
     if mask.dim() == 2:
         mask = mask[None]
     _image_rows(decoded, "images")
@@ -294,12 +322,15 @@ def paste(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
     out = []
     for j in range(decoded.shape[0]):
         b = j // samples
-        t_u8 = images.image_to_u8(target[b])
-        m_u8 = images.binarize_mask(images.mask_to_u8(mask[b]))
+        whole = images.image_to_u8(target[b])
+        m_whole = images.binarize_mask(images.mask_to_u8(mask[b]))
+        box = _box(m_whole, crop_margin)
+        t_u8, m_u8 = box.cut(whole), box.cut(m_whole)
         pad = images.padding_for(t_u8.shape[0], t_u8.shape[1])
         synth = pad.crop(
             images.resize_u8(images.decoded_to_u8(decoded[j]), (pad.side, pad.side), "bilinear")
         )
-        result = images.composite(synth, t_u8, images.blur_alpha(m_u8))
+        result = whole.copy()
+        box.cut(result)[...] = images.composite(synth, t_u8, images.blur_alpha(m_u8))
         out.append(torch.from_numpy(result.astype(np.float32) / 255.0))
     return torch.stack(out)

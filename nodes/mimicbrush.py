@@ -17,6 +17,34 @@ import torch
 from ..analogist_mimicbrush import pipeline
 
 CATEGORY = "Analogist/MimicBrush"
+CROP_INPUTS = {
+    "crop_around_mask": (
+        "BOOLEAN",
+        {
+            "default": False,
+            "tooltip": "For targets larger than 512 px: work on a crop around the mask (at "
+            "least 512 px each way) instead of the whole picture shrunk to 512, and paste it "
+            "back. Set the same on MimicBrush Apply and MimicBrush Paste.",
+        },
+    ),
+    "crop_margin": (
+        "FLOAT",
+        {
+            "default": 0.25,
+            "min": 0.0,
+            "max": 10.0,
+            "step": 0.05,
+            "tooltip": "With crop_around_mask: context kept around the mask, as a fraction of "
+            "the mask's size on each side. Same value on Apply and Paste.",
+        },
+    ),
+}
+
+
+def _crop_margin(crop_around_mask: bool, crop_margin: float) -> float | None:
+    return float(crop_margin) if crop_around_mask else None
+
+
 MIMICBRUSH_FOLDER = "mimicbrush"
 DEPTH_FOLDER = "depth_anything"
 MIMICBRUSH_TYPE = "MIMICBRUSH"
@@ -186,7 +214,8 @@ class AnalogistMimicBrushApply:
                         "tooltip": "Seeds the VAE samples and the noise output, in the official order.",
                     },
                 ),
-            }
+            },
+            "optional": dict(CROP_INPUTS),
         }
 
     def apply(
@@ -200,6 +229,8 @@ class AnalogistMimicBrushApply:
         shape_control,
         samples_per_target,
         seed,
+        crop_around_mask=False,
+        crop_margin=0.25,
     ):
         import comfy.utils
 
@@ -225,6 +256,7 @@ class AnalogistMimicBrushApply:
             int(samples_per_target),
             int(seed),
             progress,
+            _crop_margin(crop_around_mask, crop_margin),
         )
         return (
             prepared.model,
@@ -273,12 +305,14 @@ class AnalogistMimicBrushPaste:
                 "images": ("IMAGE", {"tooltip": "VAE Decode of the sampled latent."}),
                 "target": ("IMAGE", {"tooltip": "The target given to MimicBrush Apply."}),
                 "mask": ("MASK", {"tooltip": "The mask given to MimicBrush Apply."}),
-            }
+            },
+            "optional": dict(CROP_INPUTS),
         }
 
-    def paste(self, images, target, mask):
+    def paste(self, images, target, mask, crop_around_mask=False, crop_margin=0.25):
         pipeline.check_inputs(target, mask, target)
-        return (pipeline.paste(images, target, mask),)
+        margin = _crop_margin(crop_around_mask, crop_margin)
+        return (pipeline.paste(images, target, mask, margin),)
 
 
 NODE_CLASS_MAPPINGS = {
