@@ -104,6 +104,9 @@ class ReferenceAttention:
                 f"the reference UNet's fusion blocks {ref_keys} do not match the imitative "
                 f"UNet's {self.keys}: the two UNets come from different files."
             )
+        # Hosts whose ModelPatcher cannot carry additional models (ComfyUI 0.0.1) do not load
+        # the reference UNet with the imitative one: it is loaded before each reference pass.
+        self.load_with_sampling = hasattr(imitative, "set_additional_models")
         self.modules = {
             k: m for k, m in transformer_block_modules(imitative).items() if k in self.keys
         }
@@ -124,6 +127,10 @@ class ReferenceAttention:
     @torch.no_grad()
     def record(self, timestep: torch.Tensor, rows: int) -> dict[BlockKey, torch.Tensor]:
         """``norm1`` outputs of the reference UNet in each fusion block, ``[rows, M, C]``."""
+        if not self.load_with_sampling:
+            import comfy.model_management
+
+            comfy.model_management.load_models_gpu([self.reference])
         base = self.reference.model
         unet = base.diffusion_model
         device = self.reference.load_device

@@ -3,6 +3,7 @@ several samples per target, ComfyUI's own sampler, decode and paste."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,16 @@ def model_folders(official_files, tmp_path, monkeypatch):
     depth.mkdir()
     (mb / "mimicbrush.bin").symlink_to(official_files["mimicbrush"])
     (depth / "depth_anything_vitb14.pth").symlink_to(official_files["depth"])
-    monkeypatch.setitem(fp.folder_names_and_paths, "mimicbrush", ([str(mb)], set()))
-    monkeypatch.setitem(fp.folder_names_and_paths, "depth_anything", ([str(depth)], set()))
+    # 0.30.0 keeps a dict of (paths, extensions); 0.0.1 a FolderNames of dataclasses.
+    store = getattr(fp.folder_names_and_paths, "contents", fp.folder_names_and_paths)
+    for name, folder in (("mimicbrush", mb), ("depth_anything", depth)):
+        old = store[name]
+        new = (
+            dataclasses.replace(old, paths=[str(folder)])
+            if dataclasses.is_dataclass(old)
+            else ([str(folder)], set())
+        )
+        monkeypatch.setitem(store, name, new)
     if hasattr(fp, "filename_list_cache"):
         monkeypatch.setattr(fp, "filename_list_cache", {})
     return fp
