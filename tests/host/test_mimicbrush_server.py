@@ -53,7 +53,7 @@ def prompt(checkpoint: str) -> dict:
                 "mask": ["3", 1],
                 "reference": ["4", 0],
                 "shape_control": True,
-                "samples_per_target": 2,
+                "samples_per_target": 1,
                 "seed": 1,
             },
         },
@@ -90,10 +90,11 @@ def test_mimicbrush_nodes_are_listed(mimicbrush_server):
 
 
 def test_a_region_is_repainted_and_the_rest_kept(mimicbrush_server, sd15_checkpoint):
-    result = mimicbrush_server.run(prompt(sd15_checkpoint.name))
+    # On 2 busy CPU cores one step at 512 px (sub-quadratic attention) takes minutes.
+    result = mimicbrush_server.run(prompt(sd15_checkpoint.name), timeout=1500)
     assert result.ok, result.error_text() + "\n" + mimicbrush_server.log_tail()
     saved = result.images("9")
-    assert len(saved) == 2  # two samples of one target
+    assert len(saved) == 1
     target = smb.load_png("inputs/target.png").astype(int)
     from comfyui_analogist.analogist_mimicbrush import images
 
