@@ -183,3 +183,36 @@ def test_paste_back_over_the_target(golden_inputs):
     golden = smb.load_png("outputs/result.png").astype(int)
     # The resize back is torch's bilinear (OpenCV's differs by <= 1 level on some pixels).
     assert np.abs(ours - golden).max() <= 1
+
+
+def test_the_whole_loop_through_the_exact_ddim_nodes(prepared, trace, pytorch_attention):
+    """The official loop end to end in ComfyUI: MimicBrush's MODEL and conditioning sampled
+    by SamplerCustom's path with the pack's diffusers-exact DDIM (3 steps, strength 1, CFG 5)
+    from the official initial noise: every step's latents, the final latents, the decoded
+    image. Nothing recorded is fed back in (unlike the teacher-forced test above)."""
+    import comfy.sample
+    from comfyui_analogist.nodes.sampling import AnalogistDDIMSampler, AnalogistDDIMSigmas
+
+    p = smb.params()
+    timesteps = [int(t) for t in trace["timesteps"]]
+    (sigmas,) = AnalogistDDIMSigmas().get_sigmas(prepared.model, len(timesteps), 1.0)
+    (sampler,) = AnalogistDDIMSampler().get_sampler()
+    steps: list[torch.Tensor] = []
+    final = comfy.sample.sample_custom(
+        prepared.model,
+        prepared.noise,
+        p["guidance_scale"],
+        sampler,
+        sigmas,
+        prepared.positive,
+        prepared.negative,
+        prepared.latent["samples"],
+        callback=lambda step, x0, x, total: steps.append(x.clone()),
+        seed=0,
+    )
+    assert torch.equal(prepared.noise, trace["initial_noise"])
+    for i in range(len(timesteps) - 1):
+        assert (steps[i] - trace[f"step{i}.latents"]).abs().max() <= 1e-4, i
+    # ComfyUI hands back the VAE's own latent space (it divides by the 0.18215 scale).
+    final = prepared.model.model.process_latent_in(final)
+    assert (final - trace["final_latents"]).abs().max() <= 1e-4
