@@ -116,7 +116,7 @@ class Stopped(KeyboardInterrupt):
 def stop_on_signals() -> dict:
     """Turn the first SIGINT/SIGTERM/SIGHUP into :class:`Stopped`; later ones are ignored
     so they cannot cut the clean-up short. Returns the previous handlers."""
-    fired = []
+    fired: list[int] = []
 
     def handler(signum, frame):
         if fired:

@@ -358,7 +358,7 @@ class Graph:
             if node.type == "Note":
                 entry.update(properties={"text": ""}, widgets_values=[node.text])
             else:
-                inputs = []
+                inputs: list[dict[str, Any]] = []
                 widget_names = {name for name, _ in widget_inputs(node.info)}
                 for name, kind in socket_inputs(node.info):
                     inputs.append({"name": name, "type": kind, "link": None})

@@ -31,7 +31,7 @@ if __name__ == "analogist_diffusers":
 
     import_pack()
     from comfyui_analogist.analogist_diffusers import *  # noqa: F403
-    from comfyui_analogist.analogist_diffusers import __all__  # noqa: F401
+    from comfyui_analogist.analogist_diffusers import __all__  # type: ignore[attr-defined]  # noqa: F401
 else:
     try:
         import diffusers  # noqa: F401

@@ -66,7 +66,9 @@ def run_analogy(
     """
     images = {"a": _load(a, "a"), "a_prime": _load(a_prime, "a_prime"), "b": _load(b, "b")}
     composed = compose_grids(
-        *images.values(),
+        images["a"],
+        images["a_prime"],
+        images["b"],
         cell_width=cell_size,
         cell_height=cell_size,
         border=border,

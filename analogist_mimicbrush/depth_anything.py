@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -176,7 +177,7 @@ class DPTHead(nn.Module):
         for i, x in enumerate(features):
             x = x.transpose(1, 2).reshape(x.shape[0], x.shape[-1], grid_h, grid_w)
             levels.append(self.resize_layers[i](self.projects[i](x)))
-        s = self.scratch
+        s: Any = self.scratch  # layerN_rn, refinenetN are set by name
         l1, l2, l3, l4 = (getattr(s, f"layer{i + 1}_rn")(x) for i, x in enumerate(levels))
         path = s.refinenet4(l4, size=l3.shape[2:])
         path = s.refinenet3(path, l3, size=l2.shape[2:])

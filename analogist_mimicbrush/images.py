@@ -113,7 +113,7 @@ def collage(target_padded: np.ndarray, mask_padded: np.ndarray) -> np.ndarray:
 
 
 def lanczos(image: np.ndarray, size: int = PIPELINE_SIZE) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
 
 
 def to_unit_range(image_u8: np.ndarray) -> torch.Tensor:
@@ -134,11 +134,11 @@ def mask_latent(mask01: np.ndarray) -> torch.Tensor:
 
 
 def clip_input_u8(reference_padded: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(reference_padded).resize((size, size), Image.BICUBIC))
+    return np.asarray(Image.fromarray(reference_padded).resize((size, size), Image.Resampling.BICUBIC))
 
 
 def clip_normalise(image_u8: np.ndarray) -> torch.Tensor:
-    x = (image_u8.astype(np.float64) * (1.0 / 255.0)).astype(np.float32)
+    x: np.ndarray = (image_u8.astype(np.float64) * (1.0 / 255.0)).astype(np.float32)
     x = (x - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
     return torch.from_numpy(x).permute(2, 0, 1).unsqueeze(0).contiguous()
 

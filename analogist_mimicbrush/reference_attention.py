@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..analogist_attn.sdpa import batch_mask_from_cond_or_uncond
 from ..analogist_attn.blocks import BlockKey, transformer_block_modules
+from ..analogist_attn.sdpa import batch_mask_from_cond_or_uncond
 
 REFERENCE_WEIGHT = 0.5  # the official mix of the reference and the plain attention
 OPTIONS_KEY = "mimicbrush_reference"

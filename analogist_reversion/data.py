@@ -34,7 +34,7 @@ class Exemplar:
 
 def prepare_pixels(image: Image.Image, resolution: int) -> torch.Tensor:
     """RGB, bicubic to resolution x resolution, then x / 127.5 - 1 (CHW float32)."""
-    image = image.convert("RGB").resize((resolution, resolution), resample=Image.BICUBIC)
+    image = image.convert("RGB").resize((resolution, resolution), resample=Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ class ModelParts:
     * ``tokens``: the prompt tokenizer (placeholder id, stop ids).
     """
 
-    text_model: torch.nn.Module
+    text_model: Any  # ComfyUI's CLIP text transformer (embeddings.token_embedding)
     unet: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     alphas_cumprod: torch.Tensor
     tokens: PromptTokens

@@ -29,7 +29,7 @@ class PromptTokens:
         self.bos = int(tokenizer.bos_token_id)
         self.eos = int(tokenizer.eos_token_id)
         self.placeholder_id = int(vocab_size)
-        self._stop_ids = None
+        self._stop_ids: frozenset[int] | None = None
 
     def words(self, text: str) -> list[int]:
         """Ids of ``text`` without BOS/EOS."""

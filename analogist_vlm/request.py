@@ -132,7 +132,7 @@ def fit_image(pixels: np.ndarray, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
     )
     channels = pixels.shape[2]
     image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
-    out = np.asarray(image.resize(size, Image.LANCZOS))
+    out = np.asarray(image.resize(size, Image.Resampling.LANCZOS))
     return out[:, :, None] if channels == 1 else out
 
 
