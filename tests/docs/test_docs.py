@@ -66,6 +66,8 @@ def test_no_citation_of_a_design_file_outside_the_repo():
     sections = set(re.findall(r"(?m)^## (.+)$", (ROOT / "docs/design.md").read_text()))
     problems = []
     for name in tracked:
+        if name == "tests/docs/test_docs.py":  # this file names the pattern it looks for
+            continue
         text = (ROOT / name).read_text(encoding="utf-8")
         if re.search(r"(?<![/\w])DESIGN\.md", text):
             problems.append(f"{name}: cites DESIGN.md (use docs/design.md)")
