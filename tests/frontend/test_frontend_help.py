@@ -9,6 +9,7 @@ the panel an artist opens (Node Library, a node's "Learn more" button) shows our
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
@@ -17,6 +18,29 @@ from support.frontend import PACK_URL_PART
 from support.node_help import artist_part, help_builder, plain_words
 
 pytestmark = [pytest.mark.frontend, pytest.mark.host]
+
+
+PANEL_SETTING = "Comfy.RightSidePanel.IsOpen"  # kept by the server, for every later page
+
+
+def _set_setting(base_url: str, name: str, value) -> None:
+    request = urllib.request.Request(
+        f"{base_url}/settings/{name}",
+        data=json.dumps(value).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=30).read()
+
+
+@pytest.fixture
+def panel_closed_afterwards(frontend_server):
+    """Opening the properties panel saves that in the server's user settings, and every
+    later test's page would open with it covering the right of the canvas: close it again."""
+    yield
+    _set_setting(frontend_server.url, PANEL_SETTING, False)
+    status, _, text = _fetch(f"{frontend_server.url}/settings/{PANEL_SETTING}")
+    assert status == 200 and json.loads(text) is False
 
 
 def _fetch(url: str) -> tuple[int, str, str]:
@@ -44,7 +68,7 @@ def _first_paragraph(node_id: str) -> str:
     return plain_words(top.split("\n\n")[1])
 
 
-def test_node_help_panel_shows_our_page_for_every_node(frontend):
+def test_node_help_panel_shows_our_page_for_every_node(frontend, panel_closed_afterwards):
     """Select each node on the canvas, open the properties panel's Info tab (ComfyUI's node
     help panel): it shows our page, fetched from the pack, not the frontend's fallback."""
     page = frontend.page
