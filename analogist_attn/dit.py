@@ -6,7 +6,7 @@ a ``ceil(H/2) x ceil(W/2)`` map of the ``H x W`` latent. Queries and keys arrive
 rotary positions already applied, as the model computes them. With ``T`` text tokens the
 image token ``y * w + x`` sits at joint index ``T + y * w + x``.
 
-The edits (DESIGN.md, "DiT inpainting models"):
+The edits (docs/design.md, "DiT inpainting models"):
 
 * SAC, on image-to-image logits only: ``S[A'_i, B'_j] <- s * S[A_i, B_j]`` and
   ``S[B'_i, A'_j] <- s * S[B_i, A_j]``. Text rows and text keys are untouched.

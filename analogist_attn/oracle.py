@@ -25,7 +25,7 @@ def sac_reference(
     """Self-attention with the SAC logit copy; ``[B, N, heads * d]`` in and out.
 
     Every copied block is read from the original logits, before any is written. With K
-    example pairs (DESIGN.md "K-shot"), for every k::
+    example pairs (docs/design.md, "Several example pairs (K-shot)"), for every k::
 
         S[A'_k,i , B'_j] <- s * S[A_k,i , B_j]      S[B'_i , A'_k,j] <- s * S[B_i , A_k,j]
     """

@@ -4,9 +4,10 @@ SAC rewrites two blocks of the self-attention logits (see ``reference.sac_refere
 
     S[A'_i, B'_j] <- s * S[A_i, B_j]      S[B'_i, A'_j] <- s * S[B_i, A_j]
 
-With K example pairs (DESIGN.md, "K-shot") the rows of each A'_k clone from A_k with
-keys in B', and the rows of B' clone from B with keys in *every* A'_k: the B' rows'
-cloned key set is ``[A'_1..A'_K]`` with source keys ``[A_1..A_K]`` in the same order.
+With K example pairs (docs/design.md, "Several example pairs (K-shot)") the rows of each
+A'_k clone from A_k with keys in B', and the rows of B' clone from B with keys in *every*
+A'_k: the B' rows' cloned key set is ``[A'_1..A'_K]`` with source keys ``[A_1..A_K]`` in the
+same order.
 Everything below handles that as one concatenated key set, so K = 1 is the paper's case
 exactly and B' rows still take two fused calls.
 

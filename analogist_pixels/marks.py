@@ -118,7 +118,7 @@ def draw_labels(
     """A ``side`` px square at the top-left of each pasted image, its name centred in it.
 
     The corner is the paste rectangle's, as in the paper: ``(p, p)``, ``(c + p - 1, p)``...
-    The square is exactly ``side`` px, as DESIGN.md documents; the original code's
+    The square is exactly ``side`` px, as docs/design.md ("The grid") says; the original code's
     inclusive ``rectangle([x, y, x + side, y + side])`` happened to cover ``side + 1``.
     """
     names = layout.region_names

@@ -1,5 +1,6 @@
 """Several example pairs (K-shot): the grid geometry, the token regions, and SAC / CAM
-against an independent naive K-shot definition (DESIGN.md, "Beyond the paper")."""
+against an independent naive K-shot definition (docs/design.md, "Several example pairs
+(K-shot)")."""
 
 from __future__ import annotations
 
@@ -133,7 +134,7 @@ def test_block_regions_for_several_pairs_and_misaligned_cells() -> None:
 
 
 def naive_kshot_sac(q, k, v, heads, layout, h, w, scale):
-    """Straight from DESIGN.md in float64, indices from the cells' pixels (not tokens.py)."""
+    """Straight from docs/design.md in float64, indices from the cells' pixels (not tokens.py)."""
     q, k, v = (t.double() for t in (q, k, v))
     batch, n, channels = q.shape
     d = channels // heads

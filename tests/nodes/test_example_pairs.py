@@ -1,5 +1,5 @@
 """Several example pairs through the grid nodes: Example Pair chain -> Grid Compose ->
-Mark and Arrow -> Grid Crop (DESIGN.md "Several example pairs (K-shot)")."""
+Mark and Arrow -> Grid Crop (docs/design.md, "Several example pairs (K-shot)")."""
 
 from __future__ import annotations
 

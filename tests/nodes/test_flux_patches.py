@@ -2,7 +2,8 @@
 
 The model is ComfyUI's own ``model_base.Flux`` around its ``ldm.flux`` DiT (2 double + 3
 single blocks, Fill's 384 input channels, fp32). The oracle is the same model with a naive
-attention override that builds the full joint logit matrix and edits it as DESIGN.md says
+attention override that builds the full joint logit matrix and edits it as docs/design.md,
+"DiT inpainting models", says
 (tests/support/dit_reference.py). ComfyUI 0.0.1 has no Flux: these tests skip there.
 """
 

@@ -1,4 +1,5 @@
-"""Naive SAC and CAM on a DiT's joint attention, straight from DESIGN.md (the tests' oracle).
+"""Naive SAC and CAM on a DiT's joint attention, straight from docs/design.md, "DiT inpainting
+models" (the tests' oracle).
 
 Builds the full ``batch x heads x L x L`` logit matrix of the joint sequence
 ``[text; image]`` and edits it as written: SAC copies ``s * S[A_i, B_j]`` into
