@@ -9,6 +9,6 @@ the bridge from ComfyUI's own MODEL/CLIP/VAE objects and from a diffusers SD1 fo
 (``comfy_parts``, ``diffusers_folder``; these import ``comfy`` inside functions only) and the
 loss-curve image (``plot``).
 
-Written from the paper and DESIGN.md; the official code (S-Lab licence, non-commercial) reaches
-this package only through the recorded goldens the tests replay.
+Written from the paper and docs/design.md, "ReVersion"; the official code (S-Lab licence,
+non-commercial) reaches this package only through the recorded goldens the tests replay.
 """
