@@ -104,7 +104,9 @@ class CpuMemory:
     def __init__(self) -> None:
         self.reset()
         if self._status("VmHWM") > self._status("VmRSS") + (1 << 20):
-            raise RuntimeError("writing 5 to /proc/self/clear_refs did not reset VmHWM on this kernel")
+            raise RuntimeError(
+                "writing 5 to /proc/self/clear_refs did not reset VmHWM on this kernel"
+            )
 
     @staticmethod
     def _status(field: str) -> int:
@@ -190,7 +192,9 @@ def patched(base, layout, start: int, end: int):
     from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
     from comfyui_analogist.nodes.patching import PASSES
 
-    (model,) = AnalogistSACPatch().patch(base, layout, PAPER_SAC_SCALE, start, end, 0.0, 1.0, PASSES[0])
+    (model,) = AnalogistSACPatch().patch(
+        base, layout, PAPER_SAC_SCALE, start, end, 0.0, 1.0, PASSES[0]
+    )
     (model,) = AnalogistCAMPatch().patch(model, layout, start, end, 0.0, 1.0, PASSES[0])
     return model
 
@@ -234,7 +238,11 @@ def measure(args, variants: list[Variant], memory, torch) -> list[Result]:
             results[index].times.append(time.perf_counter() - start)
             results[index].cpu_times.append(time.process_time() - cpu_start)
             del out
-        print(f"  repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{r.times[-1]:.3f}s" for r in results), flush=True)
+        print(
+            f"  repeat {repeat + 1}/{args.repeats}: "
+            + ", ".join(f"{r.times[-1]:.3f}s" for r in results),
+            flush=True,
+        )
     for variant, result in zip(variants, results, strict=True):
         result.patch_calls = variant.counts()
     # Then memory (on CPU this switches glibc to mmap for large blocks: see module doc).
@@ -282,7 +290,9 @@ def print_table(results: list[Result], memory_unit: str) -> None:
             f"| {gib(r.delta)} ({delta_ratio:.3f}) | {r.patch_calls} |"
         )
     print("time = wall clock of the call (median of the repeats); CPU time = this process's CPU")
-    print("seconds in the call, all threads (median); peak = whole process (CPU) / allocator (CUDA),")
+    print(
+        "seconds in the call, all threads (median); peak = whole process (CPU) / allocator (CUDA),"
+    )
     print("weights included; extra = that peak minus the memory in use just before the call.")
     print("  wall times of every repeat:")
     for r in results:
@@ -295,7 +305,14 @@ def machine_description(device: str, torch) -> str:
     model = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+            model = next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in cpuinfo
+                    if line.startswith("model name")
+                ),
+                model,
+            )
     except OSError:
         pass
     return f"{model}, {torch.get_num_threads()} torch threads"

@@ -41,7 +41,9 @@ def run_grid_diffusers(args, unet, grid: int, memory, torch) -> list[Result]:
     latent = grid // 8
     gen = torch.Generator().manual_seed(args.seed)
     dtype = unet.dtype
-    sample = torch.randn(2, 9, latent, latent, generator=gen).to(args.device, dtype)  # latent + mask + masked image
+    sample = torch.randn(2, 9, latent, latent, generator=gen).to(
+        args.device, dtype
+    )  # latent + mask + masked image
     context = torch.randn(2, 77, 768, generator=gen).to(args.device, dtype)
     timestep = torch.tensor(500, device=args.device)
 
@@ -58,17 +60,25 @@ def run_grid_diffusers(args, unet, grid: int, memory, torch) -> list[Result]:
                 installed[label] = install_analogist(
                     unet, layout, sac_layers=(start, end), cam_layers=(start, end)
                 )
+
         return setup
 
     def counts_for(label):
         def counts():
             calls = installed[label].calls()
             return f"SAC {sum(calls['sac'].values())}, CAM {sum(calls['cam'].values())}"
+
         return counts
 
     variants = []
     for label, start, end, time_target, memory_target in VARIANTS:
-        variant = Variant(f"diffusers {label}", call, time_target, memory_target, setup=setup_for(label, start, end))
+        variant = Variant(
+            f"diffusers {label}",
+            call,
+            time_target,
+            memory_target,
+            setup=setup_for(label, start, end),
+        )
         if start is not None:
             variant.counts = counts_for(label)
         variants.append(variant)

@@ -11,8 +11,14 @@ from common import ROOT, Variant, measure, patched, print_table
 
 # Mid-size Flux.1 Fill: the real head dim (128) and rotary axes, a quarter of the width.
 FLUX_BENCH = {
-    "hidden_size": 768, "num_heads": 6, "axes_dim": [16, 56, 56], "depth": 2,
-    "depth_single_blocks": 4, "mlp_ratio": 4.0, "context_in_dim": 4096, "vec_in_dim": 768,
+    "hidden_size": 768,
+    "num_heads": 6,
+    "axes_dim": [16, 56, 56],
+    "depth": 2,
+    "depth_single_blocks": 4,
+    "mlp_ratio": 4.0,
+    "context_in_dim": 4096,
+    "vec_in_dim": 768,
 }
 FLUX_TEXT_TOKENS = 256  # T5 tokens of a Flux prompt
 
@@ -28,7 +34,10 @@ def run_flux(args, dtype, memory, torch) -> None:
     base.model.to(args.device)
     n_blocks = FLUX_BENCH["depth"] + FLUX_BENCH["depth_single_blocks"]
     default = flux_default_layers(n_blocks)
-    print(f"built a mid-size Flux.1 Fill ({FLUX_BENCH}) in {time.perf_counter() - start:.0f} s", flush=True)
+    print(
+        f"built a mid-size Flux.1 Fill ({FLUX_BENCH}) in {time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
     variants_spec = (
         ("plain", None, None),
         (f"SAC+CAM default layers {default[0]}..{default[1] - 1}", *default),
@@ -43,11 +52,19 @@ def run_flux(args, dtype, memory, torch) -> None:
         )
         layout = make_layout(cell_width=grid // 2, cell_height=grid // 2)
         inputs = {
-            key: value.to(args.device, dtype) if value.is_floating_point() else value.to(args.device)
-            for key, value in flux_support.flux_inputs(latent, latent, text=FLUX_TEXT_TOKENS, seed=args.seed).items()
+            key: value.to(args.device, dtype)
+            if value.is_floating_point()
+            else value.to(args.device)
+            for key, value in flux_support.flux_inputs(
+                latent, latent, text=FLUX_TEXT_TOKENS, seed=args.seed
+            ).items()
         }
-        inputs["c_crossattn"] = torch.randn(2, FLUX_TEXT_TOKENS, 4096, generator=torch.Generator().manual_seed(1)).to(args.device, dtype)
-        inputs["y"] = torch.randn(2, 768, generator=torch.Generator().manual_seed(2)).to(args.device, dtype)
+        inputs["c_crossattn"] = torch.randn(
+            2, FLUX_TEXT_TOKENS, 4096, generator=torch.Generator().manual_seed(1)
+        ).to(args.device, dtype)
+        inputs["y"] = torch.randn(2, 768, generator=torch.Generator().manual_seed(2)).to(
+            args.device, dtype
+        )
         variants = []
         for label, first, end in variants_spec:
             model = base if first is None else patched(base, layout, first, end)
@@ -55,7 +72,9 @@ def run_flux(args, dtype, memory, torch) -> None:
             if first is not None:
                 edits = model.model_options["transformer_options"]["optimized_attention_override"]
                 variant.reset_counts = lambda e=edits: (e.sac.calls.clear(), e.cam.calls.clear())
-                variant.counts = lambda e=edits: f"SAC {sum(e.sac.calls.values())}, CAM {sum(e.cam.calls.values())}"
+                variant.counts = lambda e=edits: (
+                    f"SAC {sum(e.sac.calls.values())}, CAM {sum(e.cam.calls.values())}"
+                )
             variants.append(variant)
         print_table(measure(args, variants, memory, torch), memory.unit)
         if args.device == "cuda":
@@ -73,8 +92,13 @@ def flux_caller(model, inputs: dict, torch) -> Callable[[], object]:
     def call():
         with torch.inference_mode():
             return model.model.apply_model(
-                inputs["x"], sigma, c_concat=inputs["c_concat"], c_crossattn=inputs["c_crossattn"],
-                y=inputs["y"], guidance=inputs["guidance"], transformer_options=options,
+                inputs["x"],
+                sigma,
+                c_concat=inputs["c_concat"],
+                c_crossattn=inputs["c_crossattn"],
+                y=inputs["y"],
+                guidance=inputs["guidance"],
+                transformer_options=options,
             )
 
     return call

@@ -23,12 +23,16 @@ def build_model(seed: int, dtype, device: str):
         heads=SD15_INPAINT_UNET["num_heads"],
     )
     unet = model.model.diffusion_model
-    assert unet.model_channels == 320 and unet.in_channels == 9, "not the full SD1.5 inpainting UNet"
+    assert unet.model_channels == 320 and unet.in_channels == 9, (
+        "not the full SD1.5 inpainting UNet"
+    )
     model.model.to(device)  # the clones below share this BaseModel
     return model
 
 
-def unet_caller(model, grid: int, seed: int, device: str, height: int | None = None) -> Callable[[], object]:
+def unet_caller(
+    model, grid: int, seed: int, device: str, height: int | None = None
+) -> Callable[[], object]:
     """One CFG-style UNet evaluation (cond + uncond at batch 2) with the model's patches.
 
     ``grid`` is the width in px; ``height`` (default: square) is taller with K > 1 pairs."""
@@ -42,7 +46,11 @@ def unet_caller(model, grid: int, seed: int, device: str, height: int | None = N
     context = torch.randn(2, 77, 768, generator=gen).to(device)
     sampling = model.get_model_object("model_sampling")
     sigma = torch.full((2,), sampling.percent_to_sigma(0.5), device=device)
-    options = {**model.model_options["transformer_options"], "cond_or_uncond": [0, 1], "sigmas": sigma}
+    options = {
+        **model.model_options["transformer_options"],
+        "cond_or_uncond": [0, 1],
+        "sigmas": sigma,
+    }
 
     def call():
         with torch.inference_mode():
@@ -73,7 +81,9 @@ def run_grid(args, base, grid: int, memory, torch, pairs: int = 1) -> list[Resul
         call = unet_caller(model, layout.grid_width, args.seed, args.device, layout.grid_height)
         variant = Variant(label, call, time_target, memory_target)
         if start is not None:
-            variant.reset_counts = lambda model=model: [p.calls.clear() for p in _our_patches(model)]
+            variant.reset_counts = lambda model=model: [
+                p.calls.clear() for p in _our_patches(model)
+            ]
             variant.counts = lambda model=model: patch_call_counts(model)
         variants.append(variant)
     return measure(args, variants, memory, torch)

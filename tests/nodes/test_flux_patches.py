@@ -13,6 +13,8 @@ import logging
 
 import pytest
 import torch
+from comfyui_analogist.analogist_attn import kernel
+from comfyui_analogist.analogist_attn.oracle import joint_reference, joint_region_indices
 from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
@@ -21,8 +23,6 @@ from comfyui_analogist.analogist_pixels.layout import (
 from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
 from comfyui_analogist.nodes.patching import PASSES
 from support import flux as tiny
-from comfyui_analogist.analogist_attn import kernel
-from comfyui_analogist.analogist_attn.oracle import joint_reference, joint_region_indices
 
 pytestmark = pytest.mark.skipif(
     not tiny.host_has_flux(), reason="this ComfyUI (0.0.1) has no Flux model class, so no Flux route to test"
