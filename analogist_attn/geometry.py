@@ -13,7 +13,7 @@ built once per (layout, map size, device) and cached; callers must not modify th
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -51,15 +51,6 @@ class Rect:
     @property
     def bottom(self) -> int:
         return self.y + self.height
-
-    def fractions(self, grid_width: int, grid_height: int) -> tuple[float, float, float, float]:
-        """``(x0, y0, x1, y1)`` as fractions of the grid size."""
-        return (
-            self.x / grid_width,
-            self.y / grid_height,
-            self.right / grid_width,
-            self.bottom / grid_height,
-        )
 
 
 def scale_rect(rect: Rect, num_x: int, den_x: int, num_y: int, den_y: int) -> Rect | None:
@@ -145,17 +136,8 @@ def _pair_of(name: str) -> tuple[int, bool]:
     raise ValueError(f"no region named {name!r}")
 
 
-Fractions = Mapping[str, Sequence[float]]
-# What the functions below take: a GridLayout or its CellGeometry (integers, any number of
-# example pairs), or the old four-region fraction dicts (compatibility, one pair only).
-Cells = CellGeometry | Fractions
-_FractionKey = tuple[tuple[float, float, float, float], ...]
-
 VAE_FACTOR = PX_PER_LATENT
-DEEPEST_TOKEN_PX = CELL_MULTIPLE
 _MAX_DOWNSAMPLE_POWER = 7
-# Fractions come from integer pixel rectangles; this only absorbs float rounding.
-_EDGE_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
@@ -212,20 +194,15 @@ class RegionTokens:
 
 
 def region_tokens(
-    cells: Cells, h: int, w: int, device: torch.device | str | None = None
+    cells: CellGeometry, h: int, w: int, device: torch.device | str | None = None
 ) -> RegionTokens:
     """Token indices of every region on an ``h x w`` token map covering the whole grid.
 
-    ``cells`` is a :class:`GridLayout` or its ``geometry`` (or, for compatibility, a
-    four-region fraction dict as ``GridLayout.cell_fractions`` gives). Raises
-    ``ValueError`` when a region edge falls inside a token or the regions differ in
-    shape, since the position-to-position pairing of SAC would then be meaningless.
+    ``cells`` is a layout's ``geometry``. Raises ``ValueError`` when a region edge falls
+    inside a token or the regions differ in shape, since the position-to-position pairing
+    of SAC would then be meaningless.
     """
-    dev = torch.device(device or "cpu")
-    geometry = _geometry_or_none(cells)
-    if geometry is None:
-        return _cached_fraction_tokens(_fraction_key(cells), int(h), int(w), dev)  # type: ignore[arg-type]
-    return _cached_geometry_tokens(geometry, int(h), int(w), dev)
+    return _cached_geometry_tokens(_geometry(cells), int(h), int(w), torch.device(device or "cpu"))
 
 
 def token_map_size(original_shape: Sequence[int], n_tokens: int) -> tuple[int, int]:
@@ -242,7 +219,7 @@ def token_map_size(original_shape: Sequence[int], n_tokens: int) -> tuple[int, i
 
 
 def regions_for_block(
-    cells: Cells,
+    cells: CellGeometry,
     original_shape: Sequence[int],
     n_tokens: int,
     device: torch.device | str | None = None,
@@ -256,65 +233,64 @@ def regions_for_block(
     in latent units, where the error can also name pixel sizes.
     """
     height, width = _latent_hw(original_shape)
-    geometry = _geometry_or_none(cells)
-    if geometry is None:
-        geometry = _fractions_on_latent(_fraction_key(cells), height, width)  # type: ignore[arg-type]
-    return _cached_block_regions(geometry, height, width, int(n_tokens), torch.device(device or "cpu"))
+    _, _, factor = _token_map(height, width, int(n_tokens))
+    return regions_at_factor(cells, height, width, factor, device)
+
+
+UNET_TOKEN = "a token of this UNet level"
+
+
+def regions_at_factor(
+    cells: CellGeometry,
+    latent_h: int,
+    latent_w: int,
+    factor: int,
+    device: torch.device | str | None = None,
+    token: str = UNET_TOKEN,
+) -> RegionTokens:
+    """Region tokens on the map of ``factor x factor`` latent pixels per token (cached).
+
+    The one route from pixels to tokens, for every model: cells in px -> latent pixels
+    (``PX_PER_LATENT`` px each when the grid is sampled at its own size; any latent of the
+    grid's proportions works when every edge lands on a whole latent pixel) -> tokens of
+    ``factor`` latent pixels (a UNet level's downsample; 2 for a DiT's 2 x 2 patches). The
+    map is ``ceil(latent / factor)``. Every edge must fall on a token edge, else a
+    ``ValueError`` names the edge, the cell and sizes that work (``token`` says what a
+    token is there). Token indices start at 0; a DiT adds its text offset.
+    """
+    return _cached_factor_regions(
+        _geometry(cells), int(latent_h), int(latent_w), int(factor),
+        torch.device(device or "cpu"), token,
+    )
 
 
 @lru_cache(maxsize=256)
-def _cached_block_regions(
-    geometry: CellGeometry, height: int, width: int, n_tokens: int, device: torch.device
+def _cached_factor_regions(
+    geometry: CellGeometry, height: int, width: int, factor: int, device: torch.device, token: str
 ) -> RegionTokens:
-    h, w, factor = _token_map(height, width, n_tokens)
-    # Cells in px -> latent pixels -> tokens of this level, each step exact or an error.
-    misaligned = _edge_inside_token(geometry, height, width, factor)
+    h, w = math.ceil(height / factor), math.ceil(width / factor)
+    # Cells in px -> latent pixels -> tokens of this level, each step exact or an error
+    # (checked in latent units: edges must be multiples of ``factor``).
+    misaligned = geometry.misaligned_edge(height, width, factor)
     if misaligned is not None:
         label, edge, px = misaligned
         scale = width * PX_PER_LATENT / geometry.grid_width  # sampled px per grid px
         axis = "x" if edge in ("left", "right") else "y"
         raise ValueError(
             f"The {edge} edge of the {label} cell ({axis} = {px * scale:g} px) falls inside "
-            f"a token of this UNet level ({factor * PX_PER_LATENT} px per token; grid "
+            f"{token} ({factor * PX_PER_LATENT} px per token; grid "
             f"{width * PX_PER_LATENT} x {height * PX_PER_LATENT} px). "
             + _cell_size_advice(geometry.rects[0], scale)
         )
     return _cached_geometry_tokens(geometry, h, w, device)
 
 
-def _edge_inside_token(
-    geometry: CellGeometry, height: int, width: int, factor: int
-) -> tuple[str, str, int] | None:
-    """The first cell edge that is not on a token edge of a ``factor`` downsample of the
-    ``height x width`` latent (in latent units: edges must be multiples of ``factor``)."""
-    return geometry.misaligned_edge(height, width, factor)
-
-
-def _geometry_or_none(cells: Cells) -> CellGeometry | None:
-    if isinstance(cells, CellGeometry):
-        return cells
-    return None
-
-
-def _fractions_on_latent(key: _FractionKey, height: int, width: int) -> CellGeometry:
-    """Compatibility: four-region fractions as whole pixels of a grid sampled at this
-    latent's own size (fractions from a layout always land on whole pixels there)."""
-    grid_w, grid_h = width * PX_PER_LATENT, height * PX_PER_LATENT
-    rects = []
-    for name, (x0, y0, x1, y1) in zip(REGIONS, key, strict=True):
-        edges = [v * size for v, size in ((x0, grid_w), (y0, grid_h), (x1, grid_w), (y1, grid_h))]
-        for edge_name, value in zip(_EDGE_NAMES, edges, strict=True):
-            if not _on_grid(value):
-                raise ValueError(
-                    f"The {edge_name} edge of the {REGION_LABELS[name]} cell "
-                    f"({value:g} px) falls inside a latent pixel of this "
-                    f"{width * PX_PER_LATENT} x {height * PX_PER_LATENT} px grid."
-                )
-        left, top, right, bottom = (round(v) for v in edges)
-        rects.append(Rect(left, top, right - left, bottom - top))
-    return CellGeometry(
-        grid_w, grid_h, REGIONS, tuple(REGION_LABELS[n] for n in REGIONS), tuple(rects)
-    )
+def _geometry(cells: CellGeometry) -> CellGeometry:
+    if not isinstance(cells, CellGeometry):
+        raise TypeError(
+            f"expected the layout's CellGeometry (GridLayout.geometry), got {type(cells).__name__}"
+        )
+    return cells
 
 
 def _latent_hw(original_shape: Sequence[int]) -> tuple[int, int]:
@@ -336,24 +312,6 @@ def _token_map(height: int, width: int, n_tokens: int) -> tuple[int, int, int]:
         "attention edits need a UNet whose transformer blocks work on the latent's own "
         "token map (SD1.x, SD2.x, SDXL inpainting models)."
     )
-
-
-def _fraction_key(fractions: Fractions) -> _FractionKey:
-    missing = [name for name in REGIONS if name not in fractions]
-    if missing:
-        raise ValueError(f"cell fractions lack regions {missing}; expected keys {list(REGIONS)}")
-    key = []
-    for name in REGIONS:
-        x0, y0, x1, y1 = (float(v) for v in fractions[name])
-        key.append((x0, y0, x1, y1))
-    return tuple(key)
-
-
-def _on_grid(value: float) -> bool:
-    return abs(value - round(value)) <= _EDGE_TOLERANCE * max(1.0, abs(value))
-
-
-_EDGE_NAMES = ("left", "top", "right", "bottom")
 
 
 def _cell_size_advice(cell: Rect, scale: float) -> str:
@@ -396,13 +354,6 @@ def _cached_geometry_tokens(
         )
     spans = [(r.x, r.y, r.right, r.bottom) for r in rects]
     return _build(spans, geometry.labels, h, w, device)
-
-
-@lru_cache(maxsize=256)
-def _cached_fraction_tokens(key: _FractionKey, h: int, w: int, device: torch.device) -> RegionTokens:
-    """Compatibility: the four regions given as fractions of the grid."""
-    spans = [_token_span(name, key, h, w) for name in REGIONS]
-    return _build(spans, tuple(REGION_LABELS[n] for n in REGIONS), h, w, device)
 
 
 def _build(
@@ -453,36 +404,6 @@ def _complement(tokens: torch.Tensor, n_tokens: int) -> torch.Tensor:
     keep = torch.ones(n_tokens, dtype=torch.bool)
     keep[tokens] = False
     return keep.nonzero().flatten()
-
-
-def _token_span(name: str, key: _FractionKey, h: int, w: int) -> Span:
-    """``(x0, y0, x1, y1)`` in whole tokens, or a ValueError naming map sizes that work."""
-    box = key[REGIONS.index(name)]
-    for edge, frac, size in zip(_EDGE_NAMES, box, (w, h, w, h), strict=True):
-        if not _on_grid(frac * size):
-            horizontal = edge in ("left", "right")
-            axis_fracs = [b[i] for b in key for i in ((0, 2) if horizontal else (1, 3))]
-            raise ValueError(
-                f"The {edge} edge of the {REGION_LABELS[name]} cell falls inside a token "
-                f"({frac * size:g} tokens) of this {h} x {w} (h x w) token map; a map "
-                f"{_working_sizes(axis_fracs, size)} tokens {'wide' if horizontal else 'high'} "
-                f"would work. In pixels: make the grid's cell width and height multiples of "
-                f"{DEEPEST_TOKEN_PX} px (SD's deepest level)."
-            )
-    x0, y0, x1, y1 = box
-    return round(x0 * w), round(y0 * h), round(x1 * w), round(y1 * h)
-
-
-def _working_sizes(fracs: Sequence[float], size: int) -> str:
-    """The nearest map sizes below and above ``size`` on which every edge is whole."""
-
-    def works(n: int) -> bool:
-        return all(_on_grid(f * n) for f in fracs)
-
-    below = next((n for n in range(size - 1, 0, -1) if works(n)), None)
-    above = next((n for n in range(size + 1, 64 * size + 2) if works(n)), None)
-    found = [str(n) for n in (below, above) if n is not None]
-    return " or ".join(found) if found else "of another size"
 
 
 def _span_indices(span: tuple[int, int, int, int], w: int) -> torch.Tensor:

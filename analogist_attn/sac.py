@@ -30,18 +30,19 @@ Where the fused kernel can also return each row's log-sum-exp (PyTorch's CPU fla
 kernel), the A' rows are instead split by keys: plain attention of ``q_{A'}`` over every
 key outside B', plain attention of ``q_A`` over ``s * k_B`` with the values of B', and
 the two outputs weighted by their shares of the softmax mass. That is the same softmax,
-exactly, at the cost of plain attention (``_cloned_rows_split``).
+exactly, at the cost of plain attention.
+
+Both routes are ``kernel`` (shared with the DiT path); this module maps a UNet block's
+token map onto the kernel's row sets (:func:`clone_blocks`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from functools import cache
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from . import defaults
+from . import defaults, kernel
 from .geometry import RegionTokens
 from .sdpa import (
     batch_mask_tensor,
@@ -94,7 +95,7 @@ def _sac_all(
     regions: RegionTokens,
     scale: float,
 ) -> torch.Tensor:
-    """SAC on every batch entry."""
+    """SAC on every batch entry: plain rows, then each clone block through the kernel."""
     q4, k4, v4 = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
     softmax_scale = q4.shape[-1] ** -0.5
     out = v4.new_empty(q4.shape[:3] + v4.shape[3:])
@@ -103,143 +104,24 @@ def _sac_all(
     if untouched.numel():
         out.index_copy_(1, untouched, sdpa(q4.index_select(1, untouched), k4, v4, softmax_scale))
 
-    # (query rows, their source rows, keys whose logits are cloned, the source keys,
-    #  the keys whose logits the rows keep)
-    clones = _clone_blocks(regions)
-    if _attention_with_lse(q4) is not None:
-        for rows, source_rows, cloned_keys, source_keys, kept_keys in clones:
-            out.index_copy_(
-                1,
-                rows,
-                _cloned_rows_split(
-                    q4, k4, v4, rows, source_rows, cloned_keys, source_keys, kept_keys, scale
-                ),
-            )
-        return out.reshape(q.shape[0], q.shape[1], -1)
-
-    # PyTorch's flash kernels (CPU and CUDA) need the value head dim equal to the query's;
-    # with 2d-long q/k and d-long v, SDPA on CPU silently falls back to its math path,
-    # which materialises the logit matrix (+600 MB per call at a 512 grid). So v is
-    # zero-padded to 2d and the padding's output columns are dropped.
-    head_dim = v4.shape[-1]
-    v_aug = F.pad(v4, (0, k4.shape[-1]))
-    for rows, source_rows, cloned_keys, source_keys, _ in clones:
-        q_aug = torch.cat((q4.index_select(1, rows), q4.index_select(1, source_rows)), dim=-1)
-        k_aug = _augmented_keys(k4, cloned_keys, source_keys, scale)
-        out.index_copy_(1, rows, sdpa(q_aug, k_aug, v_aug, softmax_scale)[..., :head_dim])
-        del q_aug, k_aug  # keep one augmented key set alive at a time
+    tokens = kernel.TokensFirst(q4, k4, v4)
+    attend = kernel.attention_with_lse(q4)
+    for clone in clone_blocks(regions):
+        out.index_copy_(1, clone.rows, kernel.sac_rows(tokens, clone, scale, attend))
     return out.reshape(q.shape[0], q.shape[1], -1)
 
 
-def _clone_blocks(regions: RegionTokens) -> list[tuple[torch.Tensor, ...]]:
-    """``(rows, source rows, cloned keys, source keys, kept keys)`` of every edited block:
-    each A'_k (from A_k, keys B' from B), then B' (from B, keys every A'_k from A_k)."""
+def clone_blocks(regions: RegionTokens) -> list[kernel.Clone]:
+    """The kernel's row sets on a UNet token map: each A'_k (from A_k, keys B' from B),
+    then B' (from B, keys every A'_k from A_k). Kept keys are every other key."""
     examples = regions.examples or ((regions.a, regions.a_prime),)
     all_a = regions.all_a if regions.all_a is not None else regions.a
     all_a_prime = regions.all_a_prime if regions.all_a_prime is not None else regions.a_prime
     blocks = [
-        (a_prime, a, regions.b_prime, regions.b, regions.outside_b_prime)
+        kernel.Clone(a_prime, a, regions.b_prime, regions.b, regions.outside_b_prime, True)
         for a, a_prime in examples
     ]
-    blocks.append((regions.b_prime, regions.b, all_a_prime, all_a, regions.outside_a_prime))
+    blocks.append(
+        kernel.Clone(regions.b_prime, regions.b, all_a_prime, all_a, regions.outside_a_prime, True)
+    )
     return blocks
-
-
-def _cloned_rows_split(
-    q4: torch.Tensor,
-    k4: torch.Tensor,
-    v4: torch.Tensor,
-    rows: torch.Tensor,
-    source_rows: torch.Tensor,
-    cloned_keys: torch.Tensor,
-    source_keys: torch.Tensor,
-    kept_keys: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
-    """SAC rows of A' (or B') as two fused calls over disjoint key sets, then merged.
-
-    The row's softmax runs over the kept keys (logits ``q_row . k_j``) and the cloned
-    keys (logits ``s * q_source . k_source``). Each part is plain attention; weighting
-    the two outputs by their shares of the softmax mass, ``exp(lse)``, gives the exact
-    softmax over the union. Same work as plain attention for these rows.
-    """
-    attend = _attention_with_lse(q4)
-    softmax_scale = q4.shape[-1] ** -0.5
-    kept, lse_kept = attend(
-        q4.index_select(1, rows),
-        k4.index_select(1, kept_keys),
-        v4.index_select(1, kept_keys),
-        softmax_scale,
-    )
-    cloned, lse_cloned = attend(
-        q4.index_select(1, source_rows),
-        k4.index_select(1, source_keys).mul_(scale),
-        v4.index_select(1, cloned_keys),
-        softmax_scale,
-    )
-    share_kept = torch.sigmoid(lse_kept - lse_cloned)  # exp(lse_kept) / (sum of both)
-    return torch.lerp(cloned.float(), kept.float(), share_kept).to(v4.dtype)
-
-
-def _attention_with_lse(
-    like: torch.Tensor,
-) -> (
-    Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
-    | None
-):
-    """Fused attention that also returns the log-sum-exp of each row, where available.
-
-    Public SDPA does not return it; PyTorch's CPU flash kernel does (an ``aten`` op since
-    torch 2.2). Elsewhere (CUDA, MPS, older torch, a dtype the kernel lacks) SAC uses
-    augmented vectors.
-    """
-    if like.device.type != "cpu" or not _cpu_flash_supports(like.dtype):
-        return None
-    return _cpu_flash_with_lse
-
-
-def _cpu_flash_with_lse(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, L, H, E]`` in; output ``[B, L, H, E]`` and float32 log-sum-exp ``[B, L, H, 1]``."""
-    out, lse = _CPU_FLASH_WITH_LSE(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=scale
-    )
-    return out.transpose(1, 2), lse.transpose(1, 2).unsqueeze(-1)
-
-
-@cache
-def _cpu_flash_supports(dtype: torch.dtype) -> bool:
-    """Whether this torch's CPU flash op runs ``dtype`` (half came after the op itself)."""
-    if _CPU_FLASH_WITH_LSE is None or not dtype.is_floating_point:
-        return False
-    probe = torch.zeros(1, 1, 2, 8, dtype=dtype)
-    try:
-        with torch.inference_mode():
-            _CPU_FLASH_WITH_LSE(probe, probe, probe, scale=1.0)
-    except (RuntimeError, NotImplementedError):
-        return False
-    return True
-
-
-try:
-    _CPU_FLASH_WITH_LSE = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-except (AttributeError, RuntimeError):  # torch < 2.2
-    _CPU_FLASH_WITH_LSE = None
-
-
-def _augmented_keys(
-    k4: torch.Tensor, cloned_keys: torch.Tensor, source_keys: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """``[k_j, 0]`` everywhere except ``[0, s * k_source]`` at the cloned keys.
-
-    Filled in place, so the only tensor of ``k``'s size or more is the result itself.
-    """
-    head_dim = k4.shape[-1]
-    k_aug = k4.new_empty(k4.shape[:-1] + (2 * head_dim,))
-    first, second = k_aug[..., :head_dim], k_aug[..., head_dim:]
-    first.copy_(k4)
-    first.index_fill_(1, cloned_keys, 0)
-    second.zero_()
-    second.index_copy_(1, cloned_keys, k4.index_select(1, source_keys).mul_(scale))
-    return k_aug

@@ -176,23 +176,6 @@ class GridLayout:
             rects=tuple(self.cell(name) for name in names),
         )
 
-    def cell_fractions(self) -> dict[str, tuple[float, float, float, float]]:
-        """Each region's cell as ``(x0, y0, x1, y1)`` fractions of the grid.
-
-        Compatibility only (the attention code reads ``geometry``, in integers). A
-        several-pair layout has no four-region form: refused rather than silently
-        dropping pairs 2..K.
-        """
-        if self.pairs != 1:
-            raise ValueError(
-                f"this layout has {self.pairs} example pairs; cell_fractions() describes one "
-                "pair only. Use layout.geometry."
-            )
-        return {
-            name: rect.fractions(self.grid_width, self.grid_height)
-            for name, rect in zip(REGIONS, self.cells, strict=True)
-        }
-
 
 # Side of each cell's thumbnail in a fingerprint: coarse enough that a VAE round trip
 # (8x8 px latent pixels) barely moves it, fine enough to tell two pictures apart.

@@ -160,14 +160,8 @@ class AnalogistCAMPatch:
         check_passes(passes)
         region = region_cam(layout, text_only_in_region, node)
         if is_flux(model):
-            if region is not None:
-                raise ValueError(
-                    f"{node}: text_only_in_region is not available for Flux yet (experimental "
-                    "support covers the paper's CAM). Turn it off: the region still limits the "
-                    "change through Grid Compose's mask and Grid Crop."
-                )
             gate = StepPassGate(*sigma_range(model, start_percent, end_percent), passes)
-            return (patch_flux(model, node, "cam", layout, start_layer, end_layer, gate),)
+            return (patch_flux(model, node, "cam", layout, start_layer, end_layer, gate, region=region),)
         blocks, sigma_start, sigma_end = plan(model, node, start_layer, end_layer, start_percent, end_percent)
         gate = StepPassGate(sigma_start, sigma_end, passes)
         modules = transformer_block_modules(model.model)

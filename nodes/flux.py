@@ -36,7 +36,7 @@ import torch
 
 from ..analogist_attn import defaults
 from ..analogist_attn.dit import joint_attention, joint_regions
-from ..analogist_attn.geometry import PX_PER_LATENT, latent_fits_grid
+from ..analogist_attn.geometry import PX_PER_LATENT, RegionTokensInside, latent_fits_grid
 from ..analogist_pixels.layout import GridLayout, check_layout
 
 log = logging.getLogger("analogist")
@@ -156,7 +156,8 @@ def warn_if_not_fill(model: Any, node: str) -> None:
 class FluxEdit:
     """SAC (``scale`` set) or CAM on a set of layers, with its step/pass gate.
 
-    ``calls`` counts, per layer, the attention calls the edit was applied to.
+    ``calls`` counts, per layer, the attention calls the edit was applied to. ``region``
+    (CAM only): text only for the B' tokens inside this region of interest.
     """
 
     kind: str
@@ -164,6 +165,7 @@ class FluxEdit:
     gate: Any  # nodes.attention.StepPassGate
     scale: float | None = None
     calls: Counter = field(default_factory=Counter)
+    region: RegionTokensInside | None = None
 
 
 @dataclass
@@ -194,7 +196,7 @@ class FluxAttentionOverride:
         cam: FluxEdit | None = None,
     ):
         layout = check_layout(layout)
-        self.fractions = layout.cell_fractions()
+        self.geometry = layout.geometry
         self.grid_size = (layout.grid_width, layout.grid_height)
         self.n_double = n_double
         self.inner = inner
@@ -207,10 +209,7 @@ class FluxAttentionOverride:
 
     def with_edit(self, layout: GridLayout, edit: FluxEdit) -> FluxAttentionOverride:
         """A new override with ``edit`` added (an earlier one of its kind is replaced)."""
-        if (
-            layout.cell_fractions() != self.fractions
-            or (layout.grid_width, layout.grid_height) != self.grid_size
-        ):
+        if layout.geometry != self.geometry:
             raise ValueError(
                 f"Analogist {edit.kind.upper()}: this Flux model already has Analogist's "
                 "SAC or CAM with another layout; connect the same GridCompose layout to both."
@@ -277,7 +276,7 @@ class FluxAttentionOverride:
         if not skip_reshape:  # [B, L, H*D] -> [B, H, L, D]
             q, k, v = (t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
         self._check_sequence(where, q, call, options)
-        regions = joint_regions(self.fractions, call.latent_hw, call.text_tokens, q.device)
+        regions = joint_regions(self.geometry, call.latent_hw, call.text_tokens, q.device)
         host_kwargs = {
             key: value
             for key, value in kwargs.items()
@@ -296,12 +295,13 @@ class FluxAttentionOverride:
             flags.append(
                 torch.ones(batch, dtype=torch.bool, device=q.device) if chosen is None else chosen
             )
+        # "Text only in the region": which B' tokens keep the text, per batch entry.
+        text_rows = _text_in_b_prime(edits, regions, batch, options)
+        keys = [tuple(bool(f[i]) for f in flags) + (text_rows[1][i],) for i in range(batch)]
         out = v.new_empty(batch, q.shape[2], heads, v.shape[-1])
-        for combo in {tuple(bool(f[i]) for f in flags) for i in range(batch)}:
-            entries = torch.tensor(
-                [i for i in range(batch) if tuple(bool(f[i]) for f in flags) == combo],
-                device=q.device,
-            )
+        for key in dict.fromkeys(keys):
+            combo = key[:-1]
+            entries = torch.tensor([i for i in range(batch) if keys[i] == key], device=q.device)
             active = [edit for edit, on in zip(edits, combo, strict=True) if on]
             sac = next((e for e in active if e.kind == "sac"), None)
             cam = any(e.kind == "cam" for e in active)
@@ -309,7 +309,10 @@ class FluxAttentionOverride:
             if not active:
                 part = plain(qs, ks, vs)
             else:
-                part = joint_attention(qs, ks, vs, regions, sac.scale if sac else None, cam, plain)
+                part = joint_attention(
+                    qs, ks, vs, regions, sac.scale if sac else None, cam, plain,
+                    text_in_b_prime=text_rows[0][key[-1]] if cam else None,
+                )
                 for edit in active:
                     edit.calls[layer] += 1
             out.index_copy_(0, entries, part.to(out.dtype))
@@ -340,6 +343,21 @@ class FluxAttentionOverride:
                 "sequence (reference latents as in Flux Kontext, or another node's extra tokens); "
                 "SAC/CAM on Flux support the plain Fill graph only."
             )
+
+
+def _text_in_b_prime(edits, regions, batch: int, options: dict):
+    """``(flags, row_of)``: ``flags[row_of[e]]`` marks the B' tokens of batch entry ``e``
+    that keep the text (None: all of B'), from CAM's region of interest."""
+    cam = next((e for e in edits if e.kind == "cam"), None)
+    if cam is None or cam.region is None:
+        return [None], [0] * batch
+    image = regions.image
+    chunks = len(options.get("cond_or_uncond") or [0])
+    keep = cam.region.keep_rows(image.cam_keep, image.b_prime, image.h, image.w, batch, chunks)
+    flags = keep[:, image.b_prime]  # [batch or 1, B' tokens]
+    if flags.shape[0] == 1:
+        return [flags[0]], [0] * batch
+    return list(flags), list(range(batch))
 
 
 class FluxCallCapture:
@@ -392,15 +410,11 @@ def patch_flux(
     end_layer: int,
     gate: Any,
     scale: float | None = None,
+    region: RegionTokensInside | None = None,
 ) -> Any:
-    """A clone of ``model`` with SAC or CAM (``kind``) on Flux layers ``start..end-1``."""
+    """A clone of ``model`` with SAC or CAM (``kind``) on Flux layers ``start..end-1``;
+    ``region``: CAM's "text only in the region"."""
     check_host(node)
-    if layout.pairs > 1:
-        raise ValueError(
-            f"{node}: this layout has {layout.pairs} example pairs; Flux support is experimental "
-            "and takes one pair (the paper's 2x2 grid). Disconnect Grid Compose's 'examples' "
-            "input, or use an SD1.5 or SDXL inpainting model for several pairs."
-        )
     layers = chosen_flux_layers(model, start_layer, end_layer, node)
     warn_if_not_fill(model, node)
     if not getattr(gate, "on_cond", True):
@@ -415,7 +429,7 @@ def patch_flux(
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
     existing = options.get(OVERRIDE_SLOT)
-    edit = FluxEdit(kind, frozenset(layers), gate, scale)
+    edit = FluxEdit(kind, frozenset(layers), gate, scale, region=region)
     names = flux_block_names(model)
     if isinstance(existing, FluxAttentionOverride):
         override = existing.with_edit(layout, edit)

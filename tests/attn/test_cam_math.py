@@ -9,7 +9,13 @@ from comfyui_analogist.analogist_attn.cam import (
     cam_mask_output,
     cam_projected_output,
 )
-from comfyui_analogist.analogist_attn.geometry import region_tokens
+from comfyui_analogist.analogist_attn.geometry import (
+    REGION_LABELS,
+    REGIONS,
+    CellGeometry,
+    Rect,
+    region_tokens,
+)
 from comfyui_analogist.analogist_attn.oracle import cam_reference, plain_reference
 from comfyui_analogist.analogist_attn.sdpa import plain_attention
 from comfyui_analogist.analogist_pixels.layout import (
@@ -35,7 +41,7 @@ def _qkv(batch: int, n: int, heads: int, dim: int, seed: int) -> tuple[torch.Ten
 def test_fast_cam_equals_naive_definition(
     hw: tuple[int, int], arrangement: str, heads: int, dim: int, batch: int
 ) -> None:
-    regions = region_tokens(make_layout(arrangement=arrangement).cell_fractions(), *hw)
+    regions = region_tokens(make_layout(arrangement=arrangement).geometry, *hw)
     q, k, v = _qkv(batch, regions.n_tokens, heads, dim, seed=batch)
     fast = cam_attention(q, k, v, heads, regions)
     oracle = cam_reference(q.double(), k.double(), v.double(), heads, regions)
@@ -44,7 +50,7 @@ def test_fast_cam_equals_naive_definition(
 
 
 def test_rows_outside_b_prime_are_exactly_zero() -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    regions = region_tokens(make_layout().geometry, 8, 8)
     q, k, v = _qkv(2, 64, 2, 8, seed=0)
     out = cam_attention(q, k, v, 2, regions)
     silent = torch.cat([regions.a, regions.a_prime, regions.b])
@@ -55,7 +61,7 @@ def test_rows_outside_b_prime_are_exactly_zero() -> None:
 
 
 def test_cam_on_selected_batch_entries_only() -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 4, 8)
+    regions = region_tokens(make_layout().geometry, 4, 8)
     q, k, v = _qkv(3, 32, 2, 8, seed=1)
     mask = torch.tensor([False, True, False])
     out = cam_attention(q, k, v, 2, regions, batch_mask=mask)
@@ -67,14 +73,7 @@ def test_cam_on_selected_batch_entries_only() -> None:
 
 def test_tokens_outside_every_region_keep_the_text() -> None:
     # The definition silences A, A' and B only; a token in no region is left alone.
-    third = 1 / 3
-    fractions = {
-        "a": (0.0, 0.0, third, third),
-        "a_prime": (2 * third, 0.0, 1.0, third),
-        "b": (0.0, 2 * third, third, 1.0),
-        "b_prime": (2 * third, 2 * third, 1.0, 1.0),
-    }
-    regions = region_tokens(fractions, 6, 9)
+    regions = region_tokens(corner_cells(), 6, 9)
     q, k, v = _qkv(2, 54, 2, 8, seed=2)
     torch.testing.assert_close(
         cam_attention(q, k, v, 2, regions), cam_reference(q, k, v, 2, regions)
@@ -82,7 +81,7 @@ def test_tokens_outside_every_region_keep_the_text() -> None:
 
 
 def test_masking_a_wrapped_output_equals_cam() -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    regions = region_tokens(make_layout().geometry, 8, 8)
     q, k, v = _qkv(2, 64, 2, 8, seed=3)
     wrapped = plain_reference(q, k, v, 2)
     torch.testing.assert_close(
@@ -98,7 +97,7 @@ def test_masking_a_wrapped_output_equals_cam() -> None:
 @pytest.mark.parametrize("batch_mask", [None, torch.tensor([True, False]), torch.tensor([False, True])])
 def test_cam_after_the_output_projection_equals_projecting_the_naive_cam(batch_mask) -> None:
     """What the ComfyUI patch does: the dropped rows become to_out of a zero row."""
-    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    regions = region_tokens(make_layout().geometry, 8, 8)
     q, k, v = _qkv(2, 64, 2, 8, seed=4)
     gen = torch.Generator().manual_seed(5)
     to_out = torch.nn.Linear(16, 12)
@@ -114,7 +113,7 @@ def test_cam_after_the_output_projection_equals_projecting_the_naive_cam(batch_m
 
 
 def test_masking_leaves_exact_zeros_even_over_non_finite_rows() -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 4, 4)
+    regions = region_tokens(make_layout().geometry, 4, 4)
     out = torch.full((1, 16, 8), float("nan"))
     masked = cam_mask_output(out, regions)
     silent = torch.cat([regions.a, regions.a_prime, regions.b])
@@ -125,9 +124,15 @@ def test_masking_leaves_exact_zeros_even_over_non_finite_rows() -> None:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("upcast", [False, True])
 def test_half_precision_keeps_dtype_and_stays_close(dtype: torch.dtype, upcast: bool) -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    regions = region_tokens(make_layout().geometry, 8, 8)
     q, k, v = _qkv(2, 64, 4, 16, seed=4)
     oracle = cam_reference(q, k, v, 4, regions)
     out = cam_attention(q.to(dtype), k.to(dtype), v.to(dtype), 4, regions, upcast=upcast)
     assert out.dtype == dtype and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), oracle, atol=3e-2, rtol=0)
+
+
+def corner_cells() -> CellGeometry:
+    """A 576 x 384 px grid of 3 x 3 cells of 192 x 128 px, the regions in its corners."""
+    rects = (Rect(0, 0, 192, 128), Rect(384, 0, 192, 128), Rect(0, 256, 192, 128), Rect(384, 256, 192, 128))
+    return CellGeometry(576, 384, REGIONS, tuple(REGION_LABELS[n] for n in REGIONS), rects)

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 import torch
-from comfyui_analogist.analogist_attn import sac as sac_module
+from comfyui_analogist.analogist_attn import kernel
 from comfyui_analogist.analogist_attn.cam import cam_attention
 from comfyui_analogist.analogist_attn.geometry import Rect, region_tokens, regions_for_block
 from comfyui_analogist.analogist_attn.oracle import sac_reference
@@ -64,11 +64,6 @@ def test_pair_limit_names_the_reason() -> None:
         make_layout(pairs=2).cell("a3")
 
 
-def test_fractions_are_refused_for_several_pairs_rather_than_dropping_pairs() -> None:
-    with pytest.raises(ValueError, match="2 example pairs.*layout.geometry"):
-        make_layout(pairs=2).cell_fractions()
-
-
 # --- token regions -----------------------------------------------------------------------
 
 
@@ -102,21 +97,6 @@ def test_region_tokens_follow_the_cells(pairs: int, arrangement: str) -> None:
     assert set(regions.outside_a_prime.tolist()) == set(range(h * w)) - a_primes
     # CAM: only B' listens, whatever K.
     assert regions.cam_rows.tolist() == regions.b_prime.tolist()
-
-
-@pytest.mark.parametrize("arrangement", ARRANGEMENTS)
-def test_one_pair_geometry_equals_the_old_fraction_route(arrangement: str) -> None:
-    layout = make_layout(320, 192, 2, arrangement)
-    for h, w in ((6, 10), (12, 20), (24, 40)):
-        new, old = region_tokens(layout.geometry, h, w), region_tokens(layout.cell_fractions(), h, w)
-        for field in ("a", "a_prime", "b", "b_prime", "sac_untouched", "outside_a_prime",
-                      "outside_b_prime", "cam_rows", "cam_keep"):
-            assert torch.equal(getattr(new, field), getattr(old, field)), field
-    shape = [1, 4, 48, 80]
-    for n in (48 * 80, 24 * 40, 12 * 20, 6 * 10):
-        new = regions_for_block(layout.geometry, shape, n)
-        old = regions_for_block(layout.cell_fractions(), shape, n)
-        assert torch.equal(new.b_prime, old.b_prime) and torch.equal(new.a_prime, old.a_prime)
 
 
 def test_block_regions_for_several_pairs_and_misaligned_cells() -> None:
@@ -170,8 +150,8 @@ def naive_kshot_cam(q, k, v, heads, layout, h, w):
 @pytest.fixture(params=["key split (CPU)", "augmented vectors (CUDA, fallback)"])
 def sac_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param.startswith("augmented"):
-        monkeypatch.setattr(sac_module, "_attention_with_lse", lambda like: None)
-    elif sac_module._attention_with_lse(torch.zeros(1)) is None:
+        monkeypatch.setattr(kernel, "attention_with_lse", lambda like: None)
+    elif kernel.attention_with_lse(torch.zeros(1)) is None:
         pytest.skip("this torch has no CPU flash kernel returning the log-sum-exp")
     return request.param
 
@@ -215,14 +195,6 @@ def test_every_example_pair_matters_for_b_prime() -> None:
     assert (moved[:, regions.b_prime] - base[:, regions.b_prime]).abs().max() > 1e-2
     one_pair = region_tokens(make_layout(128, 128, 2, pairs=1).geometry, 4, 4)
     assert one_pair.pairs == 1
-
-
-def test_one_pair_sac_is_bit_identical_through_geometry_and_fractions(sac_path) -> None:
-    layout = make_layout(256, 256)
-    q, k, v = _qkv(2, 64, 2, 8, seed=1)
-    new = sac_attention(q, k, v, 2, region_tokens(layout.geometry, 8, 8), 1.3)
-    old = sac_attention(q, k, v, 2, region_tokens(layout.cell_fractions(), 8, 8), 1.3)
-    assert torch.equal(new, old)
 
 
 @pytest.mark.parametrize("pairs", [1, 2, 3])

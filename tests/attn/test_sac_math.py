@@ -6,8 +6,15 @@ import itertools
 
 import pytest
 import torch
-from comfyui_analogist.analogist_attn import sac as sac_module
-from comfyui_analogist.analogist_attn.geometry import RegionTokens, region_tokens
+from comfyui_analogist.analogist_attn import kernel
+from comfyui_analogist.analogist_attn.geometry import (
+    REGION_LABELS,
+    REGIONS,
+    CellGeometry,
+    Rect,
+    RegionTokens,
+    region_tokens,
+)
 from comfyui_analogist.analogist_attn.oracle import plain_reference, sac_reference
 from comfyui_analogist.analogist_attn.sac import sac_attention
 from comfyui_analogist.analogist_attn.sdpa import plain_attention
@@ -50,8 +57,8 @@ def sac_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """Run a test on both exact SAC paths: CPU takes the log-sum-exp key split where the
     kernel allows it, every other device the augmented vectors; CI has only a CPU."""
     if request.param.startswith("augmented"):
-        monkeypatch.setattr(sac_module, "_attention_with_lse", lambda like: None)
-    elif sac_module._attention_with_lse(torch.zeros(1)) is None:
+        monkeypatch.setattr(kernel, "attention_with_lse", lambda like: None)
+    elif kernel.attention_with_lse(torch.zeros(1)) is None:
         pytest.skip("this torch has no CPU flash kernel returning the log-sum-exp")
     return request.param
 
@@ -62,18 +69,18 @@ def sac_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 def test_fast_sac_equals_naive_definition(
     hw: tuple[int, int], scale: float, arrangement: str, sac_path: str
 ) -> None:
-    regions = region_tokens(make_layout(arrangement=arrangement).cell_fractions(), *hw)
+    regions = region_tokens(make_layout(arrangement=arrangement).geometry, *hw)
     _check_against_reference(regions, scale, None, seed=hw[0] * 31 + hw[1])
 
 
 @pytest.mark.parametrize("mask", [[True, False, True], [False, True, False], [False] * 3])
 def test_sac_on_selected_batch_entries_only(mask: list[bool], sac_path: str) -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 4, 8)
+    regions = region_tokens(make_layout().geometry, 4, 8)
     _check_against_reference(regions, 1.3, torch.tensor(mask), seed=7)
 
 
 def test_unselected_entries_get_plain_attention() -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    regions = region_tokens(make_layout().geometry, 8, 8)
     q, k, v = _qkv(2, 64, 2, 8, seed=3)
     out = sac_attention(q, k, v, 2, regions, 1.3, batch_mask=torch.tensor([False, True]))
     torch.testing.assert_close(out[:1], plain_attention(q[:1], k[:1], v[:1], 2))
@@ -83,27 +90,20 @@ def test_unselected_entries_get_plain_attention() -> None:
 @pytest.mark.parametrize("arrangement", [ARRANGEMENT_DEFAULT, ARRANGEMENT_ALIGNED])
 def test_non_square_grid(arrangement: str, sac_path: str) -> None:
     layout = make_layout(cell_width=384, cell_height=256, arrangement=arrangement)
-    regions = region_tokens(layout.cell_fractions(), 8, 12)  # 512 x 768 grid at 64 px/token
+    regions = region_tokens(layout.geometry, 8, 12)  # 512 x 768 grid at 64 px/token
     _check_against_reference(regions, 1.3, torch.tensor([True, False, True]), seed=11)
 
 
 def test_regions_that_do_not_tile_the_map() -> None:
     # A 3 x 3 cell layout using the corners only: tokens outside every region keep plain
     # attention, and A' / B' queries still see them as ordinary keys.
-    third = 1 / 3
-    fractions = {
-        "a": (0.0, 0.0, third, third),
-        "a_prime": (2 * third, 0.0, 1.0, third),
-        "b": (0.0, 2 * third, third, 1.0),
-        "b_prime": (2 * third, 2 * third, 1.0, 1.0),
-    }
-    regions = region_tokens(fractions, 6, 9)
+    regions = region_tokens(corner_cells(), 6, 9)
     assert regions.sac_untouched.numel() == 54 - 2 * 6
     _check_against_reference(regions, 1.3, None, seed=5)
 
 
 def test_scale_one_still_edits_a_prime_and_b_prime_only() -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    regions = region_tokens(make_layout().geometry, 8, 8)
     q, k, v = _qkv(2, 64, 2, 8, seed=1)
     naive = sac_reference(q, k, v, 2, regions, 1.0)
     plain = plain_reference(q, k, v, 2)
@@ -119,7 +119,7 @@ def test_scale_one_still_edits_a_prime_and_b_prime_only() -> None:
 def test_scale_one_on_a_grid_whose_a_prime_repeats_a_changes_nothing() -> None:
     # If A' holds A's queries and B' holds B's keys, the cloned logits are the ones
     # already there: a check on which block is copied where.
-    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    regions = region_tokens(make_layout().geometry, 8, 8)
     q, k, v = _qkv(1, 64, 2, 8, seed=2)
     q[:, regions.a_prime] = q[:, regions.a]
     q[:, regions.b_prime] = q[:, regions.b]
@@ -133,7 +133,7 @@ def test_scale_one_on_a_grid_whose_a_prime_repeats_a_changes_nothing() -> None:
 def test_half_precision_stays_finite_and_close(
     dtype: torch.dtype, upcast: bool, sac_path: str
 ) -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 16, 12)
+    regions = region_tokens(make_layout().geometry, 16, 12)
     q, k, v = _qkv(2, 192, 4, 16, seed=9)
     oracle = sac_reference(q.double(), k.double(), v.double(), 4, regions, 1.3)
     fast = sac_attention(q.to(dtype), k.to(dtype), v.to(dtype), 4, regions, 1.3, upcast=upcast)
@@ -144,7 +144,7 @@ def test_half_precision_stays_finite_and_close(
 def test_half_precision_large_logits_do_not_overflow() -> None:
     # Raw q.k products here overflow fp16 when formed naively; fused attention copes, and
     # SAC's augmented logits (s times larger in the cloned blocks) must too.
-    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    regions = region_tokens(make_layout().geometry, 8, 8)
     q, k, v = _qkv(1, 64, 2, 64, seed=4)
     q, k, v = (q * 100).half(), (k * 100).half(), v.half()
     naive_products = q.view(1, 64, 2, 64).transpose(1, 2) @ k.view(1, 64, 2, 64).permute(0, 2, 3, 1)
@@ -155,7 +155,7 @@ def test_half_precision_large_logits_do_not_overflow() -> None:
 
 
 def test_wrong_map_or_mask_is_refused() -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 8, 8)
+    regions = region_tokens(make_layout().geometry, 8, 8)
     q, k, v = _qkv(2, 32, 2, 8, seed=0)
     with pytest.raises(ValueError, match="8 x 8 token map"):
         sac_attention(q, k, v, 2, regions)
@@ -164,3 +164,9 @@ def test_wrong_map_or_mask_is_refused() -> None:
         sac_attention(q, k, v, 2, regions, batch_mask=torch.tensor([1, 0]))
     with pytest.raises(ValueError, match="3 heads"):
         sac_attention(q, k, v, 3, regions)
+
+
+def corner_cells() -> CellGeometry:
+    """A 576 x 384 px grid of 3 x 3 cells of 192 x 128 px, the regions in its corners."""
+    rects = (Rect(0, 0, 192, 128), Rect(384, 0, 192, 128), Rect(0, 256, 192, 128), Rect(384, 256, 192, 128))
+    return CellGeometry(576, 384, REGIONS, tuple(REGION_LABELS[n] for n in REGIONS), rects)

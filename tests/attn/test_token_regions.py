@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from comfyui_analogist.analogist_attn.geometry import (
+    REGION_LABELS,
+    REGIONS,
+    CellGeometry,
+    Rect,
     region_tokens,
     regions_for_block,
     token_map_size,
@@ -22,7 +28,7 @@ def _indices(rows: range, cols: range, w: int) -> list[int]:
 
 def test_default_arrangement_lists_each_quadrant_row_major() -> None:
     h, w = 4, 8
-    regions = region_tokens(make_layout().cell_fractions(), h, w)
+    regions = region_tokens(make_layout().geometry, h, w)
     assert regions.a.tolist() == _indices(range(0, 2), range(0, 4), w)
     assert regions.a_prime.tolist() == _indices(range(0, 2), range(4, 8), w)
     assert regions.b.tolist() == _indices(range(2, 4), range(0, 4), w)
@@ -33,7 +39,7 @@ def test_default_arrangement_lists_each_quadrant_row_major() -> None:
 
 def test_aligned_arrangement_swaps_a_prime_and_b() -> None:
     h, w = 6, 6
-    regions = region_tokens(make_layout(arrangement=ARRANGEMENT_ALIGNED).cell_fractions(), h, w)
+    regions = region_tokens(make_layout(arrangement=ARRANGEMENT_ALIGNED).geometry, h, w)
     assert regions.a_prime.tolist() == _indices(range(3, 6), range(0, 3), w)
     assert regions.b.tolist() == _indices(range(0, 3), range(3, 6), w)
     assert regions.b_prime.tolist() == _indices(range(3, 6), range(3, 6), w)
@@ -41,7 +47,7 @@ def test_aligned_arrangement_swaps_a_prime_and_b() -> None:
 
 def test_same_local_position_means_same_offset_in_every_region() -> None:
     h, w = 12, 16  # non-square map of a non-square grid
-    regions = region_tokens(make_layout(256, 192).cell_fractions(), h, w)
+    regions = region_tokens(make_layout(256, 192).geometry, h, w)
     ay, ax = regions.a // w, regions.a % w
     for name in ("a_prime", "b", "b_prime"):
         idx = regions.region(name)
@@ -51,7 +57,7 @@ def test_same_local_position_means_same_offset_in_every_region() -> None:
 
 
 def test_rows_sac_and_cam_leave_alone_are_the_complements() -> None:
-    regions = region_tokens(make_layout().cell_fractions(), 4, 4)
+    regions = region_tokens(make_layout().geometry, 4, 4)
     edited = set(regions.a_prime.tolist()) | set(regions.b_prime.tolist())
     assert set(regions.sac_untouched.tolist()) == set(range(16)) - edited
     assert regions.cam_rows.tolist() == regions.b_prime.tolist()
@@ -59,28 +65,26 @@ def test_rows_sac_and_cam_leave_alone_are_the_complements() -> None:
 
 
 def test_indices_are_cached_per_layout_map_and_device() -> None:
-    fractions = make_layout(320, 320).cell_fractions()
-    first = region_tokens(fractions, 10, 10)
-    assert region_tokens(dict(fractions), 10, 10, "cpu") is first
-    assert region_tokens(fractions, 20, 20) is not first
+    cells = make_layout(320, 320).geometry
+    first = region_tokens(cells, 10, 10)
+    assert region_tokens(dataclasses.replace(cells), 10, 10, "cpu") is first  # equal, not same
+    assert region_tokens(cells, 20, 20) is not first
 
 
-def test_edge_inside_a_token_names_map_sizes_that_work() -> None:
+def test_edge_inside_a_token_names_the_edge_the_map_and_the_fix() -> None:
     with pytest.raises(
-        ValueError, match=r"bottom edge of the A cell.*13 x 16.*12 or 14 tokens high"
+        ValueError,
+        match=r"bottom edge of the A cell \(256 px of a 512 x 512 px grid\).*13 x 16 \(h x w\) "
+        r"token map.*multiples of 64 px",
     ):
-        region_tokens(make_layout().cell_fractions(), 13, 16)
+        region_tokens(make_layout().geometry, 13, 16)
 
 
 def test_unequal_regions_are_refused() -> None:
-    fractions = {
-        "a": (0.0, 0.0, 0.5, 0.5),
-        "a_prime": (0.5, 0.0, 1.0, 0.5),
-        "b": (0.0, 0.5, 0.25, 1.0),
-        "b_prime": (0.5, 0.5, 1.0, 1.0),
-    }
+    rects = (Rect(0, 0, 256, 256), Rect(256, 0, 256, 256), Rect(0, 256, 128, 256), Rect(256, 256, 256, 256))
+    cells = CellGeometry(512, 512, REGIONS, tuple(REGION_LABELS[n] for n in REGIONS), rects)
     with pytest.raises(ValueError, match="equal shapes"):
-        region_tokens(fractions, 8, 8)
+        region_tokens(cells, 8, 8)
 
 
 @pytest.mark.parametrize(
@@ -101,29 +105,29 @@ def test_token_count_matching_no_level_is_an_error() -> None:
 
 
 def test_block_regions_come_from_latent_shape() -> None:
-    fractions = make_layout(256, 384).cell_fractions()  # grid 512 x 768 px: latent 96 x 64
-    regions = regions_for_block(fractions, [2, 4, 96, 64], 24 * 16)
+    cells = make_layout(256, 384).geometry  # grid 512 x 768 px: latent 96 x 64
+    regions = regions_for_block(cells, [2, 4, 96, 64], 24 * 16)
     assert (regions.h, regions.w) == (24, 16)
     assert regions.b_prime[0].item() == 12 * 16 + 8
 
 
 def test_cells_off_the_64px_grid_are_refused_with_sizes_that_work() -> None:
-    fractions = make_layout(264, 264).cell_fractions()  # latent 66 x 66: 33 tokens at f=2
+    cells = make_layout(264, 264).geometry  # latent 66 x 66: 33 tokens at f=2
     with pytest.raises(ValueError, match=r"x = 264 px.*16 px per token.*256 x 256 or 320 x 320"):
-        regions_for_block(fractions, [1, 4, 66, 66], 33 * 33)
+        regions_for_block(cells, [1, 4, 66, 66], 33 * 33)
 
 
 def test_map_that_only_looks_aligned_after_rounding_up_is_refused() -> None:
     # 48 px cells: a 12 x 12 latent becomes a 2 x 2 map at the deepest level, one token
     # per region in token units, yet each token straddles two cells of the real image.
-    fractions = make_layout(48, 48).cell_fractions()
-    assert region_tokens(fractions, 2, 2).region_size == 1
+    cells = make_layout(48, 48).geometry
+    assert region_tokens(cells, 2, 2).region_size == 1
     with pytest.raises(ValueError, match="64 px per token"):
-        regions_for_block(fractions, [1, 4, 12, 12], 2 * 2)
+        regions_for_block(cells, [1, 4, 12, 12], 2 * 2)
 
 
 def test_both_arrangements_give_disjoint_regions_covering_the_map() -> None:
     for arrangement in (ARRANGEMENT_DEFAULT, ARRANGEMENT_ALIGNED):
-        regions = region_tokens(make_layout(arrangement=arrangement).cell_fractions(), 6, 10)
+        regions = region_tokens(make_layout(arrangement=arrangement).geometry, 6, 10)
         every = torch.cat([regions.a, regions.a_prime, regions.b, regions.b_prime])
         assert sorted(every.tolist()) == list(range(60))

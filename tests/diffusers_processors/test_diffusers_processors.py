@@ -55,12 +55,12 @@ class NaiveProcessor:
     """diffusers' attention with the naive SAC / CAM of the definitions (full logit matrix)."""
 
     def __init__(self, kind, layout, scale=1.3):
-        self.kind, self.fractions, self.scale = kind, layout.cell_fractions(), scale
+        self.kind, self.cells, self.scale = kind, layout.geometry, scale
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
-        regions = regions_for_block(self.fractions, (LATENT, LATENT), q.shape[1])
+        regions = regions_for_block(self.cells, (LATENT, LATENT), q.shape[1])
         if self.kind == "sac":
             out = sac_reference(q, k, v, attn.heads, regions, self.scale)
         else:

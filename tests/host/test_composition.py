@@ -299,10 +299,10 @@ def test_cam_follows_a_patch_on_the_blocks_own_output_bias(base):
     gen = torch.Generator().manual_seed(11)
     patched.add_patches({f"diffusion_model.{k}": (torch.randn(state[k].shape, generator=gen) * 0.3,) for k in bias_keys}, 1.0)
 
-    fractions = LAYOUT.cell_fractions()
+    cells = LAYOUT.geometry
 
     def naive_cam(q, k, v, extra):
-        regions = regions_for_block(fractions, extra["original_shape"], q.shape[1], q.device)
+        regions = regions_for_block(cells, extra["original_shape"], q.shape[1], q.device)
         return cam_reference(q, k, v, extra["n_heads"], regions)
 
     reference = patched.clone()

@@ -246,15 +246,15 @@ def test_cam_composes_exactly_with_another_packs_cross_attention_patch(base_mode
         other.set_model_attn2_replace(other_pack_attn2, *key[:2])  # a 2-part key, as some packs use
         return other
 
-    fractions = LAYOUT.cell_fractions()
+    cells = LAYOUT.geometry
 
     def expected(q, k, v, extra):
-        regions = regions_for_block(fractions, extra["original_shape"], q.shape[1], q.device)
+        regions = regions_for_block(cells, extra["original_shape"], q.shape[1], q.device)
         return cam_mask_output(other_pack_attn2(q, k, v, extra), regions)
 
     reference = reference_patched(base_model, LAYOUT, [], cam_blocks=[])
     for block in transformer_block_keys(base_model.model)[3:11]:
-        fn = expected if block == key else (lambda q, k, v, e: cam_reference(q, k, v, e["n_heads"], regions_for_block(fractions, e["original_shape"], q.shape[1], q.device)))
+        fn = expected if block == key else (lambda q, k, v, e: cam_reference(q, k, v, e["n_heads"], regions_for_block(cells, e["original_shape"], q.shape[1], q.device)))
         reference.set_model_attn2_replace(fn, *block)
     got = unet_call(add_other(cam(base_model)) if cam_first else cam(add_other(base_model)))
     assert key in seen, "the other pack's patch must still run"

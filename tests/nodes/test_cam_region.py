@@ -113,7 +113,7 @@ def test_inside_tokens_at_every_map_size_equal_the_naive_definition():
             assert torch.equal(got[g], want), (h, g)
     # A thin bar still reaches a token at every size; the box covers part of B' only.
     assert all(int(inside.inside(h, h)[1].sum()) > 0 for h in (16, 8, 4, 2))
-    b_prime_16 = regions_for_block(layout.cell_fractions(), [1, 4, 16, 16], 256).b_prime
+    b_prime_16 = regions_for_block(layout.geometry, [1, 4, 16, 16], 256).b_prime
     assert 0 < int(inside.inside(16, 16)[0][b_prime_16].sum()) < b_prime_16.numel()
 
 
@@ -156,7 +156,7 @@ def test_option_on_without_a_region_is_a_clear_error(base_model):
 
 def test_rows_version_with_plain_keep_equals_todays_function():
     layout = layout_of(REGIONS[:1])
-    regions = regions_for_block(layout.cell_fractions(), [2, 4, 16, 16], 256)
+    regions = regions_for_block(layout.geometry, [2, 4, 16, 16], 256)
     out = torch.randn(2, 256, 8)
     zero = torch.randn(8)
     mask = torch.tensor([True, False])
@@ -167,7 +167,7 @@ def test_rows_version_with_plain_keep_equals_todays_function():
 def test_latent_batch_not_a_multiple_of_the_grids_is_a_clear_error():
     layout = layout_of(REGIONS, bs=(B, B2))
     inside = RegionTokensInside(latent_regions(layout))
-    regions = regions_for_block(layout.cell_fractions(), [3, 4, 16, 16], 256)
+    regions = regions_for_block(layout.geometry, [3, 4, 16, 16], 256)
     with pytest.raises(ValueError, match="cannot be matched to the layout's 2 grids"):
         inside.keep_rows(regions.cam_keep, regions.b_prime, 16, 16, batch=6, chunks=2)
 

@@ -4,7 +4,8 @@ The model is ComfyUI's own ``model_base.Flux`` around its ``ldm.flux`` DiT (2 do
 single blocks, Fill's 384 input channels, fp32). The oracle is the same model with a naive
 attention override that builds the full joint logit matrix and edits it as docs/design.md,
 "DiT inpainting models", says
-(tests/support/dit_reference.py). ComfyUI 0.0.1 has no Flux: these tests skip there.
+(``analogist_attn.oracle.joint_reference``, float64), for one or several example pairs
+and CAM's "text only in the region". ComfyUI 0.0.1 has no Flux: these tests skip there.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 
 import pytest
 import torch
+from comfyui_analogist.analogist_attn import kernel
+from comfyui_analogist.analogist_attn.oracle import joint_reference, joint_region_indices
 from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_ALIGNED,
     ARRANGEMENT_DEFAULT,
@@ -21,7 +24,6 @@ from comfyui_analogist.analogist_pixels.layout import (
 from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
 from comfyui_analogist.nodes.patching import PASSES
 from support import flux as tiny
-from support.dit_reference import joint_reference, region_indices
 
 pytestmark = pytest.mark.skipif(
     not tiny.host_has_flux(), reason="this ComfyUI (0.0.1) has no Flux model class, so no Flux route to test"
@@ -54,16 +56,18 @@ def layer_of(options, n_double=2):
     return options["block_index"] + (n_double if options["block_type"] == "single" else 0)
 
 
-def reference(model, layout, sac_layers, cam_layers, scale=1.3, latent=LATENT, text=TEXT):
-    """``model`` cloned with a naive override: full joint logits, edited, on the chosen layers."""
-    regions = region_indices(layout, *latent, text)
+def reference(model, layout, sac_layers, cam_layers, scale=1.3, latent=LATENT, text=TEXT, quiet=None):
+    """``model`` cloned with a naive override: full joint logits, edited, on the chosen layers
+    (``quiet``: per batch entry, the joint indices of the B' rows CAM also silences)."""
+    regions = joint_region_indices(layout.geometry, *latent, text)
 
     def naive(func, q, k, v, heads, **kwargs):
         layer = layer_of(kwargs["transformer_options"])
         sac_scale = scale if layer in sac_layers else None
         if sac_scale is None and layer not in cam_layers:
             return func(q, k, v, heads, **kwargs)
-        out = joint_reference(q, k, v, regions, text, sac_scale, layer in cam_layers)
+        cam_here = layer in cam_layers
+        out = joint_reference(q, k, v, regions, text, sac_scale, cam_here, quiet if cam_here else None)
         return out.reshape(out.shape[0], out.shape[1], -1)
 
     clone = model.clone()
@@ -318,9 +322,7 @@ def test_extra_tokens_in_the_sequence_are_refused_with_the_cause(flux, layout):
 
 def test_the_augmented_route_used_off_cpu_also_equals_the_definitions(flux, layout, monkeypatch):
     """Without a log-sum-exp kernel (CUDA, MPS) SAC rows use 2d-long augmented vectors."""
-    from comfyui_analogist.analogist_attn import dit
-
-    monkeypatch.setattr(dit, "_attention_with_lse", lambda like: None)
+    monkeypatch.setattr(kernel, "attention_with_lse", lambda like: None)
     inputs = tiny.flux_inputs(*LATENT, text=TEXT)
     got = tiny.flux_call(cam(sac(flux, layout, 0, 5), layout, 1, 4), inputs)
     want = tiny.flux_call(reference(flux, layout, set(range(5)), {1, 2, 3}), inputs)
@@ -350,26 +352,99 @@ def test_bfloat16_flux_stays_close_to_the_definitions(layout):
     assert error < 0.25 * effect, (error, effect)
 
 
-def test_several_example_pairs_and_cam_text_only_in_region_are_refused_on_flux(flux):
-    """Issue 12's K-shot grid and CAM region option are SD1.5/SDXL only for now: Flux says
-    so instead of editing the wrong tokens."""
+def compose(pairs=1, regions=None, bs=None):
+    """A Grid Compose layout of 64 px cells: ``pairs`` example pairs, B's region(s) of interest."""
     from comfyui_analogist.nodes.grid import AnalogistExamplePair, AnalogistGridCompose
     from support.grid_images import image, pattern
 
-    (examples,) = AnalogistExamplePair().add(image(pattern(64, 64, seed=1)), image(pattern(64, 64, seed=2)))
-    pictures = [image(pattern(64, 64, seed=s)) for s in (3, 4, 5)]
-    two_pairs = AnalogistGridCompose().compose(*pictures, 64, 64, 2, "stretch", ARRANGEMENT_DEFAULT,
-                                               examples=examples)[3]
-    for patch in (lambda: sac(flux, two_pairs), lambda: cam(flux, two_pairs)):
-        with pytest.raises(ValueError, match="2 example pairs; Flux support is experimental and takes one pair"):
-            patch()
-    region = torch.zeros(1, 64, 64)
-    region[:, 8:40, 8:40] = 1.0
-    with_region = AnalogistGridCompose().compose(*pictures, 64, 64, 2, "stretch", ARRANGEMENT_DEFAULT,
-                                                 b_region=region)[3]
-    with pytest.raises(ValueError, match="text_only_in_region is not available for Flux"):
-        AnalogistCAMPatch().patch(flux, with_region, 0, 0, 0.0, 1.0, PASSES[0], text_only_in_region=True)
-    assert cam(flux, with_region) is not None  # the region itself (mask, Grid Crop) is fine
+    examples = None
+    for k in range(2, pairs + 1):
+        (examples,) = AnalogistExamplePair().add(
+            image(pattern(64, 64, seed=10 * k)), image(pattern(64, 64, seed=10 * k + 1)), examples
+        )
+    a, a2 = image(pattern(64, 64, seed=3)), image(pattern(64, 64, seed=4))
+    b = image(*(pattern(96, 64, seed=s) for s in bs)) if bs else image(pattern(96, 64, seed=5))
+    return AnalogistGridCompose().compose(a, a2, b, 64, 64, 2, "stretch", ARRANGEMENT_DEFAULT,
+                                          examples=examples, b_region=regions)[3]
+
+
+@pytest.fixture(params=["log-sum-exp merge", "augmented vectors"])
+def route(request, monkeypatch):
+    if request.param == "augmented vectors":
+        monkeypatch.setattr(kernel, "attention_with_lse", lambda like: None)
+    elif kernel.attention_with_lse(torch.zeros(1)) is None:
+        pytest.skip("this torch has no CPU flash kernel returning the log-sum-exp")
+    return request.param
+
+
+@pytest.mark.parametrize("pairs", [2, 3])
+def test_several_example_pairs_on_flux_equal_the_k_shot_definition(flux, pairs, route):
+    """DESIGN.md "Several example pairs" on Flux: K example rows over B | B', SAC and CAM on
+    every block, exact against the naive K-shot joint attention."""
+    layout = compose(pairs)
+    assert layout.pairs == pairs
+    latent = (layout.grid_height // 8, layout.grid_width // 8)
+    inputs = tiny.flux_inputs(*latent, text=TEXT)
+    got = tiny.flux_call(cam(sac(flux, layout, 0, 5), layout, 1, 4), inputs)
+    want = tiny.flux_call(reference(flux, layout, set(range(5)), {1, 2, 3}, latent=latent), inputs)
+    plain = tiny.flux_call(flux, inputs)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    assert (got - plain).abs().max() > 1e-3 * plain.abs().max()
+    # The last pair takes part: without it in the definition the answer differs.
+    regions = joint_region_indices(layout.geometry, *latent, TEXT)
+    assert f"a{pairs}_prime" in regions
+
+
+def region_box(x0, y0, x1, y1):
+    mask = torch.zeros(1, 64, 96)
+    mask[:, y0:y1, x0:x1] = 1.0
+    return mask
+
+
+def quiet_rows(layout, masks, batch, chunks, latent, text=TEXT):
+    """Per batch entry, the joint indices of B' tokens outside the region (naive: a token is
+    inside when any grid pixel it covers is in the region mapped into B')."""
+    from support.region import naive_b_prime_region, naive_tokens_inside
+
+    h, w = latent[0] // 2, latent[1] // 2
+    b_prime = joint_region_indices(layout.geometry, *latent, text)["b_prime"]
+    grids = len(layout.b_regions)
+    rows = []
+    for entry in range(batch):
+        g = (entry % (batch // chunks)) % grids
+        pixels = naive_b_prime_region(masks[g].numpy() >= 0.5, layout.b_placements[g], layout)
+        inside = torch.from_numpy(naive_tokens_inside(pixels, h, w))
+        rows.append(b_prime[~inside[b_prime - text]])
+    return rows
+
+
+@pytest.mark.parametrize("with_sac", [False, True], ids=["CAM", "SAC + CAM"])
+def test_cam_text_only_in_the_region_on_flux_equals_the_definition(flux, with_sac, route):
+    """DESIGN.md "Region of interest on B": only the B' tokens inside the region keep the
+    text; two grids with different regions, each entry of the batch its own grid."""
+    masks = torch.cat([region_box(0, 0, 40, 30), region_box(80, 4, 94, 60)])
+    layout = compose(regions=masks, bs=(5, 6))
+    latent = (layout.grid_height // 8, layout.grid_width // 8)
+    inputs = tiny.flux_inputs(*latent, text=TEXT, batch=4)  # cond: grids 0, 1; uncond: 0, 1
+    model = sac(flux, layout, 0, 5) if with_sac else flux
+    model = AnalogistCAMPatch().patch(model, layout, 1, 4, 0.0, 1.0, PASSES[0], text_only_in_region=True)[0]
+    got = tiny.flux_call(model, inputs)
+    quiet = quiet_rows(layout, masks, 4, 2, latent)
+    assert all(len(r) for r in quiet) and not torch.equal(quiet[0], quiet[1])
+    sac_layers = set(range(5)) if with_sac else set()
+    want = tiny.flux_call(reference(flux, layout, sac_layers, {1, 2, 3}, latent=latent, quiet=quiet), inputs)
+    whole = tiny.flux_call(reference(flux, layout, sac_layers, {1, 2, 3}, latent=latent), inputs)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    assert (got - whole).abs().max() > 1e-3 * whole.abs().max(), "the region changed nothing"
+
+
+def test_text_only_in_region_on_a_batch_that_does_not_match_the_grids_names_the_fix(flux):
+    masks = torch.cat([region_box(0, 0, 40, 30), region_box(80, 4, 94, 60)])
+    layout = compose(regions=masks, bs=(5, 6))
+    model = AnalogistCAMPatch().patch(flux, layout, 1, 4, 0.0, 1.0, PASSES[0], text_only_in_region=True)[0]
+    latent = (layout.grid_height // 8, layout.grid_width // 8)
+    with pytest.raises(ValueError, match=r"batch of 1 latents per pass.*2 grids.*multiple of 2"):
+        tiny.flux_call(model, tiny.flux_inputs(*latent, text=TEXT, batch=2))
 
 
 def test_uncond_only_on_flux_warns_that_cfg_1_has_no_uncond_pass(flux, layout, caplog):

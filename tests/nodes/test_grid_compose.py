@@ -185,7 +185,7 @@ def test_layout_describes_the_grid() -> None:
     _, _, _, layout = compose(image(A), image(A_PRIME), image(B), 320, 192, 2, "crop")
     assert isinstance(layout, GridLayout)
     assert (layout.grid_width, layout.grid_height, layout.fit) == (640, 384, "crop")
-    assert layout.cell_fractions()["b_prime"] == (0.5, 0.5, 1.0, 1.0)
+    assert layout.cell("b_prime") == Rect(320, 192, 320, 192)
     assert layout.b_placements[0].source_width == 256
 
 

@@ -10,7 +10,6 @@ from comfyui_analogist.analogist_attn.oracle import cam_reference, sac_reference
 def reference_patched(model, layout, blocks, scale=1.3, cam_blocks=None):
     """``model`` cloned, with naive SAC on ``blocks`` and naive CAM on ``cam_blocks``
     (default: the same blocks), as attention replace patches."""
-    # One pair: the old fraction route, independent of the integer geometry the patches use.
     cells = layout.geometry
 
     def regions(q, extra):
