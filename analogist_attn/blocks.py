@@ -21,7 +21,7 @@ it gives layers 2..65 (input 5, input 7, 8, middle, output 0..2, output 3).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from . import defaults
 
@@ -133,7 +133,10 @@ def _count_modules(block: Any, class_name: str) -> int:
     return sum(1 for child in children if type(child).__name__ == class_name)
 
 
-def select_blocks(keys: Sequence[BlockKey], start_layer: int, end_layer: int) -> list[BlockKey]:
+K = TypeVar("K")  # a block key: ComfyUI's patch key, or a diffusers layer
+
+
+def select_blocks(keys: Sequence[K], start_layer: int, end_layer: int) -> list[K]:
     """The keys of layers ``start_layer <= i < end_layer`` (the paper's numbering)."""
     count = len(keys)
     if not 0 <= start_layer < end_layer <= count:

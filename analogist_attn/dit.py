@@ -254,6 +254,7 @@ def joint_attention(
         part = plain(tokens_first.take("q", plan.image_only_rows), k[:, :, text:], v[:, :, text:])
         out.index_copy_(1, plan.image_only_rows, part.to(out.dtype))
     if plan.clones:
+        assert sac_scale is not None  # a plan clones rows only when SAC is on
         attend = kernel.choose_attend(q, use_lse)
         for clone in plan.clones:
             rows = kernel.sac_rows(tokens_first, clone, float(sac_scale), attend)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -202,6 +203,7 @@ def cpu_flash_supports(dtype: torch.dtype) -> bool:
     return True
 
 
+_CPU_FLASH_WITH_LSE: Any
 try:
     _CPU_FLASH_WITH_LSE = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 except (AttributeError, RuntimeError):  # torch < 2.2

@@ -310,10 +310,11 @@ def install_analogist(
         factor = int(getattr(pipe_or_unet, "vae_scale_factor", VAE_FACTOR))
         latent_size = (layout.grid_height // factor, layout.grid_width // factor)
     plan: list[tuple[type[_AnalogistProcessor], TransformerLayer, dict]] = []
-    for cls, chosen, options in (
+    kinds: tuple[tuple[type[_AnalogistProcessor], Any, dict], ...] = (
         (AnalogistSACProcessor, sac_layers, {"scale": sac_scale}),
         (AnalogistCAMProcessor, cam_layers, {}),
-    ):
+    )
+    for cls, chosen, options in kinds:
         if chosen is None:
             continue
         start, end = _layer_range(chosen, cls.analogist_kind)
@@ -343,11 +344,13 @@ def remove_analogist(pipe_or_unet: Any) -> int:
     for layer in transformer_layers(pipe_or_unet):
         for name in ("attn1", "attn2"):
             attention = getattr(layer.block, name, None)
+            if attention is None:
+                continue
             processor = getattr(attention, "processor", None)
             if not getattr(processor, "analogist_kind", ""):
                 continue
             while getattr(processor, "analogist_kind", ""):
-                processor = processor.previous
+                processor = getattr(processor, "previous", None)
             attention.set_processor(processor)
             removed += 1
     return removed
