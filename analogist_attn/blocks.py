@@ -157,8 +157,14 @@ def _find_unet(model: Any) -> Any:
         if all(hasattr(candidate, a) for a in ("input_blocks", "middle_block", "output_blocks")):
             return candidate
     inner = getattr(model, "diffusion_model", None)
-    inner = inner if inner is not None else getattr(getattr(model, "model", None), "diffusion_model", None)
-    what = type(model).__name__ + (f" (diffusion model {type(inner).__name__})" if inner is not None else "")
+    inner = (
+        inner
+        if inner is not None
+        else getattr(getattr(model, "model", None), "diffusion_model", None)
+    )
+    what = type(model).__name__ + (
+        f" (diffusion model {type(inner).__name__})" if inner is not None else ""
+    )
     raise TypeError(
         f"{what} has no UNet with input_blocks, middle_block and output_blocks, so "
         "Analogist cannot patch it. Supported: UNet models with SpatialTransformer blocks "

@@ -143,7 +143,9 @@ def _make_plan(r: JointRegions, sac: bool, cam: bool, quiet: torch.Tensor | None
             kernel.Clone(a_prime, a, r.b_prime, r.b, kept_a_prime, not cam)
             for a, a_prime in r.examples
         ]
-        b_rows = kernel.Clone(r.b_prime, r.b, r.all_a_prime, r.all_a, _range_without(0, n, r.all_a_prime), True)
+        b_rows = kernel.Clone(
+            r.b_prime, r.b, r.all_a_prime, r.all_a, _range_without(0, n, r.all_a_prime), True
+        )
         if quiet is None:
             clones.append(b_rows)
         else:  # B' rows outside the region keep no text key either
@@ -153,8 +155,12 @@ def _make_plan(r: JointRegions, sac: bool, cam: bool, quiet: torch.Tensor | None
             outside = b_rows.subset(quiet.nonzero().flatten().to(device))
             clones.append(
                 kernel.Clone(
-                    outside.rows, outside.source_rows, r.all_a_prime, r.all_a,
-                    _range_without(r.text, n, r.all_a_prime), False,
+                    outside.rows,
+                    outside.source_rows,
+                    r.all_a_prime,
+                    r.all_a,
+                    _range_without(r.text, n, r.all_a_prime),
+                    False,
                 )
             )
     return _Plan(

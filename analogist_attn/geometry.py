@@ -35,6 +35,7 @@ CELL_MULTIPLE = PX_PER_LATENT * DEEPEST_DOWNSAMPLE
 REGIONS: tuple[str, ...] = ("a", "a_prime", "b", "b_prime")
 REGION_LABELS: dict[str, str] = {"a": "A", "a_prime": "A'", "b": "B", "b_prime": "B'"}
 
+
 @dataclass(frozen=True)
 class Rect:
     """An axis-aligned pixel rectangle: left ``x``, top ``y``, ``width``, ``height``."""
@@ -118,7 +119,7 @@ def region_names(pairs: int) -> tuple[str, ...]:
 
 
 def region_label(name: str, pairs: int) -> str:
-    """"A", "A'", "B", "B'" for one pair (the paper's); "A1", "A1'", "A2", ... for more."""
+    """ "A", "A'", "B", "B'" for one pair (the paper's); "A1", "A1'", "A2", ... for more."""
     if name in ("b", "b_prime") or pairs == 1:
         if name in REGION_LABELS:
             return REGION_LABELS[name]
@@ -259,8 +260,12 @@ def regions_at_factor(
     token is there). Token indices start at 0; a DiT adds its text offset.
     """
     return _cached_factor_regions(
-        _geometry(cells), int(latent_h), int(latent_w), int(factor),
-        torch.device(device or "cpu"), token,
+        _geometry(cells),
+        int(latent_h),
+        int(latent_w),
+        int(factor),
+        torch.device(device or "cpu"),
+        token,
     )
 
 
@@ -450,7 +455,9 @@ class RegionTokensInside:
             self._cache[key] = (pooled > 0).reshape(pooled.shape[0], h * w).to(device)
         return self._cache[key]
 
-    def keep_rows(self, cam_keep: torch.Tensor, b_prime: torch.Tensor, h: int, w: int, batch: int, chunks: int) -> torch.Tensor:
+    def keep_rows(
+        self, cam_keep: torch.Tensor, b_prime: torch.Tensor, h: int, w: int, batch: int, chunks: int
+    ) -> torch.Tensor:
         """``[batch or 1, h*w]``: the rows CAM keeps with text only in the region.
 
         ``cam_keep``/``b_prime`` are the plain CAM's kept rows and B''s tokens

@@ -44,8 +44,12 @@ def sac_reference(
     edited = logits.clone()
     b, b_prime = regions.b, regions.b_prime
     for a, a_prime in regions.examples or ((regions.a, regions.a_prime),):
-        edited[..., a_prime[:, None], b_prime[None, :]] = scale * original[..., a[:, None], b[None, :]]
-        edited[..., b_prime[:, None], a_prime[None, :]] = scale * original[..., b[:, None], a[None, :]]
+        edited[..., a_prime[:, None], b_prime[None, :]] = (
+            scale * original[..., a[:, None], b[None, :]]
+        )
+        edited[..., b_prime[:, None], a_prime[None, :]] = (
+            scale * original[..., b[:, None], a[None, :]]
+        )
     if batch_mask is not None:
         edited = torch.where(batch_mask[:, None, None, None], edited, original)
     return _heads_last(edited.softmax(dim=-1) @ vh)
@@ -139,11 +143,19 @@ def joint_reference(
     logits = (q.double() @ k.double().transpose(-1, -2)) * q.shape[-1] ** -0.5
     original = logits.clone()
     b, b2 = regions["b"], regions["b_prime"]
-    pairs = [(regions[n], regions[f"{n}_prime"]) for n in regions if n.startswith("a") and not n.endswith("_prime")]
+    pairs = [
+        (regions[n], regions[f"{n}_prime"])
+        for n in regions
+        if n.startswith("a") and not n.endswith("_prime")
+    ]
     if sac_scale is not None:
         for a, a2 in pairs:
-            logits[..., a2[:, None], b2[None, :]] = sac_scale * original[..., a[:, None], b[None, :]]
-            logits[..., b2[:, None], a2[None, :]] = sac_scale * original[..., b[:, None], a[None, :]]
+            logits[..., a2[:, None], b2[None, :]] = (
+                sac_scale * original[..., a[:, None], b[None, :]]
+            )
+            logits[..., b2[:, None], a2[None, :]] = (
+                sac_scale * original[..., b[:, None], a[None, :]]
+            )
     if cam:
         text_keys = torch.arange(text)[None, :]
         silenced = torch.cat([region for pair in pairs for region in pair] + [b])

@@ -65,8 +65,11 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
     # cut short (an interrupted download) passes a header-only check and then fails deep
     # inside ComfyUI's loader with no file name, so the size is checked here.
     ends = [
-        v["data_offsets"][1] for v in header.values()
-        if isinstance(v, dict) and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+        v["data_offsets"][1]
+        for v in header.values()
+        if isinstance(v, dict)
+        and isinstance(v.get("data_offsets"), list)
+        and len(v["data_offsets"]) == 2
         and isinstance(v["data_offsets"][1], int)
     ]
     needed = 8 + length + max(ends, default=0)
@@ -127,7 +130,9 @@ def _torch_zip_shapes(path: Path) -> dict[str, list[int]]:
         try:
             data = _ShapeUnpickler(archive.open(names[0])).load()
         except Exception as exc:
-            raise CheckpointError(f"{path}: could not read its layout ({type(exc).__name__}: {exc})") from exc
+            raise CheckpointError(
+                f"{path}: could not read its layout ({type(exc).__name__}: {exc})"
+            ) from exc
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict):
@@ -140,7 +145,9 @@ def tensor_shapes(path: Path) -> dict[str, list[int]]:
         return _safetensors_shapes(path)
     if path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
         return _torch_zip_shapes(path)
-    raise CheckpointError(f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors or .ckpt")
+    raise CheckpointError(
+        f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors or .ckpt"
+    )
 
 
 def check_inpainting_checkpoint(path: str | Path) -> CheckpointInfo:

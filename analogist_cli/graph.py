@@ -1,4 +1,5 @@
-"""From a shipped UI workflow to the API prompt of one job: the user's images, prompt and options set on the graph's own nodes."""
+"""From a shipped UI workflow to the API prompt of one job: the user's images, prompt and
+options set on the graph's own nodes."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def set_candidates(workflow: dict, settings: Settings, info: dict) -> None:
     set_widget(workflow, repeat["id"], "amount", settings.candidates, info)
     repeat["title"] = f"{settings.candidates} candidates"
     for node in nodes_of_type(workflow, "SaveImage"):
-        node["title"] = re.sub(r"best of \d+", f"best of {settings.candidates}", node.get("title", ""))
+        node["title"] = re.sub(
+            r"best of \d+", f"best of {settings.candidates}", node.get("title", "")
+        )
     (loader,) = nodes_of_type(workflow, "CLIPVisionLoader")
     set_widget(workflow, loader["id"], "clip_name", settings.clip_vision, info)
 
@@ -56,8 +59,11 @@ def build_prompt(settings: Settings, info: dict, images: dict[str, str]) -> dict
     if settings.prompt is not None:
         if settings.workflow != "manual":
             raise InputError("--prompt goes with --workflow manual (the vlm workflow asks a model)")
-        (positive,) = [n for n in nodes_of_type(workflow, "CLIPTextEncode")
-                       if n.get("title", "").startswith("Positive")]
+        (positive,) = [
+            n
+            for n in nodes_of_type(workflow, "CLIPTextEncode")
+            if n.get("title", "").startswith("Positive")
+        ]
         set_widget(workflow, positive["id"], "text", settings.prompt, info)
     for node in nodes_of_type(workflow, "AnalogistGridCompose"):
         if settings.cell is not None:
@@ -82,9 +88,13 @@ def with_b_region(prompt: dict, image: str | None) -> dict:
     on every Grid Compose's ``b_region``; unchanged without one."""
     if image is None:
         return prompt
-    composers = [key for key, node in prompt.items() if node["class_type"] == "AnalogistGridCompose"]
+    composers = [
+        key for key, node in prompt.items() if node["class_type"] == "AnalogistGridCompose"
+    ]
     if not composers:
-        raise InputError("--b-region: this workflow has no Analogist Grid Compose to take the region")
+        raise InputError(
+            "--b-region: this workflow has no Analogist Grid Compose to take the region"
+        )
     node_id = str(max(int(key) for key in prompt if str(key).isdigit()) + 1)
     prompt[node_id] = {
         "class_type": "LoadImageMask",
@@ -103,8 +113,11 @@ def add_example_pairs(prompt: dict, settings: Settings, images: dict[str, str]) 
     if not settings.examples:
         return prompt
     (compose_id,) = [i for i, n in prompt.items() if n["class_type"] == "AnalogistGridCompose"]
-    (load_a,) = [n for i, n in prompt.items()
-                 if n["class_type"] == "LoadImage" and prompt[compose_id]["inputs"].get("a") == [i, 0]]
+    (load_a,) = [
+        n
+        for i, n in prompt.items()
+        if n["class_type"] == "LoadImage" and prompt[compose_id]["inputs"].get("a") == [i, 0]
+    ]
     next_id = max(int(i) for i in prompt) + 1
     chain = None
     for k in range(2, len(settings.examples) + 2):
@@ -113,15 +126,20 @@ def add_example_pairs(prompt: dict, settings: Settings, images: dict[str, str]) 
             prompt[str(next_id)] = {
                 "class_type": "LoadImage",
                 "inputs": {**load_a["inputs"], "image": images[role]},
-                "_meta": {"title": f"A{k}{chr(39) if role.endswith('prime') else ''} (example {k})"},
+                "_meta": {
+                    "title": f"A{k}{chr(39) if role.endswith('prime') else ''} (example {k})"
+                },
             }
             loads.append([str(next_id), 0])
             next_id += 1
         inputs = {"a": loads[0], "a_prime": loads[1]}
         if chain is not None:
             inputs["examples"] = chain
-        prompt[str(next_id)] = {"class_type": "AnalogistExamplePair", "inputs": inputs,
-                                "_meta": {"title": f"Example pair {k}"}}
+        prompt[str(next_id)] = {
+            "class_type": "AnalogistExamplePair",
+            "inputs": inputs,
+            "_meta": {"title": f"Example pair {k}"},
+        }
         chain = [str(next_id), 0]
         next_id += 1
     prompt[compose_id]["inputs"]["examples"] = chain

@@ -84,7 +84,9 @@ def _one(by_stem: dict[str, list[Path]], stems: Iterable[str], what: str, where:
     for stem in stems:
         found = sorted(by_stem.get(stem, []))
         if len(found) > 1:
-            raise ScoreError(f"{where}: several files for {what}: {', '.join(p.name for p in found)}; keep one.")
+            raise ScoreError(
+                f"{where}: several files for {what}: {', '.join(p.name for p in found)}; keep one."
+            )
         if found:
             return found[0]
     names = " or ".join(f"{s}.png" for s in stems)
@@ -110,14 +112,16 @@ def find_analogies(results: Path) -> list[Analogy]:
         for name, samples in sorted(groups.items()):
             prefix = f"{name}_" if name else ""
             where = str(folder / (name or "."))
-            analogies.append(Analogy(
-                task=task,
-                name=str(inner / name) if name else (str(inner) if inner.parts else task),
-                a=_one(by_stem, [f"{prefix}a", "a"], "A", where),
-                a_prime=_one(by_stem, [f"{prefix}a_prime", "a_prime"], "A'", where),
-                b=_one(by_stem, [f"{prefix}b"], "B", where),
-                samples=tuple(p for _, p in sorted(samples)),
-            ))
+            analogies.append(
+                Analogy(
+                    task=task,
+                    name=str(inner / name) if name else (str(inner) if inner.parts else task),
+                    a=_one(by_stem, [f"{prefix}a", "a"], "A", where),
+                    a_prime=_one(by_stem, [f"{prefix}a_prime", "a_prime"], "A'", where),
+                    b=_one(by_stem, [f"{prefix}b"], "B", where),
+                    samples=tuple(p for _, p in sorted(samples)),
+                )
+            )
     if not analogies:
         raise ScoreError(
             f"RESULTS: no B' samples (files named <name>_b_prime.png or b_prime.png) under {results}. "
@@ -126,9 +130,12 @@ def find_analogies(results: Path) -> list[Analogy]:
     return analogies
 
 
-def score_analogies(analogies: list[Analogy], embed: Callable[[list[Path]], dict[Path, np.ndarray]]) -> list[AnalogyScore]:
+def score_analogies(
+    analogies: list[Analogy], embed: Callable[[list[Path]], dict[Path, np.ndarray]]
+) -> list[AnalogyScore]:
     paths = sorted({p for x in analogies for p in (x.a, x.a_prime, x.b, *x.samples)})
     e = embed(paths)
+
     def scores(x: Analogy) -> tuple[float, ...]:
         samples = torch.from_numpy(np.stack([e[p] for p in x.samples]))
         row = [torch.from_numpy(np.asarray(e[p]))[None] for p in (x.a, x.a_prime, x.b)]
@@ -188,7 +195,9 @@ def table(rows: list[Row]) -> str:
     lines = [f"{'task':<{width}}  {'analogies':>9}  {'samples':>7}  {'CLIP direction':>14}"]
     names = {"overall": "overall (mean of tasks)", "all_analogies": "mean of all analogies"}
     for r in shown:
-        lines.append(f"{r.task or names[r.level]:<{width}}  {r.analogies:>9}  {r.samples:>7}  {r.score:>14.4f}")
+        lines.append(
+            f"{r.task or names[r.level]:<{width}}  {r.analogies:>9}  {r.samples:>7}  {r.score:>14.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -199,22 +208,30 @@ class ClipImageEncoder:
     def __init__(self, folder: Path, device: str | None = None, batch_size: int = 16):
         folder = Path(folder).expanduser()
         if not (folder / "config.json").is_file():
-            raise ScoreError(f"--clip: {folder} is not a model folder (no config.json). {CLIP_HINT}")
+            raise ScoreError(
+                f"--clip: {folder} is not a model folder (no config.json). {CLIP_HINT}"
+            )
         import torch
         from transformers import CLIPImageProcessor, CLIPModel
 
         try:
             self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise ScoreError(f"--clip: cannot load a CLIPModel from {folder} ({exc}). {CLIP_HINT}") from exc
+            raise ScoreError(
+                f"--clip: cannot load a CLIPModel from {folder} ({exc}). {CLIP_HINT}"
+            ) from exc
         if (folder / "preprocessor_config.json").is_file():
             self.processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
         else:  # CLIP's own resize, centre crop and normalisation at the model's input size
             size = self.model.config.vision_config.image_size
-            self.processor = CLIPImageProcessor(size={"shortest_edge": size},
-                                                crop_size={"height": size, "width": size})
-            print(f"[analogist] {folder} has no preprocessor_config.json: using CLIP's standard "
-                  f"preprocessing at {size} px", file=sys.stderr)
+            self.processor = CLIPImageProcessor(
+                size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+            )
+            print(
+                f"[analogist] {folder} has no preprocessor_config.json: using CLIP's standard "
+                f"preprocessing at {size} px",
+                file=sys.stderr,
+            )
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
         self.batch_size = batch_size
@@ -230,7 +247,7 @@ class ClipImageEncoder:
 
         found: dict[Path, np.ndarray] = {}
         for start in range(0, len(paths), self.batch_size):
-            chunk = paths[start:start + self.batch_size]
+            chunk = paths[start : start + self.batch_size]
             images = []
             for path in chunk:
                 try:
@@ -245,8 +262,9 @@ class ClipImageEncoder:
         return found
 
 
-def main_score(results: Path, clip: Path, csv_path: Path | None = None, device: str | None = None,
-               stream=None) -> int:
+def main_score(
+    results: Path, clip: Path, csv_path: Path | None = None, device: str | None = None, stream=None
+) -> int:
     stream = stream or sys.stdout
     analogies = find_analogies(results)  # before the model loads: bad folders fail fast
     encoder = ClipImageEncoder(clip, device)

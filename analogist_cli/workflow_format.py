@@ -148,8 +148,12 @@ def widget_values_by_name(node: dict, node_info: dict) -> dict[str, Any]:
         index += 1
         if has_control_value(name, spec) and index < len(saved) and saved[index] in CONTROL_VALUES:
             index += len(control_values(name, spec))
-        if (has_upload_value(spec) and index < len(saved) and saved[index] in UPLOAD_VALUES
-                and (not trailing_upload or index == len(saved) - 1)):
+        if (
+            has_upload_value(spec)
+            and index < len(saved)
+            and saved[index] in UPLOAD_VALUES
+            and (not trailing_upload or index == len(saved) - 1)
+        ):
             index += 1
     return values
 
@@ -169,10 +173,22 @@ class _Graph:
         self.links: dict[int, tuple[int, int, int, int, str]] = {}
         for link in workflow.get("links") or []:
             if isinstance(link, dict):  # newer serialisation
-                link = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"],
-                        link["target_slot"], link.get("type")]
+                link = [
+                    link["id"],
+                    link["origin_id"],
+                    link["origin_slot"],
+                    link["target_id"],
+                    link["target_slot"],
+                    link.get("type"),
+                ]
             link_id, origin, origin_slot, target, target_slot, kind = link[:6]
-            self.links[int(link_id)] = (int(origin), int(origin_slot), int(target), int(target_slot), kind)
+            self.links[int(link_id)] = (
+                int(origin),
+                int(origin_slot),
+                int(target),
+                int(target_slot),
+                kind,
+            )
 
     def source(self, link_id: int, depth: int = 0) -> tuple[int, int] | None:
         """The real (node, output slot) behind a link: through reroutes and bypassed nodes.
@@ -180,13 +196,17 @@ class _Graph:
         ``None`` when the input ends up unconnected (a muted source, a dangling reroute).
         """
         if depth > len(self.nodes) + 1:
-            raise WorkflowError("the workflow's links form a loop through reroutes or bypassed nodes")
+            raise WorkflowError(
+                "the workflow's links form a loop through reroutes or bypassed nodes"
+            )
         if link_id not in self.links:
             raise WorkflowError(f"link {link_id} is used by a node but missing from the links list")
         origin, slot, _, _, kind = self.links[link_id]
         node = self.nodes.get(origin)
         if node is None:
-            raise WorkflowError(f"link {link_id} comes from node {origin}, which is not in the workflow")
+            raise WorkflowError(
+                f"link {link_id} comes from node {origin}, which is not in the workflow"
+            )
         if node["type"] == "Reroute":
             upstream = (node.get("inputs") or [{}])[0].get("link")
             return None if upstream is None else self.source(upstream, depth + 1)
@@ -195,7 +215,9 @@ class _Graph:
             return None
         if mode == MODE_BYPASSED:
             inputs = node.get("inputs") or []
-            out_type = kind or ((node.get("outputs") or [])[slot].get("type") if node.get("outputs") else None)
+            out_type = kind or (
+                (node.get("outputs") or [])[slot].get("type") if node.get("outputs") else None
+            )
             # The frontend prefers the input at the same position, then any of the same type.
             candidates = ([inputs[slot]] if slot < len(inputs) else []) + list(inputs)
             for candidate in candidates:
@@ -323,8 +345,16 @@ class Graph:
         return node
 
     def note(self, pos: tuple[int, int], text: str, size: tuple[int, int] = (440, 330)) -> Node:
-        node = Node(len(self.nodes) + 1, "Note", pos, {"input": {}, "output": [], "output_name": []},
-                    title="Read me", size=size, text=text, color=("#432", "#653"))
+        node = Node(
+            len(self.nodes) + 1,
+            "Note",
+            pos,
+            {"input": {}, "output": [], "output_name": []},
+            title="Read me",
+            size=size,
+            text=text,
+            color=("#432", "#653"),
+        )
         self.nodes.append(node)
         return node
 
@@ -365,7 +395,14 @@ class Graph:
                 for name in node.links:  # widgets converted to inputs, after the sockets
                     if name in widget_names:
                         spec_type = dict(widget_inputs(node.info))[name][0]
-                        inputs.append({"name": name, "type": spec_type, "link": None, "widget": {"name": name}})
+                        inputs.append(
+                            {
+                                "name": name,
+                                "type": spec_type,
+                                "link": None,
+                                "widget": {"name": name},
+                            }
+                        )
                 for slot, socket in enumerate(inputs):
                     source = node.links.get(socket["name"])
                     if source is None:
@@ -377,7 +414,9 @@ class Graph:
                 entry["inputs"] = inputs
                 entry["outputs"] = [
                     {"name": name, "type": kind, "links": None, "slot_index": i}
-                    for i, (name, kind) in enumerate(zip(node.info["output_name"], node.info["output"], strict=True))
+                    for i, (name, kind) in enumerate(
+                        zip(node.info["output_name"], node.info["output"], strict=True)
+                    )
                 ]
                 entry["properties"] = {"Node name for S&R": node.type}
                 entry["widgets_values"] = widgets_values_for(node.info, node.values)
@@ -417,5 +456,3 @@ class Graph:
         if node.type in ("LoadImage", "PreviewImage", "SaveImage"):
             height += 240
         return width, height
-
-

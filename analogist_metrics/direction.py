@@ -32,8 +32,8 @@ def direction_similarity(
     Computed in float64. A zero direction (A' encoded the same as A, or B' as B) has no
     angle: its score is 0, not NaN.
     """
-    source = (e_a_prime.double() - e_a.double())
-    target = (e_b_prime.double() - e_b.double())
+    source = e_a_prime.double() - e_a.double()
+    target = e_b_prime.double() - e_b.double()
     source, target = torch.broadcast_tensors(source, target)
     dot = (source * target).sum(-1)
     norms = source.norm(dim=-1) * target.norm(dim=-1)
@@ -76,7 +76,6 @@ class Ranking:
             )
             lines.append(f"B {j + 1} of {len(self.order)}: {ranked}")
         return lines
-
 
     def _unchanged(self, i: int) -> bool:
         return bool(self.unchanged) and self.unchanged[i]
@@ -148,7 +147,9 @@ def rank_candidates(
     check_batches(int(e_a.shape[0]), int(e_a_prime.shape[0]), n_b, count)
     dims = {int(t.shape[-1]) for t in (e_a, e_a_prime, e_b, e_b_prime)}
     if len(dims) != 1:
-        raise RankingError(f"the embeddings have different sizes {sorted(dims)}: use one encoder for all.")
+        raise RankingError(
+            f"the embeddings have different sizes {sorted(dims)}: use one encoder for all."
+        )
 
     check_direction(e_a, e_a_prime)
     owner = torch.arange(count) % n_b

@@ -134,7 +134,9 @@ def mask_latent(mask01: np.ndarray) -> torch.Tensor:
 
 
 def clip_input_u8(reference_padded: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(reference_padded).resize((size, size), Image.Resampling.BICUBIC))
+    return np.asarray(
+        Image.fromarray(reference_padded).resize((size, size), Image.Resampling.BICUBIC)
+    )
 
 
 def clip_normalise(image_u8: np.ndarray) -> torch.Tensor:

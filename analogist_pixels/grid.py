@@ -321,7 +321,9 @@ def compose_grids(
     geometry = make_layout(cell_width, cell_height, border, arrangement, fit, pairs=pairs)
     fitted = {name: _fitted(images, geometry.paste(name), fit) for name, images in inputs.items()}
     b_placements = tuple(fitted["b"][i % len(fitted["b"])][1] for i in range(count))
-    layout = make_layout(cell_width, cell_height, border, arrangement, fit, b_placements, pairs=pairs)
+    layout = make_layout(
+        cell_width, cell_height, border, arrangement, fit, b_placements, pairs=pairs
+    )
 
     blank = np.full((count, layout.grid_height, layout.grid_width, 3), WHITE, np.uint8)
     for index, canvas in enumerate(blank):
@@ -332,7 +334,9 @@ def compose_grids(
         _put(canvas, layout.paste("b_prime"), BLACK)
     pasted = blank.copy()
     _copy_cell(pasted, layout.cell("b"), layout.cell("b_prime"))
-    layout = dataclasses.replace(layout, fingerprints=tuple(fingerprint(one, layout) for one in blank))
+    layout = dataclasses.replace(
+        layout, fingerprints=tuple(fingerprint(one, layout) for one in blank)
+    )
     _remember(layout)
 
     return ComposedGrids(
@@ -351,9 +355,7 @@ def _input_name(region: str) -> str:
     return f"examples pair {k} ({'a_prime' if region.endswith('_prime') else 'a'})"
 
 
-def check_examples(
-    examples: object, cell_width: int, cell_height: int, arrangement: str
-) -> int:
+def check_examples(examples: object, cell_width: int, cell_height: int, arrangement: str) -> int:
     """K, the number of example pairs (a, a_prime plus ``examples``); clear errors for a
     wrong value, too many pairs, or a grid over the size limit."""
     if not isinstance(examples, (tuple, list)) or not all(
@@ -411,7 +413,9 @@ def _fingerprinted(layout: GridLayout) -> tuple[str, ...]:
     """The cells a fingerprint covers: all but B' (pair 1's A, A' first, then B, as before
     for one pair; further pairs after them)."""
     names = layout.region_names
-    return ("a", "a_prime", "b") + tuple(n for n in names if n not in ("a", "a_prime", "b", "b_prime"))
+    return ("a", "a_prime", "b") + tuple(
+        n for n in names if n not in ("a", "a_prime", "b", "b_prime")
+    )
 
 
 def fingerprint(canvas: np.ndarray, layout: GridLayout) -> bytes:
@@ -425,7 +429,9 @@ def _differences(image: torch.Tensor, layout: GridLayout, print_: bytes) -> floa
     fingerprint."""
     side = FINGERPRINT_SIDE
     thumbs = _thumbnails(image.clamp(0.0, 1.0) * 255.0, layout)
-    recorded = torch.frombuffer(bytearray(print_), dtype=torch.uint8).float().reshape(-1, side, side, 3)
+    recorded = (
+        torch.frombuffer(bytearray(print_), dtype=torch.uint8).float().reshape(-1, side, side, 3)
+    )
     if recorded.shape[0] != thumbs.shape[0]:
         return float("inf")
     return float((thumbs - recorded).abs().mean(dim=(1, 2, 3)).max())
@@ -473,8 +479,10 @@ def check_layout_belongs(grids: torch.Tensor, layout: GridLayout, name: str = "g
             continue
         with _recent_lock:
             candidates = [
-                other for (w, h, print_), other in reversed(_recent.items())
-                if (w, h) == (layout.grid_width, layout.grid_height) and print_ not in layout.fingerprints
+                other
+                for (w, h, print_), other in reversed(_recent.items())
+                if (w, h) == (layout.grid_width, layout.grid_height)
+                and print_ not in layout.fingerprints
                 and _differences(image, other, print_) <= FINGERPRINT_TOLERANCE
             ]
         if candidates:
@@ -494,7 +502,11 @@ def check_layout_belongs(grids: torch.Tensor, layout: GridLayout, name: str = "g
             "with (by up to %.0f of 255 on average; a VAE round trip stays under %.0f). Fine if "
             "the sampler regenerated the whole grid; otherwise connect the layout from the Grid "
             "Compose that made this grid, or B' may be cut at the wrong place or size.",
-            name, len(unconfirmed), rgb.shape[0], difference, FINGERPRINT_TOLERANCE,
+            name,
+            len(unconfirmed),
+            rgb.shape[0],
+            difference,
+            FINGERPRINT_TOLERANCE,
         )
 
 

@@ -97,7 +97,9 @@ _NO_FREETYPE = (
 
 
 @lru_cache(maxsize=32)
-def label_style(side: int, labels: tuple[str, ...] = tuple(REGION_LABELS.values())) -> tuple[int, int]:
+def label_style(
+    side: int, labels: tuple[str, ...] = tuple(REGION_LABELS.values())
+) -> tuple[int, int]:
     """``(font size, outline width)`` of the largest text for which every label fits in a
     ``side`` px square with a small margin: one size for all of them, so they look alike
     (the paper's four; A1, A1', ... B, B' with several example pairs)."""

@@ -117,9 +117,7 @@ def resample_region(region: np.ndarray, width: int, height: int) -> np.ndarray:
     integral[1:, 1:] = region.astype(np.int64).cumsum(0).cumsum(1)
     y0, y1 = _footprints(src_h, height)
     x0, x1 = _footprints(src_w, width)
-    total = (
-        integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
-    )
+    total = integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
     return total > 0
 
 
@@ -238,8 +236,13 @@ def _original_and_region(
     source, mask = region.image(), region.mask()
     if output_size == grid_math.SIZE_ORIGINAL:
         kept = placement.source_crop
-        return source[kept.y : kept.bottom, kept.x : kept.right], mask[kept.y : kept.bottom, kept.x : kept.right]
-    fitted, placed = np.array(grid_math.fit_image(source, placement)), placed_region(mask, placement)
+        return source[kept.y : kept.bottom, kept.x : kept.right], mask[
+            kept.y : kept.bottom, kept.x : kept.right
+        ]
+    fitted, placed = (
+        np.array(grid_math.fit_image(source, placement)),
+        placed_region(mask, placement),
+    )
     if output_size == grid_math.SIZE_PLACED:
         return fitted, placed
     cell, content = layout.cell("b"), placement.content
@@ -269,10 +272,15 @@ def composite_over_b(
     for index, (image, placement) in enumerate(zip(b_prime, placements, strict=True)):
         region = regions[index % len(regions)]
         kept = placement.source_crop
-        if output_size == grid_math.SIZE_ORIGINAL and (kept.width, kept.height) != (
-            region.width,
-            region.height,
-        ) and tuple(image.shape[:2]) == (kept.height, kept.width):
+        if (
+            output_size == grid_math.SIZE_ORIGINAL
+            and (kept.width, kept.height)
+            != (
+                region.width,
+                region.height,
+            )
+            and tuple(image.shape[:2]) == (kept.height, kept.width)
+        ):
             # fit = crop: the margins cut off for the grid are B's own pixels, outside the
             # region by construction, so the composite is the whole of B, not its centre.
             whole = grid_math.to_float(region.image()).to(image.device)
@@ -291,7 +299,9 @@ def composite_over_b(
         b_pixels = grid_math.to_float(original).to(image.device)
         blended = b_pixels + weights * (image.float() - b_pixels)
         # Exactly B' inside, exactly B outside (no float round trip through the blend).
-        out.append(torch.where(weights >= 1, image.float(), torch.where(weights > 0, blended, b_pixels)))
+        out.append(
+            torch.where(weights >= 1, image.float(), torch.where(weights > 0, blended, b_pixels))
+        )
     if len({tuple(one.shape) for one in out}) > 1:
         raise ValueError(
             "Grid Crop: this layout's B images differ in size, so their B' (composited over "
@@ -314,8 +324,8 @@ def latent_regions(layout: GridLayout) -> np.ndarray:
         pixels = b_prime_region(layout, i)
         height, width = pixels.shape
         latent.append(
-            pixels.reshape(
-                height // VAE_FACTOR, VAE_FACTOR, width // VAE_FACTOR, VAE_FACTOR
-            ).any(axis=(1, 3))
+            pixels.reshape(height // VAE_FACTOR, VAE_FACTOR, width // VAE_FACTOR, VAE_FACTOR).any(
+                axis=(1, 3)
+            )
         )
     return np.stack(latent)

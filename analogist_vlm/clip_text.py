@@ -13,8 +13,9 @@ same in 0.0.1 and 0.30) reads three kinds of syntax in a prompt:
 * ``[words]`` is not ComfyUI syntax but A1111's (de-emphasis), which some packs' encoders
   read; brackets become escaped parentheses, which every encoder takes literally.
 
-Terminal escape sequences are removed whole, then control and format characters (ESC, NUL, the bidi overrides U+202A-U+202E and U+2066-
-U+2069, zero-width characters, the BOM) are removed: they can rewrite a terminal or a
+Terminal escape sequences are removed whole, then control and format characters (ESC, NUL,
+the bidi overrides U+202A-U+202E and U+2066-U+2069, zero-width characters, the BOM) are
+removed: they can rewrite a terminal or a
 log line and mean nothing to CLIP; line and paragraph separators become spaces.
 """
 

@@ -211,8 +211,19 @@ def load_bindings(
 
 
 # Prefixes of keys people paste (OpenAI, Groq, Hugging Face, GitHub, Slack, an AWS key id).
-_KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "ghp_", "gho_", "ghs_", "github_pat_", "xoxb-",
-                 "xoxp-", "AKIA")
+_KEY_PREFIXES = (
+    "sk-",
+    "sk_",
+    "gsk_",
+    "hf_",
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "github_pat_",
+    "xoxb-",
+    "xoxp-",
+    "AKIA",
+)
 
 
 def _looks_like_key(name: str) -> bool:

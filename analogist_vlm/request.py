@@ -66,6 +66,8 @@ def instruction_for_pairs(template: str, pairs: int, by_column: bool = False) ->
 
 def _listed(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
+
+
 PLACEHOLDERS = ("{request}", "{num_prompts}", "{max_words}")
 _NUMBER_WORDS = (
     "zero",

@@ -58,12 +58,27 @@ from unet import build_model, run_grid
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid", default=None, help="grid side in px (cell = grid/2), or 'all' for 512, 1024, 2048. Default: 512 on CPU, all on CUDA.")
+    parser.add_argument(
+        "--grid",
+        default=None,
+        help="grid side in px (cell = grid/2), or 'all' for 512, 1024, 2048. Default: 512 on CPU, all on CUDA.",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="Default: fp32 on CPU, fp16 on CUDA.")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (median reported); default 5")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per model first; default 1")
-    parser.add_argument("--memory-repeats", type=int, default=2, help="calls per model for peak memory, after the timed ones; default 2")
+    parser.add_argument(
+        "--dtype", choices=tuple(DTYPES), default=None, help="Default: fp32 on CPU, fp16 on CUDA."
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed calls per model (median reported); default 5"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed calls per model first; default 1"
+    )
+    parser.add_argument(
+        "--memory-repeats",
+        type=int,
+        default=2,
+        help="calls per model for peak memory, after the timed ones; default 2",
+    )
     parser.add_argument(
         "--attention",
         choices=tuple(ATTENTION_FLAGS),
@@ -87,9 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "of cells (cell = grid/2), and each K is timed against plain attention on that same "
         "grid. Default 1 (the paper's 2x2 grid). ComfyUI host only for K > 1.",
     )
-    parser.add_argument("--paper-layers-only", action="store_true",
-                        help="measure plain and SAC+CAM on the paper's layers only (skip all-16-blocks): "
-                        "a shorter run, e.g. for --pairs on a CPU")
+    parser.add_argument(
+        "--paper-layers-only",
+        action="store_true",
+        help="measure plain and SAC+CAM on the paper's layers only (skip all-16-blocks): "
+        "a shorter run, e.g. for --pairs on a CPU",
+    )
     parser.add_argument(
         "--model",
         choices=("sd15", "flux"),
@@ -117,7 +135,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--grid {grid!r}: give a size in px (a multiple of 128) or 'all'")
     bad = [g for g in args.grids if g <= 0 or g % 128]
     if bad:
-        parser.error(f"--grid {bad[0]}: cells (grid/2) must be multiples of 64 px, so the grid a multiple of 128")
+        parser.error(
+            f"--grid {bad[0]}: cells (grid/2) must be multiples of 64 px, so the grid a multiple of 128"
+        )
     return args
 
 
@@ -134,18 +154,23 @@ def main(argv: list[str] | None = None) -> int:
     import importlib.metadata
 
     import comfy.ldm.modules.attention as comfy_attention
+
     dtype = getattr(torch, DTYPES[args.dtype])
     memory = CudaMemory(torch) if args.device == "cuda" else CpuMemory()
 
     print(f"machine: {machine_description(args.device, torch)}")
     print(f"torch {torch.__version__}, ComfyUI {comfy_version()}")
-    print(f"ComfyUI attention backend: {comfy_attention.optimized_attention.__name__} (--attention {args.attention})")
+    print(
+        f"ComfyUI attention backend: {comfy_attention.optimized_attention.__name__} (--attention {args.attention})"
+    )
     print(
         f"dtype {args.dtype}, batch 2 (cond + uncond); per model {args.warmup} warm-up, "
         f"{args.repeats} timed (median), {args.memory_repeats} memory (max) calls"
     )
     if args.device == "cpu":
-        print("memory: peak RSS via /proc/self/clear_refs + VmHWM, glibc mmap threshold 64 KiB in the memory calls")
+        print(
+            "memory: peak RSS via /proc/self/clear_refs + VmHWM, glibc mmap threshold 64 KiB in the memory calls"
+        )
     else:
         print("memory: torch.cuda.max_memory_allocated")
 
@@ -156,13 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.host in ("both", "comfyui"):
         start = time.perf_counter()
         base = build_model(args.seed, dtype, args.device)
-        print(f"built the full SD1.5 inpainting UNet in {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"built the full SD1.5 inpainting UNet in {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
 
         for grid in args.grids:
             for pairs in args.pairs:
                 height = grid // 2 * (pairs + 1)
                 shot = "" if pairs == 1 and args.pairs == [1] else f"K = {pairs} example pair(s): "
-                print(f"\n## {shot}grid {grid} x {height} px (cells {grid // 2}, latent {grid // 8} x {height // 8}), {args.dtype}, {args.device}")
+                print(
+                    f"\n## {shot}grid {grid} x {height} px (cells {grid // 2}, latent "
+                    f"{grid // 8} x {height // 8}), {args.dtype}, {args.device}"
+                )
                 results = run_grid(args, base, grid, memory, torch, pairs)
                 print_table(results, memory.unit)
                 if args.device == "cuda":
@@ -171,17 +202,30 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
 
     if args.host in ("both", "diffusers") and args.pairs != [1]:
-        print("\n--pairs other than 1: the diffusers UNet is benchmarked with the paper's 2x2 grid only")
+        print(
+            "\n--pairs other than 1: the diffusers UNet is benchmarked with the paper's 2x2 grid only"
+        )
     if args.host in ("both", "diffusers"):
         if not diffusers_available():
-            print("\ndiffusers is not installed: the diffusers UNet is skipped (pip install diffusers)")
+            print(
+                "\ndiffusers is not installed: the diffusers UNet is skipped (pip install diffusers)"
+            )
             return 0 if args.host == "both" else 2
-        print(f"\ndiffusers {importlib.metadata.version('diffusers')}: UNet2DConditionModel, plain = AttnProcessor2_0 (SDPA)")
+        print(
+            f"\ndiffusers {importlib.metadata.version('diffusers')}: UNet2DConditionModel, "
+            f"plain = AttnProcessor2_0 (SDPA)"
+        )
         start = time.perf_counter()
         unet = build_diffusers_unet(dtype, args.device)
-        print(f"built the full SD1.5 inpainting UNet2DConditionModel in {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"built the full SD1.5 inpainting UNet2DConditionModel in {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
         for grid in args.grids:
-            print(f"\n## diffusers: grid {grid} x {grid} px (cells {grid // 2}, latent {grid // 8} x {grid // 8}), {args.dtype}, {args.device}")
+            print(
+                f"\n## diffusers: grid {grid} x {grid} px (cells {grid // 2}, latent "
+                f"{grid // 8} x {grid // 8}), {args.dtype}, {args.device}"
+            )
             results = run_grid_diffusers(args, unet, grid, memory, torch)
             print_table(results, memory.unit)
             if args.device == "cuda":

@@ -140,7 +140,8 @@ def main(argv=None) -> None:
     for label in calls:
         t, m = statistics.median(times[label]), peaks[label]
         print(
-            f"  {label:38s} {t * 1000:9.1f} ms  x{t / base_t:.2f}   peak +{m / 2**20:8.1f} MiB  x{m / max(base_m, 1):.2f}"
+            f"  {label:38s} {t * 1000:9.1f} ms  x{t / base_t:.2f}   peak +{m / 2**20:8.1f} MiB  "
+            f"x{m / max(base_m, 1):.2f}"
         )
 
 

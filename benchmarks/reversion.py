@@ -154,7 +154,8 @@ def main(argv=None) -> int:
             f"CPU ({os.cpu_count()} cores visible), full-size SD1.5 fp32, {args.resolution} px, batch {args.batch}:"
         )
         print(
-            f"  one micro-step (text encoder + UNet forward and backward to <R>): {median:.2f} s (median of {len(times)})"
+            f"  one micro-step (text encoder + UNet forward and backward to <R>): {median:.2f} "
+            f"s (median of {len(times)})"
         )
         print(f"  peak RSS: {peak_rss() / 2**30:.2f} GiB")
     flops = count_paper_flops()

@@ -12,7 +12,15 @@ import logging
 log = logging.getLogger("analogist")
 
 # Node-family modules under nodes/, in menu order.
-FAMILIES: tuple[str, ...] = ("grid", "attention", "vlm", "rank", "sampling", "mimicbrush", "reversion")
+FAMILIES: tuple[str, ...] = (
+    "grid",
+    "attention",
+    "vlm",
+    "rank",
+    "sampling",
+    "mimicbrush",
+    "reversion",
+)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

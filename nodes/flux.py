@@ -310,7 +310,13 @@ class FluxAttentionOverride:
                 part = plain(qs, ks, vs)
             else:
                 part = joint_attention(
-                    qs, ks, vs, regions, sac.scale if sac else None, cam, plain,
+                    qs,
+                    ks,
+                    vs,
+                    regions,
+                    sac.scale if sac else None,
+                    cam,
+                    plain,
                     text_in_b_prime=text_rows[0][key[-1]] if cam else None,
                 )
                 for edit in active:
@@ -326,7 +332,8 @@ class FluxAttentionOverride:
         if not latent_fits_grid(latent_w, latent_h, grid_w, grid_h):
             raise ValueError(
                 f"Analogist SAC/CAM on Flux: the sampled latent is {latent_w}x{latent_h} "
-                f"({latent_w * PX_PER_LATENT}x{latent_h * PX_PER_LATENT} px) but the layout is a {grid_w}x{grid_h} grid; "
+                f"({latent_w * PX_PER_LATENT}x{latent_h * PX_PER_LATENT} px) but the layout is "
+                f"a {grid_w}x{grid_h} grid; "
                 "sample the grid that GridCompose made and connect that GridCompose's layout."
             )
         image = math.ceil(latent_h / 2) * math.ceil(latent_w / 2)
@@ -422,7 +429,8 @@ def patch_flux(
             "[Analogist] %s on Flux with passes = %r: Flux Fill's usual CFG 1 samples one "
             "pass, the prompt's (FluxGuidance steers it), so this edit only acts if the "
             "KSampler's cfg is above 1. Use 'cond and uncond (paper)' or 'cond only'.",
-            node, getattr(gate, "passes", "uncond only"),
+            node,
+            getattr(gate, "passes", "uncond only"),
         )
     from comfy.patcher_extension import WrappersMP
 

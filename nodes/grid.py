@@ -165,7 +165,14 @@ class AnalogistGridCompose:
         b_region: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GridLayout]:
         out = grid_math.compose_grids(
-            a, a_prime, b, cell_width, cell_height, border, fit, arrangement,
+            a,
+            a_prime,
+            b,
+            cell_width,
+            cell_height,
+            border,
+            fit,
+            arrangement,
             examples=tuple(examples or ()),
         )
         if b_region is not None:
@@ -359,7 +366,8 @@ class AnalogistGridCrop:
                         "default": grid_math.SIZE_ORIGINAL,
                         "tooltip": "original size of B: undo the fit (stretch and letterbox "
                         "give B's full size; crop gives the part of B that was kept, at its "
-                        "own resolution, or all of B when Grid Compose had a b_region). as placed in the grid: the B' pixels as generated, "
+                        "own resolution, or all of B when Grid Compose had a b_region). "
+                        "as placed in the grid: the B' pixels as generated, "
                         "no resize. whole cell: the whole B' cell, border included. B images "
                         "of different sizes in one batch are all resized to the first one's size.",
                     },

@@ -91,7 +91,9 @@ class StepPassGate:
             self._last_active = self.sigma_end <= sigma <= self.sigma_start
         return self._last_active
 
-    def batch_mask(self, extra_options: dict, batch: int, device: torch.device) -> torch.Tensor | None:
+    def batch_mask(
+        self, extra_options: dict, batch: int, device: torch.device
+    ) -> torch.Tensor | None:
         """Batch entries to edit; ``None`` means all of them."""
         return batch_mask_from_cond_or_uncond(
             extra_options.get("cond_or_uncond") or [0], batch, self.on_cond, self.on_uncond, device
@@ -147,7 +149,9 @@ class SACAttention(_Edit):
         self.sac_scale = sac_scale
         self.layers = dict(layers or {})  # block -> the paper's layer number, for messages
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict
+    ) -> torch.Tensor:
         block = block_key(extra_options)
         _check_whole_token_map(q, k, extra_options, block, self.layers.get(block))
         if not self.gate.active(extra_options):
@@ -157,14 +161,18 @@ class SACAttention(_Edit):
             return host_attention(q, k, v, extra_options)
         self._check_latent(extra_options)
         heads = extra_options["n_heads"]
-        regions = regions_for_block(self.geometry, extra_options["original_shape"], q.shape[1], q.device)
+        regions = regions_for_block(
+            self.geometry, extra_options["original_shape"], q.shape[1], q.device
+        )
         upcast = attention_precision(extra_options, q.dtype) == torch.float32
         self.calls[block] += 1
         if mask is None:
             return sac_attention(q, k, v, heads, regions, self.sac_scale, None, upcast)
         # The skipped CFG half gets the host's own attention, not the pack's.
         chosen, others = mask.nonzero().flatten(), (~mask).nonzero().flatten()
-        edited = sac_attention(q[chosen], k[chosen], v[chosen], heads, regions, self.sac_scale, None, upcast)
+        edited = sac_attention(
+            q[chosen], k[chosen], v[chosen], heads, regions, self.sac_scale, None, upcast
+        )
         plain = host_attention(q[others], k[others], v[others], extra_options)
         out = edited.new_empty((q.shape[0],) + tuple(edited.shape[1:]))
         out.index_copy_(0, chosen, edited)
@@ -215,7 +223,9 @@ class CAMOutput(_Edit):
         if mask is not None and not bool(mask.any()):
             return n
         self._check_latent(extra_options)
-        regions = regions_for_block(self.geometry, extra_options["original_shape"], n.shape[1], n.device)
+        regions = regions_for_block(
+            self.geometry, extra_options["original_shape"], n.shape[1], n.device
+        )
         to_out = ref()
         if to_out is None:
             raise RuntimeError(
@@ -226,7 +236,9 @@ class CAMOutput(_Edit):
         self.calls[block] += 1
         if self.region is not None:
             chunks = len(extra_options.get("cond_or_uncond") or [0])
-            keep = self.region.keep_rows(regions.cam_keep, regions.b_prime, regions.h, regions.w, n.shape[0], chunks)
+            keep = self.region.keep_rows(
+                regions.cam_keep, regions.b_prime, regions.h, regions.w, n.shape[0], chunks
+            )
             return cam_projected_output_rows(n, keep, zero_row, mask)
         return cam_projected_output(n, regions, zero_row, mask)
 
@@ -240,7 +252,9 @@ def _in_features(to_out: Any) -> int:
     return int(first.in_features)
 
 
-def _check_whole_token_map(q: torch.Tensor, k: torch.Tensor, extra_options: dict, block: BlockKey, layer: int | None) -> None:
+def _check_whole_token_map(
+    q: torch.Tensor, k: torch.Tensor, extra_options: dict, block: BlockKey, layer: int | None
+) -> None:
     """SAC needs every query of the block's token map in one call, with all the keys."""
     batch = extra_options.get("original_shape", [q.shape[0]])[0]
     if q.shape[0] == k.shape[0] == batch and q.shape[1] == k.shape[1]:
@@ -276,7 +290,9 @@ def attention_precision(extra_options: dict, dtype: torch.dtype) -> torch.dtype 
         return get_attn_precision(precision)  # older ComfyUI (0.0.1 on the registry)
 
 
-def host_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+def host_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict
+) -> torch.Tensor:
     """The attention ComfyUI itself would run here (its kernel, precision and override)."""
     try:
         from comfy.ldm.modules import attention as comfy_attention
@@ -299,7 +315,9 @@ def _takes_transformer_options(fn: Any) -> bool:
 
 
 def replace_slots(model: Any, name: str) -> dict:
-    return model.model_options.get("transformer_options", {}).get("patches_replace", {}).get(name, {})
+    return (
+        model.model_options.get("transformer_options", {}).get("patches_replace", {}).get(name, {})
+    )
 
 
 def sigma_range(model: Any, start_percent: float, end_percent: float) -> tuple[float, float]:
@@ -309,7 +327,9 @@ def sigma_range(model: Any, start_percent: float, end_percent: float) -> tuple[f
             "0 <= start_percent <= end_percent <= 1 (0 = first step, 1 = last step)"
         )
     sampling = model.get_model_object("model_sampling")
-    return float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent))
+    return float(sampling.percent_to_sigma(start_percent)), float(
+        sampling.percent_to_sigma(end_percent)
+    )
 
 
 def model_kind(model: Any) -> str:
@@ -339,10 +359,17 @@ def chosen_blocks(model: Any, start_layer: int, end_layer: int, node: str) -> li
     try:
         blocks = select_blocks(keys, start_layer, end_layer)
     except ValueError as exc:
-        raise ValueError(f"{node}: {exc} Or set end_layer to 0 for the paper's levels for this model.") from exc
+        raise ValueError(
+            f"{node}: {exc} Or set end_layer to 0 for the paper's levels for this model."
+        ) from exc
     log.info(
         "[Analogist] %s on layers %d..%d of %d%s: %s",
-        node, start_layer, end_layer - 1, len(keys), rule, describe_blocks(model.model, blocks),
+        node,
+        start_layer,
+        end_layer - 1,
+        len(keys),
+        rule,
+        describe_blocks(model.model, blocks),
     )
     return blocks
 
@@ -360,7 +387,12 @@ def warn_if_not_inpainting(model: Any, node: str) -> None:
 
 
 def plan(
-    model: Any, node: str, start_layer: int, end_layer: int, start_percent: float, end_percent: float
+    model: Any,
+    node: str,
+    start_layer: int,
+    end_layer: int,
+    start_percent: float,
+    end_percent: float,
 ) -> tuple[list[BlockKey], float, float]:
     """Validate a patch node's inputs: the blocks to patch and the sigma range to act in."""
     blocks = chosen_blocks(model, start_layer, end_layer, node)
@@ -488,5 +520,3 @@ def install_sac_guard(patched: Any, layers: dict[BlockKey, int]) -> None:
     merged.update(layers)
     patched.remove_wrappers_with_key(wrapper_type, SAC_GUARD_KEY)
     patched.add_wrapper_with_key(wrapper_type, SAC_GUARD_KEY, SACGuard(merged))
-
-

@@ -31,7 +31,7 @@ def image_embeddings(clip_vision: Any, images: torch.Tensor, what: str) -> torch
         )
     parts = []
     for start in range(0, images.shape[0], ENCODE_CHUNK):
-        output = encode(images[start:start + ENCODE_CHUNK, :, :, :3])
+        output = encode(images[start : start + ENCODE_CHUNK, :, :, :3])
         try:
             embeds = output["image_embeds"]
         except (AttributeError, KeyError, TypeError):
@@ -92,14 +92,19 @@ class AnalogistRankCandidates:
                         "it does not change the images."
                     },
                 ),
-                "a": ("IMAGE", {"tooltip": "A: the example before the change (1 image, or one per B)."}),
+                "a": (
+                    "IMAGE",
+                    {"tooltip": "A: the example before the change (1 image, or one per B)."},
+                ),
                 "a_prime": (
                     "IMAGE",
                     {"tooltip": "A': the example after the change (1 image, or one per B)."},
                 ),
                 "b": (
                     "IMAGE",
-                    {"tooltip": "B: the image(s) the candidates were made from, as given to Grid Compose."},
+                    {
+                        "tooltip": "B: the image(s) the candidates were made from, as given to Grid Compose."
+                    },
                 ),
                 "b_prime": (
                     "IMAGE",

@@ -147,14 +147,39 @@ def test_unet_is_found_inside_model_wrappers() -> None:
 
 def test_levels_follow_the_unets_own_downsamples() -> None:
     sd15 = transformer_block_levels(_unet(_sd15_config()))
-    assert [sd15[key] for key in SD15_PAPER_ORDER] == [0, 0, 1, 1, 2, 2, 3, 2, 2, 2, 1, 1, 1, 0, 0, 0]
+    assert [sd15[key] for key in SD15_PAPER_ORDER] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        2,
+        2,
+        2,
+        1,
+        1,
+        1,
+        0,
+        0,
+        0,
+    ]
     sdxl = _unet(_sdxl_config())
     levels = transformer_block_levels(sdxl)
     by_block = {key[:2]: level for key, level in levels.items()}
     assert by_block == {
-        ("input", 4): 1, ("input", 5): 1, ("input", 7): 2, ("input", 8): 2, ("middle", 0): 2,
-        ("output", 0): 2, ("output", 1): 2, ("output", 2): 2,
-        ("output", 3): 1, ("output", 4): 1, ("output", 5): 1,
+        ("input", 4): 1,
+        ("input", 5): 1,
+        ("input", 7): 2,
+        ("input", 8): 2,
+        ("middle", 0): 2,
+        ("output", 0): 2,
+        ("output", 1): 2,
+        ("output", 2): 2,
+        ("output", 3): 1,
+        ("output", 4): 1,
+        ("output", 5): 1,
     }
 
 
@@ -165,10 +190,19 @@ def test_paper_range_is_the_papers_on_sd15_and_its_analogue_on_sdxl() -> None:
     assert (start, end) == (2, 66)
     chosen = transformer_block_keys(sdxl)[start:end]
     assert {key[:2] for key in chosen} == {
-        ("input", 5), ("input", 7), ("input", 8), ("middle", 0),
-        ("output", 0), ("output", 1), ("output", 2), ("output", 3),
+        ("input", 5),
+        ("input", 7),
+        ("input", 8),
+        ("middle", 0),
+        ("output", 0),
+        ("output", 1),
+        ("output", 2),
+        ("output", 3),
     }
-    assert describe_blocks(sdxl, chosen[:4]) == "input 5 (layers 2-3, latent/2), input 7 (layers 4-5, latent/4)"
+    assert (
+        describe_blocks(sdxl, chosen[:4])
+        == "input 5 (layers 2-3, latent/2), input 7 (layers 4-5, latent/4)"
+    )
 
 
 def test_non_unet_models_are_named_in_the_refusal() -> None:
@@ -178,5 +212,7 @@ def test_non_unet_models_are_named_in_the_refusal() -> None:
     class Holder:
         diffusion_model = Flux()
 
-    with pytest.raises(TypeError, match=r"Holder \(diffusion model Flux\).*Supported: .*SDXL.*Flux"):
+    with pytest.raises(
+        TypeError, match=r"Holder \(diffusion model Flux\).*Supported: .*SDXL.*Flux"
+    ):
         transformer_block_keys(Holder())

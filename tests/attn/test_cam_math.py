@@ -94,7 +94,9 @@ def test_masking_a_wrapped_output_equals_cam() -> None:
     )
 
 
-@pytest.mark.parametrize("batch_mask", [None, torch.tensor([True, False]), torch.tensor([False, True])])
+@pytest.mark.parametrize(
+    "batch_mask", [None, torch.tensor([True, False]), torch.tensor([False, True])]
+)
 def test_cam_after_the_output_projection_equals_projecting_the_naive_cam(batch_mask) -> None:
     """What the ComfyUI patch does: the dropped rows become to_out of a zero row."""
     regions = region_tokens(make_layout().geometry, 8, 8)
@@ -134,5 +136,10 @@ def test_half_precision_keeps_dtype_and_stays_close(dtype: torch.dtype, upcast: 
 
 def corner_cells() -> CellGeometry:
     """A 576 x 384 px grid of 3 x 3 cells of 192 x 128 px, the regions in its corners."""
-    rects = (Rect(0, 0, 192, 128), Rect(384, 0, 192, 128), Rect(0, 256, 192, 128), Rect(384, 256, 192, 128))
+    rects = (
+        Rect(0, 0, 192, 128),
+        Rect(384, 0, 192, 128),
+        Rect(0, 256, 192, 128),
+        Rect(384, 256, 192, 128),
+    )
     return CellGeometry(576, 384, REGIONS, tuple(REGION_LABELS[n] for n in REGIONS), rects)

@@ -19,6 +19,7 @@ from comfyui_analogist.analogist_pixels.layout import (
 def region_indices(layout, latent_h, latent_w, text):
     return joint_region_indices(layout.geometry, latent_h, latent_w, text)
 
+
 TEXT = 7
 
 
@@ -38,7 +39,9 @@ def test_fused_joint_attention_equals_the_definitions(use_lse, arrangement, sac,
     q, k, v, latent = qkv(layout)
     regions = joint_regions(layout.geometry, latent, TEXT)
     got = joint_attention(q, k, v, regions, sac_scale=sac, cam=cam, use_lse=use_lse)
-    want = joint_reference(q, k, v, region_indices(layout, *latent, TEXT), TEXT, sac_scale=sac, cam=cam)
+    want = joint_reference(
+        q, k, v, region_indices(layout, *latent, TEXT), TEXT, sac_scale=sac, cam=cam
+    )
     plain = joint_reference(q, k, v, region_indices(layout, *latent, TEXT), TEXT)
     assert (got - want).abs().max() <= 1e-5
     assert (got - plain).abs().max() > 1e-2, "the edit changed nothing"
@@ -52,7 +55,9 @@ def test_text_rows_and_unedited_rows_are_plain_attention_through_the_given_funct
 
     def plain(q_part, k_part, v_part):
         seen.append((q_part.shape[2], k_part.shape[2]))
-        return torch.nn.functional.scaled_dot_product_attention(q_part, k_part, v_part).transpose(1, 2)
+        return torch.nn.functional.scaled_dot_product_attention(q_part, k_part, v_part).transpose(
+            1, 2
+        )
 
     got = joint_attention(q, k, v, regions, sac_scale=1.3, cam=True, plain=plain)
     n_region = regions.a.numel()
@@ -77,7 +82,8 @@ def test_sac_with_scale_1_and_no_cam_changes_only_where_a_b_differ_from_a_prime_
 def test_a_cell_edge_inside_a_16px_token_is_refused_with_the_fix():
     layout = make_layout(cell_width=72, cell_height=64)
     with pytest.raises(
-        ValueError, match=r"right edge of the A cell \(x = 72 px\) falls inside a DiT token \(16 px per token.*multiples of 64 px"
+        ValueError,
+        match=r"right edge of the A cell \(x = 72 px\) falls inside a DiT token \(16 px per token.*multiples of 64 px",
     ):
         joint_regions(layout.geometry, (16, 18), TEXT)
 
@@ -88,7 +94,15 @@ def test_half_precision_on_cpu_stays_close_to_the_float64_definitions():
     regions = joint_regions(layout.geometry, latent, TEXT)
     q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
     got = joint_attention(q, k, v, regions, sac_scale=1.3, cam=True)
-    want = joint_reference(q.float(), k.float(), v.float(), region_indices(layout, *latent, TEXT), TEXT, sac_scale=1.3, cam=True)
+    want = joint_reference(
+        q.float(),
+        k.float(),
+        v.float(),
+        region_indices(layout, *latent, TEXT),
+        TEXT,
+        sac_scale=1.3,
+        cam=True,
+    )
     assert got.dtype == torch.bfloat16
     assert (got.float() - want).abs().max() <= 0.02 * want.abs().max()
 

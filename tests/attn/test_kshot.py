@@ -29,14 +29,25 @@ ARRANGEMENTS = [ARRANGEMENT_DEFAULT, ARRANGEMENT_ALIGNED]
 
 def test_one_pair_is_exactly_the_papers_layout() -> None:
     for arrangement in ARRANGEMENTS:
-        assert make_layout(256, 192, 3, arrangement, pairs=1) == make_layout(256, 192, 3, arrangement)
+        assert make_layout(256, 192, 3, arrangement, pairs=1) == make_layout(
+            256, 192, 3, arrangement
+        )
         assert make_layout(arrangement=arrangement).region_names == ("a", "a_prime", "b", "b_prime")
 
 
 def test_several_pairs_one_row_each_query_row_last() -> None:
     layout = make_layout(256, 128, 2, pairs=3)
     assert (layout.grid_width, layout.grid_height, layout.pairs) == (512, 512, 3)
-    assert layout.region_names == ("a", "a_prime", "a2", "a2_prime", "a3", "a3_prime", "b", "b_prime")
+    assert layout.region_names == (
+        "a",
+        "a_prime",
+        "a2",
+        "a2_prime",
+        "a3",
+        "a3_prime",
+        "b",
+        "b_prime",
+    )
     rows = {name: layout.cell(name) for name in layout.region_names}
     assert rows["a"] == Rect(0, 0, 256, 128) and rows["a_prime"] == Rect(256, 0, 256, 128)
     assert rows["a2"] == Rect(0, 128, 256, 128) and rows["a3_prime"] == Rect(256, 256, 256, 128)
@@ -45,15 +56,30 @@ def test_several_pairs_one_row_each_query_row_last() -> None:
     assert layout.paste("a") == Rect(2, 2, 253, 125)
     assert layout.paste("a3_prime") == Rect(257, 257, 253, 125)
     assert layout.paste("b_prime") == Rect(257, 385, 253, 125)
-    assert [layout.label(n) for n in layout.region_names] == ["A1", "A1'", "A2", "A2'", "A3", "A3'", "B", "B'"]
+    assert [layout.label(n) for n in layout.region_names] == [
+        "A1",
+        "A1'",
+        "A2",
+        "A2'",
+        "A3",
+        "A3'",
+        "B",
+        "B'",
+    ]
 
 
 def test_aligned_arrangement_is_the_transpose() -> None:
     layout = make_layout(128, 256, 2, ARRANGEMENT_ALIGNED, pairs=2)
     assert (layout.grid_width, layout.grid_height) == (384, 512)
-    assert layout.cell("a") == Rect(0, 0, 128, 256) and layout.cell("a_prime") == Rect(0, 256, 128, 256)
-    assert layout.cell("a2") == Rect(128, 0, 128, 256) and layout.cell("a2_prime") == Rect(128, 256, 128, 256)
-    assert layout.cell("b") == Rect(256, 0, 128, 256) and layout.cell("b_prime") == Rect(256, 256, 128, 256)
+    assert layout.cell("a") == Rect(0, 0, 128, 256) and layout.cell("a_prime") == Rect(
+        0, 256, 128, 256
+    )
+    assert layout.cell("a2") == Rect(128, 0, 128, 256) and layout.cell("a2_prime") == Rect(
+        128, 256, 128, 256
+    )
+    assert layout.cell("b") == Rect(256, 0, 128, 256) and layout.cell("b_prime") == Rect(
+        256, 256, 128, 256
+    )
 
 
 def test_pair_limit_names_the_reason() -> None:
@@ -93,7 +119,9 @@ def test_region_tokens_follow_the_cells(pairs: int, arrangement: str) -> None:
     assert regions.a.tolist() == _token_indices(layout, "a", h, w)
     assert regions.b_prime.tolist() == _token_indices(layout, "b_prime", h, w)
     a_primes = {i for _, ap in regions.examples for i in ap.tolist()}
-    assert set(regions.sac_untouched.tolist()) == set(range(h * w)) - a_primes - set(regions.b_prime.tolist())
+    assert set(regions.sac_untouched.tolist()) == set(range(h * w)) - a_primes - set(
+        regions.b_prime.tolist()
+    )
     assert set(regions.outside_a_prime.tolist()) == set(range(h * w)) - a_primes
     # CAM: only B' listens, whatever K.
     assert regions.cam_rows.tolist() == regions.b_prime.tolist()
@@ -101,12 +129,17 @@ def test_region_tokens_follow_the_cells(pairs: int, arrangement: str) -> None:
 
 def test_block_regions_for_several_pairs_and_misaligned_cells() -> None:
     layout = make_layout(256, 256, 2, pairs=2)  # 512 x 768 px: latent 96 x 64
-    regions = regions_for_block(layout.geometry, [2, 4, 96, 64], 12 * 8)  # deepest level, 64 px tokens
+    regions = regions_for_block(
+        layout.geometry, [2, 4, 96, 64], 12 * 8
+    )  # deepest level, 64 px tokens
     assert (regions.h, regions.w) == (12, 8)
     assert regions.examples[1][0][0].item() == 4 * 8  # A2 starts on token row 4
     assert regions.b_prime[0].item() == 8 * 8 + 4
     odd = make_layout(96, 96, 2, pairs=3)  # 96 px cells: inside a 64 px token
-    with pytest.raises(ValueError, match=r"right edge of the A1 cell \(x = 96 px\).*64 px per token.*128 x 128 or 64 x 64"):
+    with pytest.raises(
+        ValueError,
+        match=r"right edge of the A1 cell \(x = 96 px\).*64 px per token.*128 x 128 or 64 x 64",
+    ):
         regions_for_block(odd.geometry, [1, 4, 48, 24], 6 * 3)
 
 
@@ -160,7 +193,11 @@ def _qkv(batch, n, heads, dim, seed, tokens=None):
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, n, heads * dim, generator=gen)
     kv_n = n if tokens is None else tokens
-    return q, torch.randn(batch, kv_n, heads * dim, generator=gen), torch.randn(batch, kv_n, heads * dim, generator=gen)
+    return (
+        q,
+        torch.randn(batch, kv_n, heads * dim, generator=gen),
+        torch.randn(batch, kv_n, heads * dim, generator=gen),
+    )
 
 
 def _relative(fast, oracle) -> float:
@@ -180,7 +217,12 @@ def test_fast_kshot_sac_equals_the_naive_definition(pairs, arrangement, scale, s
         fast = sac_attention(q, k, v, heads, regions, scale)
         assert fast.dtype == q.dtype and _relative(fast, oracle) <= 1e-5
         # The tests' full-matrix reference (used by the patched-UNet tests) agrees too.
-        assert _relative(sac_reference(q.double(), k.double(), v.double(), heads, regions, scale), oracle) <= 1e-12
+        assert (
+            _relative(
+                sac_reference(q.double(), k.double(), v.double(), heads, regions, scale), oracle
+            )
+            <= 1e-12
+        )
 
 
 def test_every_example_pair_matters_for_b_prime() -> None:

@@ -168,5 +168,10 @@ def test_wrong_map_or_mask_is_refused() -> None:
 
 def corner_cells() -> CellGeometry:
     """A 576 x 384 px grid of 3 x 3 cells of 192 x 128 px, the regions in its corners."""
-    rects = (Rect(0, 0, 192, 128), Rect(384, 0, 192, 128), Rect(0, 256, 192, 128), Rect(384, 256, 192, 128))
+    rects = (
+        Rect(0, 0, 192, 128),
+        Rect(384, 0, 192, 128),
+        Rect(0, 256, 192, 128),
+        Rect(384, 256, 192, 128),
+    )
     return CellGeometry(576, 384, REGIONS, tuple(REGION_LABELS[n] for n in REGIONS), rects)

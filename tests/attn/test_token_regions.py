@@ -81,7 +81,12 @@ def test_edge_inside_a_token_names_the_edge_the_map_and_the_fix() -> None:
 
 
 def test_unequal_regions_are_refused() -> None:
-    rects = (Rect(0, 0, 256, 256), Rect(256, 0, 256, 256), Rect(0, 256, 128, 256), Rect(256, 256, 256, 256))
+    rects = (
+        Rect(0, 0, 256, 256),
+        Rect(256, 0, 256, 256),
+        Rect(0, 256, 128, 256),
+        Rect(256, 256, 256, 256),
+    )
     cells = CellGeometry(512, 512, REGIONS, tuple(REGION_LABELS[n] for n in REGIONS), rects)
     with pytest.raises(ValueError, match="equal shapes"):
         region_tokens(cells, 8, 8)

@@ -38,15 +38,22 @@ except ImportError as exc:
 def test_the_pack_loads_without_diffusers_and_analogist_diffusers_says_how_to_install_it():
     done = subprocess.run(
         [sys.executable, "-c", WITHOUT_DIFFUSERS, str(ROOT)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     nodes = next(line for line in lines if line.startswith("nodes:"))
-    for node in ("AnalogistGridCompose", "AnalogistSACPatch", "AnalogistCAMPatch", "AnalogistGridCrop"):
+    for node in (
+        "AnalogistGridCompose",
+        "AnalogistSACPatch",
+        "AnalogistCAMPatch",
+        "AnalogistGridCrop",
+    ):
         assert node in nodes
     assert "diffusers imported: False" in lines
     error = next(line for line in lines if line.startswith("error:"))
     assert "needs the 'diffusers' package" in error
     assert "python -m pip install diffusers" in error
-

@@ -34,8 +34,16 @@ def test_run_analogy_samples_with_the_edits_and_returns_b_prime_at_bs_size(pipe)
         layers = transformer_layers(pipeline.unet)
         steps.append(
             {
-                "sac": {x.index for x in layers if isinstance(x.block.attn1.processor, AnalogistSACProcessor)},
-                "cam": {x.index for x in layers if isinstance(x.block.attn2.processor, AnalogistCAMProcessor)},
+                "sac": {
+                    x.index
+                    for x in layers
+                    if isinstance(x.block.attn1.processor, AnalogistSACProcessor)
+                },
+                "cam": {
+                    x.index
+                    for x in layers
+                    if isinstance(x.block.attn2.processor, AnalogistCAMProcessor)
+                },
                 "calls": {getattr(x.block.attn1.processor, "calls", None) for x in layers[3:11]},
                 "scheduler": type(pipeline.scheduler).__name__,
             }
@@ -58,7 +66,9 @@ def test_run_analogy_samples_with_the_edits_and_returns_b_prime_at_bs_size(pipe)
     )
 
     assert len(results) == 2
-    assert all(isinstance(r, Image.Image) and r.size == (100, 70) and r.mode == "RGB" for r in results)
+    assert all(
+        isinstance(r, Image.Image) and r.size == (100, 70) and r.mode == "RGB" for r in results
+    )
     assert len(steps) == 2  # 3 steps at strength 0.98
     assert steps[0]["sac"] == steps[0]["cam"] == set(range(3, 11))  # the paper's layers
     # CFG: one UNet call of batch 4 (2 images x uncond/cond) per step
@@ -67,16 +77,30 @@ def test_run_analogy_samples_with_the_edits_and_returns_b_prime_at_bs_size(pipe)
     # the pipeline is left as it was
     assert pipe.scheduler is scheduler
     assert {name: type(p) for name, p in pipe.unet.attn_processors.items()} == before
-    assert not any(isinstance(p, (AnalogistSACProcessor, AnalogistCAMProcessor)) for p in pipe.unet.attn_processors.values())
+    assert not any(
+        isinstance(p, (AnalogistSACProcessor, AnalogistCAMProcessor))
+        for p in pipe.unet.attn_processors.values()
+    )
 
 
 def test_run_analogy_is_reproducible_and_the_edits_change_b_prime(pipe):
-    a, a_prime, b = image(64, 64, (200, 40, 40)), image(64, 64, (40, 40, 200)), image(64, 64, (40, 200, 40))
+    a, a_prime, b = (
+        image(64, 64, (200, 40, 40)),
+        image(64, 64, (40, 40, 200)),
+        image(64, 64, (40, 200, 40)),
+    )
 
     def run(**options):
         out = run_analogy(
-            pipe, a, a_prime, b, "x", cell_size=64, num_inference_steps=2,
-            generator=torch.Generator().manual_seed(3), **options,
+            pipe,
+            a,
+            a_prime,
+            b,
+            "x",
+            cell_size=64,
+            num_inference_steps=2,
+            generator=torch.Generator().manual_seed(3),
+            **options,
         )
         return torch.tensor(list(out[0].getdata()), dtype=torch.float32)
 
@@ -87,4 +111,11 @@ def test_run_analogy_is_reproducible_and_the_edits_change_b_prime(pipe):
 
 def test_a_missing_image_file_names_the_input(pipe, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"a_prime: no image file"):
-        run_analogy(pipe, image(64, 64, "red"), tmp_path / "missing.png", image(64, 64, "red"), "x", cell_size=64)
+        run_analogy(
+            pipe,
+            image(64, 64, "red"),
+            tmp_path / "missing.png",
+            image(64, 64, "red"),
+            "x",
+            cell_size=64,
+        )

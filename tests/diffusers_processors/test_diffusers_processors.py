@@ -57,7 +57,15 @@ class NaiveProcessor:
     def __init__(self, kind, layout, scale=1.3):
         self.kind, self.cells, self.scale = kind, layout.geometry, scale
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        **kwargs,
+    ):
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
         regions = regions_for_block(self.cells, (LATENT, LATENT), q.shape[1])
@@ -161,7 +169,9 @@ def test_a_cfg_batch_is_edited_entry_by_entry(unet):
     sample, timestep, context = unet_inputs(seed=4, batch=4)
     install_analogist(unet, LAYOUT)
     together = call(unet, sample, timestep, context)
-    alone = torch.cat([call(unet, sample[i : i + 1], timestep, context[i : i + 1]) for i in range(4)])
+    alone = torch.cat(
+        [call(unet, sample[i : i + 1], timestep, context[i : i + 1]) for i in range(4)]
+    )
     assert (together - alone).abs().max() <= 1e-5 * alone.abs().max()
 
 
@@ -188,7 +198,9 @@ def test_another_owners_processor_is_never_overwritten(unet):
     theirs = OtherPacksProcessor()
     layer.block.attn2.set_processor(theirs)
     before = processors(unet)
-    with pytest.raises(ValueError, match=r"layer 4 .*attn2.*OtherPacksProcessor.*choose other layers"):
+    with pytest.raises(
+        ValueError, match=r"layer 4 .*attn2.*OtherPacksProcessor.*choose other layers"
+    ):
         install_analogist(unet, LAYOUT)
     assert processors(unet) == before, "a refused installation changed processors"
     install_analogist(unet, LAYOUT, cam_layers=(5, 11))  # other layers: fine

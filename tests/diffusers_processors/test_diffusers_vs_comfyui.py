@@ -59,7 +59,9 @@ def load_into_comfyui(unet):
     )
     try:
         if hasattr(comfy.sd, "load_diffusion_model_state_dict"):  # ComfyUI 0.30
-            patcher = comfy.sd.load_diffusion_model_state_dict(state, model_options={"dtype": torch.float32})
+            patcher = comfy.sd.load_diffusion_model_state_dict(
+                state, model_options={"dtype": torch.float32}
+            )
         else:  # ComfyUI 0.0.1
             patcher = comfy.sd.load_unet_state_dict(state)
     finally:
@@ -116,7 +118,11 @@ def diffusers_eps(unet, sampling, sigma, latent, concat, context):
     """The same call in diffusers terms: scaled input, ComfyUI's timestep for that sigma."""
     scaled = sampling.calculate_input(sigma, latent)
     with torch.no_grad():
-        return unet(torch.cat([scaled, concat], dim=1), sampling.timestep(sigma), encoder_hidden_states=context).sample
+        return unet(
+            torch.cat([scaled, concat], dim=1),
+            sampling.timestep(sigma),
+            encoder_hidden_states=context,
+        ).sample
 
 
 def test_full_size_sd15_inpainting_config_is_what_comfyui_detects_and_converts():
@@ -148,7 +154,9 @@ def test_full_size_sd15_inpainting_config_is_what_comfyui_detects_and_converts()
     comfy_state = comfy_unet.state_dict()
     assert {keys[k] for k in state} == set(comfy_state)
     assert all(comfy_state[keys[k]].shape == state[k].shape for k in state)
-    assert [layer.comfy_key for layer in transformer_layers(unet)] == transformer_block_keys(comfy_unet)
+    assert [layer.comfy_key for layer in transformer_layers(unet)] == transformer_block_keys(
+        comfy_unet
+    )
 
 
 def test_comfyui_loads_every_weight_and_numbers_the_blocks_alike(diffusers_unet, comfy_model):
@@ -159,9 +167,9 @@ def test_comfyui_loads_every_weight_and_numbers_the_blocks_alike(diffusers_unet,
     theirs = comfy_model.model.diffusion_model.state_dict()
     assert {keys[k] for k in ours} == set(theirs)
     assert all(torch.equal(theirs[keys[k]], v) for k, v in ours.items())
-    assert [layer.comfy_key for layer in transformer_layers(diffusers_unet)] == transformer_block_keys(
-        comfy_model.model
-    )
+    assert [
+        layer.comfy_key for layer in transformer_layers(diffusers_unet)
+    ] == transformer_block_keys(comfy_model.model)
 
 
 @pytest.mark.parametrize(
@@ -182,7 +190,9 @@ def test_comfyui_patch_and_diffusers_processors_predict_the_same_noise(
 
     patched = patched_comfy(comfy_model, layout, start, end)
     got_comfy, _, _ = comfy_eps(patched, latent, concat, context, timestep)
-    installation = install_analogist(diffusers_unet, layout, sac_layers=(start, end), cam_layers=(start, end))
+    installation = install_analogist(
+        diffusers_unet, layout, sac_layers=(start, end), cam_layers=(start, end)
+    )
     try:
         got_diffusers = diffusers_eps(diffusers_unet, sampling, sigma, latent, concat, context)
     finally:

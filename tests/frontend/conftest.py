@@ -96,7 +96,11 @@ def browser():
 def frontend(request, browser, frontend_server, tmp_path):
     """A fresh page on the frontend, opened and ready for a workflow."""
     artifacts = Path(os.environ.get("ANALOGIST_FRONTEND_ARTIFACTS") or tmp_path / "screenshots")
-    artifacts = artifacts / request.node.name if os.environ.get("ANALOGIST_FRONTEND_ARTIFACTS") else artifacts
+    artifacts = (
+        artifacts / request.node.name
+        if os.environ.get("ANALOGIST_FRONTEND_ARTIFACTS")
+        else artifacts
+    )
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     ui = Frontend(page, frontend_server.url, artifacts).open()
@@ -112,7 +116,10 @@ def frontend(request, browser, frontend_server, tmp_path):
         except Exception as error:  # the page may be gone; the earlier shots still count
             print(f"no screenshot at failure: {error}")
         print("frontend screenshots kept:\n" + "\n".join(f"  {p}" for p in ui.screenshots))
-        print("browser console:\n" + "\n".join(f"  [{k}] {t[:300]} {u}" for k, t, u in ui.console.messages))
+        print(
+            "browser console:\n"
+            + "\n".join(f"  [{k}] {t[:300]} {u}" for k, t, u in ui.console.messages)
+        )
     else:
         for shot in ui.screenshots:
             shot.unlink(missing_ok=True)

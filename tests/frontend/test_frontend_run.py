@@ -54,7 +54,9 @@ def run_from_ui(frontend, server, label: str) -> dict:
             )
             return entry
         time.sleep(1.0)
-    raise AssertionError(f"prompt {prompt_id} did not finish in {RUN_TIMEOUT_S:.0f} s\n{server.log_tail()}")
+    raise AssertionError(
+        f"prompt {prompt_id} did not finish in {RUN_TIMEOUT_S:.0f} s\n{server.log_tail()}"
+    )
 
 
 def node_id(entry: dict, class_type: str) -> str:
@@ -74,7 +76,12 @@ def test_manual_prompt_workflow_queued_with_run_button_shows_its_image(frontend,
     assert picture.size == (256, 256)  # B's own size, restored by Grid Crop
     # The queued prompt carries the shipped settings the test did not change.
     inputs = entry["prompt"][2][node_id(entry, "KSampler")]["inputs"]
-    assert (inputs["cfg"], inputs["sampler_name"], inputs["denoise"], inputs["steps"]) == (15.0, "ddim", 0.98, 1)
+    assert (inputs["cfg"], inputs["sampler_name"], inputs["denoise"], inputs["steps"]) == (
+        15.0,
+        "ddim",
+        0.98,
+        1,
+    )
     # The page got the result for the Save Image node and fetched the image to draw it.
     shown = frontend.wait_for(
         "(id) => (app.nodeOutputs?.[id]?.images ?? []).map(i => i.filename).join(',') || null",
@@ -83,11 +90,15 @@ def test_manual_prompt_workflow_queued_with_run_button_shows_its_image(frontend,
     )
     assert image["filename"] in shown.split(","), shown
     frontend.page.wait_for_timeout(1000)
-    assert any(f"filename={image['filename']}" in url for url in frontend.images_fetched), frontend.images_fetched
+    assert any(f"filename={image['filename']}" in url for url in frontend.images_fetched), (
+        frontend.images_fetched
+    )
     frontend.screenshot("manual-prompt-done")
 
 
-def test_gpt4v_node_run_against_a_local_server_shows_the_returned_prompt(frontend, frontend_server, chat):
+def test_gpt4v_node_run_against_a_local_server_shows_the_returned_prompt(
+    frontend, frontend_server, chat
+):
     frontend.drop_workflow(WORKFLOWS / "analogist.json")
     small_settings(frontend)
     assert frontend.set_widget("AnalogistGPT4VPrompt", "base_url", chat.base_url) == 1
@@ -115,7 +126,9 @@ def test_gpt4v_node_run_against_a_local_server_shows_the_returned_prompt(fronten
         timeout_s=60,
     )
     shot = frontend.screenshot("gpt4v-done")
-    assert shown == {"value": expected, "readOnly": True, "visible": True, "boxText": expected}, f"{shown} ({shot})"
+    assert shown == {"value": expected, "readOnly": True, "visible": True, "boxText": expected}, (
+        f"{shown} ({shot})"
+    )
     # ...that is never saved: not in the workflow, not in the prompt the frontend queues.
     saved, queued = frontend.page.evaluate(
         """async (id) => {

@@ -44,7 +44,10 @@ def host_has_wrappers() -> bool:
     return hasattr(comfy.model_patcher.ModelPatcher, "add_wrapper_with_key")
 
 
-NO_GUARD = "this ComfyUI has no model-patcher wrappers, so SAC cannot check its slots at sampling (README: Working with other nodes)"
+NO_GUARD = (
+    "this ComfyUI has no model-patcher wrappers, so SAC cannot check its slots at sampling "
+    "(docs/composition.md)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +94,19 @@ def sample(model, noise_mask=None, seed=0):
     latent, cond, uncond, _ = conditioning(seed)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed + 100))
     return comfy.sample.sample(
-        model, noise, 1, 7.5, "euler", "normal", cond, uncond, latent,
-        denoise=0.98, disable_pbar=True, seed=seed, noise_mask=noise_mask,
+        model,
+        noise,
+        1,
+        7.5,
+        "euler",
+        "normal",
+        cond,
+        uncond,
+        latent,
+        denoise=0.98,
+        disable_pbar=True,
+        seed=seed,
+        noise_mask=noise_mask,
     )
 
 
@@ -169,7 +183,9 @@ def lora(model):
 
 def perp_neg(model):
     empty = conditioning(0)[3]
-    return run_node("PerpNeg", "nodes_perpneg", model=model, empty_conditioning=empty, neg_scale=1.0)
+    return run_node(
+        "PerpNeg", "nodes_perpneg", model=model, empty_conditioning=empty, neg_scale=1.0
+    )
 
 
 @dataclass
@@ -184,23 +200,52 @@ class Case:
 
 
 def ip_fired_everywhere(model):
-    assert set(IP_CALLS) == set(transformer_block_keys(model.model)), "the IPAdapter-style patch must run on every block"
+    assert set(IP_CALLS) == set(transformer_block_keys(model.model)), (
+        "the IPAdapter-style patch must run on every block"
+    )
 
 
-SAG_REPLACED = r"block \('middle', 0, 0\) \(layer 6\) no longer runs SAC.*nodes_sag.*start_layer/end_layer"
+SAG_REPLACED = (
+    r"block \('middle', 0, 0\) \(layer 6\) no longer runs SAC.*nodes_sag.*start_layer/end_layer"
+)
 SAG_REFUSED = r"block \('middle', 0, 0\) already has a self-attention replacement.*nodes_sag.*start_layer/end_layer"
 PAG_SHADOWED = r"PerturbedAttentionGuidance.*block \('middle', 0\) \(layer 6\).*takes precedence.*start_layer/end_layer"
 TILED = r"block \('input', 5, 0\) \(layer 3\).*tiled, merged or extended.*HyperTile.*max_depth"
 MERGED = r"block \('input', 1, 0\) \(layer 0\).*tiled, merged or extended.*ToMe"
 
 CASES = [
-    Case("FreeU", lambda m: run_node("FreeU", "nodes_freelunch", model=m, b1=1.1, b2=1.2, s1=0.9, s2=0.2)),
-    Case("FreeU_V2", lambda m: run_node("FreeU_V2", "nodes_freelunch", model=m, b1=1.3, b2=1.4, s1=0.9, s2=0.2)),
+    Case(
+        "FreeU",
+        lambda m: run_node("FreeU", "nodes_freelunch", model=m, b1=1.1, b2=1.2, s1=0.9, s2=0.2),
+    ),
+    Case(
+        "FreeU_V2",
+        lambda m: run_node("FreeU_V2", "nodes_freelunch", model=m, b1=1.3, b2=1.4, s1=0.9, s2=0.2),
+    ),
     # tile_size 64 at a 16-latent: the first level in 2x2 tiles, SAC's levels untouched.
-    Case("HyperTile", lambda m: run_node("HyperTile", "nodes_hypertile", model=m, tile_size=64, swap_size=1, max_depth=0, scale_depth=False)),
+    Case(
+        "HyperTile",
+        lambda m: run_node(
+            "HyperTile",
+            "nodes_hypertile",
+            model=m,
+            tile_size=64,
+            swap_size=1,
+            max_depth=0,
+            scale_depth=False,
+        ),
+    ),
     Case(
         "HyperTile max_depth 1",
-        lambda m: run_node("HyperTile", "nodes_hypertile", model=m, tile_size=32, swap_size=1, max_depth=1, scale_depth=False),
+        lambda m: run_node(
+            "HyperTile",
+            "nodes_hypertile",
+            model=m,
+            tile_size=32,
+            swap_size=1,
+            max_depth=1,
+            scale_depth=False,
+        ),
         errors={"before": TILED, "after": TILED},
     ),
     Case("ToMe", lambda m: run_node("TomePatchModel", "nodes_tomesd", model=m, ratio=0.3)),
@@ -210,16 +255,23 @@ CASES = [
         errors={"before": MERGED, "after": MERGED},
         layers=(0, 11),
     ),
-    Case("RescaleCFG", lambda m: run_node("RescaleCFG", "nodes_model_advanced", model=m, multiplier=0.7)),
+    Case(
+        "RescaleCFG",
+        lambda m: run_node("RescaleCFG", "nodes_model_advanced", model=m, multiplier=0.7),
+    ),
     Case("PerpNeg", perp_neg),
     Case(
         "DifferentialDiffusion",
-        lambda m: run_node("DifferentialDiffusion", "nodes_differential_diffusion", model=m, strength=1.0),
+        lambda m: run_node(
+            "DifferentialDiffusion", "nodes_differential_diffusion", model=m, strength=1.0
+        ),
         noise_mask=soft_mask,
     ),
     Case(
         "SelfAttentionGuidance",
-        lambda m: run_node("SelfAttentionGuidance", "nodes_sag", model=m, scale=0.5, blur_sigma=2.0),
+        lambda m: run_node(
+            "SelfAttentionGuidance", "nodes_sag", model=m, scale=0.5, blur_sigma=2.0
+        ),
         errors={"before": SAG_REFUSED, "after": SAG_REPLACED},
         needs_guard=True,
     ),
@@ -229,11 +281,41 @@ CASES = [
         errors={"before": PAG_SHADOWED, "after": PAG_SHADOWED},
         needs_guard=True,
     ),
-    Case("UNetSelfAttentionMultiply", lambda m: run_node("UNetSelfAttentionMultiply", "nodes_attention_multiply", model=m, q=1.2, k=0.9, v=1.1, out=0.8)),
-    Case("UNetCrossAttentionMultiply", lambda m: run_node("UNetCrossAttentionMultiply", "nodes_attention_multiply", model=m, q=1.2, k=0.9, v=1.1, out=0.8)),
+    Case(
+        "UNetSelfAttentionMultiply",
+        lambda m: run_node(
+            "UNetSelfAttentionMultiply",
+            "nodes_attention_multiply",
+            model=m,
+            q=1.2,
+            k=0.9,
+            v=1.1,
+            out=0.8,
+        ),
+    ),
+    Case(
+        "UNetCrossAttentionMultiply",
+        lambda m: run_node(
+            "UNetCrossAttentionMultiply",
+            "nodes_attention_multiply",
+            model=m,
+            q=1.2,
+            k=0.9,
+            v=1.1,
+            out=0.8,
+        ),
+    ),
     Case("LoRA", lora),
-    Case("IPAdapter-style, 2-part keys", lambda m: ipadapter_standin(m, three_part=False), check=ip_fired_everywhere),
-    Case("IPAdapter-style, 3-part keys", lambda m: ipadapter_standin(m, three_part=True), check=ip_fired_everywhere),
+    Case(
+        "IPAdapter-style, 2-part keys",
+        lambda m: ipadapter_standin(m, three_part=False),
+        check=ip_fired_everywhere,
+    ),
+    Case(
+        "IPAdapter-style, 3-part keys",
+        lambda m: ipadapter_standin(m, three_part=True),
+        check=ip_fired_everywhere,
+    ),
 ]
 
 _cache: dict = {}
@@ -268,7 +350,11 @@ def test_core_node_composes_with_sac_and_cam_or_stops_clearly(base, case, order)
     noise_mask = case.noise_mask() if case.noise_mask else None
 
     def build():
-        return ours(case.apply(base), case.layers) if order == "before" else case.apply(ours(base, case.layers))
+        return (
+            ours(case.apply(base), case.layers)
+            if order == "before"
+            else case.apply(ours(base, case.layers))
+        )
 
     if order in case.errors:
         with pytest.raises(ValueError, match=case.errors[order]):
@@ -282,10 +368,16 @@ def test_core_node_composes_with_sac_and_cam_or_stops_clearly(base, case, order)
     assert_ours_fired_on_every_chosen_block(model, case.layers)
     if case.check:
         case.check(model)
-    ours_alone = cached_sample(("ours", case.layers, case.noise_mask), lambda: ours(base, case.layers), noise_mask)
+    ours_alone = cached_sample(
+        ("ours", case.layers, case.noise_mask), lambda: ours(base, case.layers), noise_mask
+    )
     other_alone = cached_sample(("other", case.name), lambda: case.apply(base), noise_mask)
-    assert not torch.allclose(both, ours_alone, atol=1e-6), f"{case.name} had no effect next to SAC+CAM"
-    assert not torch.allclose(both, other_alone, atol=1e-6), f"SAC+CAM had no effect next to {case.name}"
+    assert not torch.allclose(both, ours_alone, atol=1e-6), (
+        f"{case.name} had no effect next to SAC+CAM"
+    )
+    assert not torch.allclose(both, other_alone, atol=1e-6), (
+        f"SAC+CAM had no effect next to {case.name}"
+    )
 
 
 def test_cam_follows_a_patch_on_the_blocks_own_output_bias(base):
@@ -297,7 +389,13 @@ def test_cam_follows_a_patch_on_the_blocks_own_output_bias(base):
     bias_keys = [k for k in state if k.endswith("attn2.to_out.0.bias")]
     patched = base.clone()
     gen = torch.Generator().manual_seed(11)
-    patched.add_patches({f"diffusion_model.{k}": (torch.randn(state[k].shape, generator=gen) * 0.3,) for k in bias_keys}, 1.0)
+    patched.add_patches(
+        {
+            f"diffusion_model.{k}": (torch.randn(state[k].shape, generator=gen) * 0.3,)
+            for k in bias_keys
+        },
+        1.0,
+    )
 
     cells = LAYOUT.geometry
 
@@ -312,5 +410,6 @@ def test_cam_follows_a_patch_on_the_blocks_own_output_bias(base):
     got, want = sample(fast), sample(reference)
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
     (unpatched_bias,) = AnalogistCAMPatch().patch(base, LAYOUT, *PAPER_LAYERS, 0.0, 1.0, PASSES[0])
-    assert not torch.allclose(got, sample(unpatched_bias), atol=1e-6), "the bias patch had no effect"
-
+    assert not torch.allclose(got, sample(unpatched_bias), atol=1e-6), (
+        "the bias patch had no effect"
+    )

@@ -20,20 +20,31 @@ SMALL = ["--steps", "1", "--cell", "64"]
 
 def analogist(*args, timeout=600) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "analogist", "run", *map(str, args)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "analogist", "run", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def printed_paths(stdout: str) -> list[Path]:
     return [Path(line) for line in stdout.splitlines() if line.strip()]
 
 
-def test_runner_starts_its_own_comfyui_and_saves_b_prime_for_the_examples(tmp_path, sd15_checkpoint):
+def test_runner_starts_its_own_comfyui_and_saves_b_prime_for_the_examples(
+    tmp_path, sd15_checkpoint
+):
     out = tmp_path / "out"
     done = analogist("--checkpoint", sd15_checkpoint, "--out", out, *SMALL)
     assert done.returncode == 0, done.stderr[-4000:]
     paths = printed_paths(done.stdout)
-    assert sorted(p.name for p in paths) == ["analogist_example_b_b_prime.png", "analogist_example_b_strip.png"]
+    assert sorted(p.name for p in paths) == [
+        "analogist_example_b_b_prime.png",
+        "analogist_example_b_strip.png",
+    ]
     assert all(p.parent == out and p.exists() for p in paths)
     by_name = {p.name: Image.open(p) for p in paths}
     assert by_name["analogist_example_b_b_prime.png"].size == (256, 256)  # B's own size
@@ -48,9 +59,21 @@ def test_runner_spreads_a_folder_of_b_over_servers(tmp_path, comfy_server):
     b.save(folder / "green.png")
     ImageOps.mirror(b).resize((192, 128)).save(folder / "mirrored.png")
     out = tmp_path / "out"
-    done = analogist("--server", comfy_server.url, "--server", comfy_server.url,
-                     "--checkpoint", checkpoint_name(0), "--b", folder, "--out", out,
-                     "--prompt", "a triangle outline, best quality, extremely detailed", *SMALL)
+    done = analogist(
+        "--server",
+        comfy_server.url,
+        "--server",
+        comfy_server.url,
+        "--checkpoint",
+        checkpoint_name(0),
+        "--b",
+        folder,
+        "--out",
+        out,
+        "--prompt",
+        "a triangle outline, best quality, extremely detailed",
+        *SMALL,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     results = {p.name: p for p in printed_paths(done.stdout) if p.name.endswith("_b_prime.png")}
     assert sorted(results) == ["000_green_b_prime.png", "001_mirrored_b_prime.png"]
@@ -59,8 +82,15 @@ def test_runner_spreads_a_folder_of_b_over_servers(tmp_path, comfy_server):
 
 
 def test_runner_names_a_checkpoint_the_server_does_not_have(tmp_path, comfy_server):
-    done = analogist("--server", comfy_server.url, "--checkpoint", "sd-v1-5-inpainting.ckpt",
-                     "--out", tmp_path, timeout=120)
+    done = analogist(
+        "--server",
+        comfy_server.url,
+        "--checkpoint",
+        "sd-v1-5-inpainting.ckpt",
+        "--out",
+        tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "has no checkpoint 'sd-v1-5-inpainting.ckpt'" in done.stderr
     assert checkpoint_name(0) in done.stderr  # it lists what the server has
@@ -68,9 +98,19 @@ def test_runner_names_a_checkpoint_the_server_does_not_have(tmp_path, comfy_serv
 
 
 def test_runner_names_a_clip_vision_model_the_server_does_not_have(tmp_path, comfy_server):
-    done = analogist("--server", comfy_server.url, "--checkpoint", checkpoint_name(0),
-                     "--candidates", 2, "--clip-vision", "clip-vit-h.safetensors", "--out", tmp_path / "out",
-                     timeout=120)
+    done = analogist(
+        "--server",
+        comfy_server.url,
+        "--checkpoint",
+        checkpoint_name(0),
+        "--candidates",
+        2,
+        "--clip-vision",
+        "clip-vit-h.safetensors",
+        "--out",
+        tmp_path / "out",
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "has no CLIP vision model 'clip-vit-h.safetensors'" in done.stderr
     assert "models/clip_vision" in done.stderr
@@ -110,11 +150,15 @@ def test_runner_starts_the_comfyui_checkout_the_pack_lives_in(tmp_path, sd15_che
         info = client.object_info()
         stored = client.upload_image(EXAMPLES / "analogist_example_b.png", "b.png")
     assert "AnalogistSACPatch" in info
-    assert sd15_checkpoint.name in info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+    assert (
+        sd15_checkpoint.name in info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+    )
     assert (workspace / "input" / stored).exists()  # inputs go to the runner's folder
 
 
-def test_runner_keeps_the_best_of_n_candidates_by_the_clip_direction_score(tmp_path, sd15_checkpoint):
+def test_runner_keeps_the_best_of_n_candidates_by_the_clip_direction_score(
+    tmp_path, sd15_checkpoint
+):
     """``--candidates N --clip-vision FILE``: the embedded ComfyUI samples N B' in one batch,
     ranks them with the given encoder, saves the best as B' and all N best first, with the
     scores; A, A', B are saved beside them for ``python -m analogist score``."""
@@ -124,16 +168,32 @@ def test_runner_keeps_the_best_of_n_candidates_by_the_clip_direction_score(tmp_p
     from support.clip_vision import cached_clip_vision_file
 
     out = tmp_path / "out"
-    done = analogist("--checkpoint", sd15_checkpoint, "--out", out, *SMALL, "--candidates", 3,
-                     "--clip-vision", cached_clip_vision_file(0))
+    done = analogist(
+        "--checkpoint",
+        sd15_checkpoint,
+        "--out",
+        out,
+        *SMALL,
+        "--candidates",
+        3,
+        "--clip-vision",
+        cached_clip_vision_file(0),
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     names = sorted(p.name for p in printed_paths(done.stdout))
     stem = "analogist_example_b"
     # The strips are in sampling order (batch index i: _strip, _strip_1, _strip_2), the
     # index the scores name; the candidates best first.
-    assert names == sorted([f"{stem}_b_prime.png", f"{stem}_strip.png", f"{stem}_strip_1.png",
-                            f"{stem}_strip_2.png", f"{stem}_scores.txt"]
-                           + [f"{stem}_candidate_rank{k}.png" for k in (1, 2, 3)])
+    assert names == sorted(
+        [
+            f"{stem}_b_prime.png",
+            f"{stem}_strip.png",
+            f"{stem}_strip_1.png",
+            f"{stem}_strip_2.png",
+            f"{stem}_scores.txt",
+        ]
+        + [f"{stem}_candidate_rank{k}.png" for k in (1, 2, 3)]
+    )
     (line,) = (out / f"{stem}_scores.txt").read_text().splitlines()
     ranked = [(int(i), float(s)) for i, s in re.findall(r"#(\d+) (-?\d+\.\d+)", line)]
     assert sorted(i for i, _ in ranked) == [0, 1, 2]
@@ -147,7 +207,10 @@ def test_runner_keeps_the_best_of_n_candidates_by_the_clip_direction_score(tmp_p
     assert best.shape == (256, 256, 3)  # B's own size
     assert np.array_equal(best, pixels(f"{stem}_candidate_rank1.png"))
     assert any(np.abs(pixels(f"{stem}_candidate_rank{k}.png") - best).max() > 0 for k in (2, 3))
-    assert sorted(p.name for p in out.glob(f"{stem}_a*")) == [f"{stem}_a.png", f"{stem}_a_prime.png"]
+    assert sorted(p.name for p in out.glob(f"{stem}_a*")) == [
+        f"{stem}_a.png",
+        f"{stem}_a_prime.png",
+    ]
     assert (out / f"{stem}_b.png").exists()
 
 
@@ -159,8 +222,17 @@ def test_runner_b_region_changes_b_only_inside_the_mask(tmp_path, comfy_server):
     region[140:230, 30:120] = True  # the triangle's lower left corner
     Image.fromarray(region.astype(np.uint8) * 255).save(mask)
     out = tmp_path / "out"
-    done = analogist("--server", comfy_server.url, "--checkpoint", checkpoint_name(0), "--out", out,
-                     "--b-region", mask, *SMALL)
+    done = analogist(
+        "--server",
+        comfy_server.url,
+        "--checkpoint",
+        checkpoint_name(0),
+        "--out",
+        out,
+        "--b-region",
+        mask,
+        *SMALL,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     (result,) = [p for p in printed_paths(done.stdout) if p.name.endswith("_b_prime.png")]
     got = np.asarray(Image.open(result).convert("RGB"), np.int16)
@@ -180,10 +252,23 @@ def test_runner_adds_example_pairs_as_grid_rows(tmp_path, comfy_server):
     ImageOps.mirror(Image.open(EXAMPLES / "analogist_example_a.png")).save(a2)
     ImageOps.mirror(Image.open(EXAMPLES / "analogist_example_a_prime.png")).save(a2p)
     out = tmp_path / "out"
-    done = analogist("--server", comfy_server.url, "--checkpoint", checkpoint_name(0), "--out", out,
-                     "--example", a2, a2p, "--example", EXAMPLES / "analogist_example_a.png",
-                     EXAMPLES / "analogist_example_a_prime.png",
-                     "--prompt", "a triangle outline, best quality, extremely detailed", *SMALL)
+    done = analogist(
+        "--server",
+        comfy_server.url,
+        "--checkpoint",
+        checkpoint_name(0),
+        "--out",
+        out,
+        "--example",
+        a2,
+        a2p,
+        "--example",
+        EXAMPLES / "analogist_example_a.png",
+        EXAMPLES / "analogist_example_a_prime.png",
+        "--prompt",
+        "a triangle outline, best quality, extremely detailed",
+        *SMALL,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     by_name = {p.name: Image.open(p) for p in printed_paths(done.stdout)}
     assert by_name["analogist_example_b_strip.png"].size == (8 * 64, 64)

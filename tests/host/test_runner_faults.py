@@ -30,8 +30,11 @@ def start_runner(tmp_path: Path, *args) -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": str(temp)}
     err = tmp_path / "runner.err"
     process = subprocess.Popen(
-        [sys.executable, "-m", "analogist", "run", *map(str, args)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=open(err, "wb"),
+        [sys.executable, "-m", "analogist", "run", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(err, "wb"),
     )
     return process, err
 
@@ -43,10 +46,14 @@ def wait_for(err: Path, text: str, process: subprocess.Popen, timeout: float = 3
         if text in log:
             return log
         if process.poll() is not None:
-            raise AssertionError(f"the runner exited ({process.returncode}) before {text!r}:\n{log[-3000:]}")
+            raise AssertionError(
+                f"the runner exited ({process.returncode}) before {text!r}:\n{log[-3000:]}"
+            )
         time.sleep(0.3)
     process.kill()
-    raise AssertionError(f"no {text!r} within {timeout} s:\n{err.read_text(errors='replace')[-3000:]}")
+    raise AssertionError(
+        f"no {text!r} within {timeout} s:\n{err.read_text(errors='replace')[-3000:]}"
+    )
 
 
 def descendants(pid: int) -> set[int]:
@@ -81,7 +88,9 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_signal_stops_the_embedded_comfyui_and_removes_its_folder(tmp_path, sd15_checkpoint, sig):
-    process, err = start_runner(tmp_path, "--checkpoint", sd15_checkpoint, "--out", tmp_path / "out", *LONG)
+    process, err = start_runner(
+        tmp_path, "--checkpoint", sd15_checkpoint, "--out", tmp_path / "out", *LONG
+    )
     try:
         wait_for(err, "step ", process)  # ComfyUI is up and sampling
         comfyui = descendants(process.pid)
@@ -102,12 +111,16 @@ def test_a_signal_stops_the_embedded_comfyui_and_removes_its_folder(tmp_path, sd
     assert not list((tmp_path / "tmp").glob("analogist-comfyui-*"))
 
 
-def test_a_killed_runner_takes_its_comfyui_along_and_the_next_run_sweeps_its_folder(tmp_path, sd15_checkpoint):
+def test_a_killed_runner_takes_its_comfyui_along_and_the_next_run_sweeps_its_folder(
+    tmp_path, sd15_checkpoint
+):
     """SIGKILL cannot be caught: ComfyUI still dies with the runner (parent-death signal),
     and the next run removes the workspace left behind."""
     from comfyui_analogist.analogist_cli.embedded import sweep_stale_workspaces
 
-    process, err = start_runner(tmp_path, "--checkpoint", sd15_checkpoint, "--out", tmp_path / "out", *LONG)
+    process, err = start_runner(
+        tmp_path, "--checkpoint", sd15_checkpoint, "--out", tmp_path / "out", *LONG
+    )
     try:
         wait_for(err, "step ", process)
         comfyui = descendants(process.pid)
@@ -134,6 +147,7 @@ def queue_of(server) -> tuple[list, list]:
 @pytest.fixture
 def idle_server(comfy_server):
     """The shared server, idle before and after the test (a failed test leaves no work)."""
+
     def settle():
         comfy_server.post_json("/queue", {"clear": True})
         if queue_of(comfy_server)[0]:
@@ -153,9 +167,20 @@ def test_ctrl_c_in_server_mode_cancels_what_the_run_queued(tmp_path, idle_server
     for name in ("one", "two", "three"):
         Image.open(EXAMPLES / "analogist_example_b.png").save(folder / f"{name}.png")
     # The same server twice: two workers, so one prompt runs and one waits in the queue.
-    process, err = start_runner(tmp_path, "--server", idle_server.url, "--server", idle_server.url,
-                                "--checkpoint", checkpoint_name(0), "--b", folder,
-                                "--out", tmp_path / "out", *LONG)
+    process, err = start_runner(
+        tmp_path,
+        "--server",
+        idle_server.url,
+        "--server",
+        idle_server.url,
+        "--checkpoint",
+        checkpoint_name(0),
+        "--b",
+        folder,
+        "--out",
+        tmp_path / "out",
+        *LONG,
+    )
     try:
         wait_for(err, "step ", process)
         deadline = time.monotonic() + 60
@@ -198,9 +223,15 @@ def test_a_server_run_that_someone_else_is_using_is_not_interrupted(tmp_path, id
     from comfyui_analogist.analogist_cli.inputs import Settings
     from comfyui_analogist.analogist_cli.runner import prepare_server, upload_examples
 
-    settings = Settings(a=EXAMPLES / "analogist_example_a.png", a_prime=EXAMPLES / "analogist_example_a_prime.png",
-                        b=[EXAMPLES / "analogist_example_b.png"], out=tmp_path, checkpoint=checkpoint_name(0),
-                        steps=2000, cell=64)
+    settings = Settings(
+        a=EXAMPLES / "analogist_example_a.png",
+        a_prime=EXAMPLES / "analogist_example_a_prime.png",
+        b=[EXAMPLES / "analogist_example_b.png"],
+        out=tmp_path,
+        checkpoint=checkpoint_name(0),
+        steps=2000,
+        cell=64,
+    )
     other, mine = ComfyClient(idle_server.url), ComfyClient(idle_server.url)
     info = prepare_server(other, settings)
     images = {**upload_examples(other, settings), "b": other.upload_image(settings.b[0], "b.png")}
@@ -231,16 +262,35 @@ def test_two_runs_on_one_server_each_use_their_own_inputs(tmp_path, idle_server)
     for index, example in enumerate((a, flipped)):
         work = tmp_path / f"run{index}"
         work.mkdir()
-        runs.append((example, *start_runner(work, "--server", idle_server.url, "--checkpoint",
-                                            checkpoint_name(0), "--a", example, "--out", work / "out",
-                                            "--steps", "3", "--cell", "64")))
+        runs.append(
+            (
+                example,
+                *start_runner(
+                    work,
+                    "--server",
+                    idle_server.url,
+                    "--checkpoint",
+                    checkpoint_name(0),
+                    "--a",
+                    example,
+                    "--out",
+                    work / "out",
+                    "--steps",
+                    "3",
+                    "--cell",
+                    "64",
+                ),
+            )
+        )
     for _, process, err in runs:
         assert process.wait(timeout=600) == 0, err.read_text(errors="replace")[-3000:]
         assert "step 3/3" in err.read_text()  # the server's progress, from its websocket
     used = set()
     for entry in idle_server.history().values():
         for node in entry["prompt"][2].values():
-            if node["class_type"] == "LoadImage" and node.get("_meta", {}).get("title", "").startswith("A ("):
+            if node["class_type"] == "LoadImage" and node.get("_meta", {}).get(
+                "title", ""
+            ).startswith("A ("):
                 used.add((idle_server.workspace / "input" / node["inputs"]["image"]).read_bytes())
     assert {a.read_bytes(), flipped.read_bytes()} <= used
 
@@ -249,9 +299,21 @@ def test_a_failed_embedded_run_keeps_comfyui_log_and_says_where(tmp_path, sd15_c
     from support.comfy_server import free_port
 
     out = tmp_path / "out"
-    process, err = start_runner(tmp_path, "--checkpoint", sd15_checkpoint, "--out", out, "--workflow", "vlm",
-                                "--vlm-base-url", f"http://127.0.0.1:{free_port()}/v1", "--steps", "1",
-                                "--cell", "64")
+    process, err = start_runner(
+        tmp_path,
+        "--checkpoint",
+        sd15_checkpoint,
+        "--out",
+        out,
+        "--workflow",
+        "vlm",
+        "--vlm-base-url",
+        f"http://127.0.0.1:{free_port()}/v1",
+        "--steps",
+        "1",
+        "--cell",
+        "64",
+    )
     code = process.wait(timeout=600)
     log = err.read_text(errors="replace")
     assert code == 1, log[-3000:]

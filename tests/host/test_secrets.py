@@ -24,7 +24,9 @@ pytestmark = pytest.mark.host
 
 KEY_ENV = "ANALOGIST_TEST_VLM_KEY"
 VLM_ANSWER = "glowing neon portrait"
-NEGATIVE = "Messy,Disordered,Chaotic,Cluttered,Haphazard,Unkempt,Scattered,Disheveled,Tangled,Random"
+NEGATIVE = (
+    "Messy,Disordered,Chaotic,Cluttered,Haphazard,Unkempt,Scattered,Disheveled,Tangled,Random"
+)
 
 
 def analogist_vlm_prompt(base_url: str, cell: int = 64, steps: int = 2) -> dict:
@@ -38,60 +40,108 @@ def analogist_vlm_prompt(base_url: str, cell: int = 64, steps: int = 2) -> dict:
         "5": {
             "class_type": "AnalogistGridCompose",
             "inputs": {
-                "a": ["2", 0], "a_prime": ["3", 0], "b": ["4", 0], "cell_width": cell,
-                "cell_height": cell, "border": 2, "fit": "stretch", "arrangement": "A' right of A (paper)",
+                "a": ["2", 0],
+                "a_prime": ["3", 0],
+                "b": ["4", 0],
+                "cell_width": cell,
+                "cell_height": cell,
+                "border": 2,
+                "fit": "stretch",
+                "arrangement": "A' right of A (paper)",
             },
         },
         "6": {
             "class_type": "AnalogistMarkAndArrow",
             "inputs": {
-                "grid": ["5", 1], "layout": layout, "label_size": 0, "label_color": "#000000",
-                "text_color": "#FFFFFF", "arrow_color": "#E60000", "arrow_width": 0,
-                "draw_labels": True, "draw_arrows": True,
+                "grid": ["5", 1],
+                "layout": layout,
+                "label_size": 0,
+                "label_color": "#000000",
+                "text_color": "#FFFFFF",
+                "arrow_color": "#E60000",
+                "arrow_width": 0,
+                "draw_labels": True,
+                "draw_arrows": True,
             },
         },
         "7": {
             "class_type": "AnalogistGPT4VPrompt",
             "inputs": {
-                "image": ["6", 0], "model": "gpt-4o",
+                "image": ["6", 0],
+                "model": "gpt-4o",
                 "instruction": "Describe B' in at most {max_words} words. {request}",
-                "num_prompts": 1, "max_words": 5, "suffix": ", best quality, extremely detailed",
-                "base_url": base_url, "seed": 0, "api_key_env": KEY_ENV, "timeout": 30.0,
+                "num_prompts": 1,
+                "max_words": 5,
+                "suffix": ", best quality, extremely detailed",
+                "base_url": base_url,
+                "seed": 0,
+                "api_key_env": KEY_ENV,
+                "timeout": 30.0,
             },
         },
         "8": {"class_type": "CLIPTextEncode", "inputs": {"text": ["7", 0], "clip": ["1", 1]}},
         "9": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["1", 1]}},
         "10": {
             "class_type": "InpaintModelConditioning",
-            "inputs": {"positive": ["8", 0], "negative": ["9", 0], "vae": ["1", 2], "pixels": ["5", 0], "mask": ["5", 2],
-                       # 0.30.0: keep everything outside the mask (0.0.1 always did; it ignores this)
-                       "noise_mask": True},
+            "inputs": {
+                "positive": ["8", 0],
+                "negative": ["9", 0],
+                "vae": ["1", 2],
+                "pixels": ["5", 0],
+                "mask": ["5", 2],
+                # 0.30.0: keep everything outside the mask (0.0.1 always did; it ignores this)
+                "noise_mask": True,
+            },
         },
         "11": {
             "class_type": "AnalogistSACPatch",
             "inputs": {
-                "model": ["1", 0], "layout": layout, "sac_scale": 1.3, "start_layer": 3, "end_layer": 11,
-                "start_percent": 0.0, "end_percent": 1.0, "passes": "cond and uncond (paper)",
+                "model": ["1", 0],
+                "layout": layout,
+                "sac_scale": 1.3,
+                "start_layer": 3,
+                "end_layer": 11,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+                "passes": "cond and uncond (paper)",
             },
         },
         "12": {
             "class_type": "AnalogistCAMPatch",
             "inputs": {
-                "model": ["11", 0], "layout": layout, "start_layer": 3, "end_layer": 11,
-                "start_percent": 0.0, "end_percent": 1.0, "passes": "cond and uncond (paper)",
+                "model": ["11", 0],
+                "layout": layout,
+                "start_layer": 3,
+                "end_layer": 11,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+                "passes": "cond and uncond (paper)",
             },
         },
         "13": {
             "class_type": "KSampler",
             "inputs": {
-                "model": ["12", 0], "seed": 0, "steps": steps, "cfg": 15.0, "sampler_name": "ddim",
-                "scheduler": "normal", "positive": ["10", 0], "negative": ["10", 1],
-                "latent_image": ["10", 2], "denoise": 0.98,
+                "model": ["12", 0],
+                "seed": 0,
+                "steps": steps,
+                "cfg": 15.0,
+                "sampler_name": "ddim",
+                "scheduler": "normal",
+                "positive": ["10", 0],
+                "negative": ["10", 1],
+                "latent_image": ["10", 2],
+                "denoise": 0.98,
             },
         },
         "14": {"class_type": "VAEDecode", "inputs": {"samples": ["13", 0], "vae": ["1", 2]}},
-        "15": {"class_type": "AnalogistGridCrop", "inputs": {"grid": ["14", 0], "layout": layout, "output_size": "original size of B"}},
-        "16": {"class_type": "SaveImage", "inputs": {"images": ["15", 0], "filename_prefix": "analogist"}},
+        "15": {
+            "class_type": "AnalogistGridCrop",
+            "inputs": {"grid": ["14", 0], "layout": layout, "output_size": "original size of B"},
+        },
+        "16": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["15", 0], "filename_prefix": "analogist"},
+        },
     }
 
 
@@ -150,7 +200,9 @@ def test_api_key_stays_out_of_saved_images_history_and_logs(rig):
     assert result.ok, result.error_text() + "\n" + server.log_tail()
     history = json.dumps(server.history())
     log = server.log_text()
-    saved = [workspace / "output" / img["subfolder"] / img["filename"] for img in result.images("16")]
+    saved = [
+        workspace / "output" / img["subfolder"] / img["filename"] for img in result.images("16")
+    ]
 
     # The key really was used: the VLM server got it, and its answer reached the graph.
     assert chat.requests, "the GPT-4V node never called the server"
@@ -196,7 +248,9 @@ def test_hostile_workflows_send_no_secret_anywhere(rig):
 def test_a_redirect_to_another_host_carries_no_key(rig):
     server, redirector, foreign = rig.server, rig.redirector, rig.foreign
     before = foreign.count
-    redirector.script(Reply(307, body="", headers={"Location": f"{foreign.base_url}/chat/completions"}))
+    redirector.script(
+        Reply(307, body="", headers={"Location": f"{foreign.base_url}/chat/completions"})
+    )
     result = server.run(vlm_prompt(redirector.base_url, KEY_ENV, seed=200))
     assert not result.ok and "redirect (HTTP 307)" in result.error_text()
     assert redirector.requests[-1].headers["authorization"] == f"Bearer {rig.key}"  # bound
@@ -216,7 +270,9 @@ def test_credentials_in_base_url_are_refused_before_history_log_or_image(rig):
         assert not result.ok
         errors = json.dumps(result.node_errors)
         assert "must not carry credentials" in errors and "vlm_keys.conf" in errors
-        assert password not in result.error_text().replace(base_url, "")  # echoed only to its sender
+        assert password not in result.error_text().replace(
+            base_url, ""
+        )  # echoed only to its sender
     assert foreign.count == before_count
     assert set((rig.workspace / "output").rglob("*.png")) == before_images
     assert password not in server.log_text()

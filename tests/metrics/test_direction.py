@@ -54,8 +54,9 @@ def test_several_b_are_ranked_each_on_their_own_candidates() -> None:
     for j in range(2):
         members = [i for i in range(6) if i % 2 == j]
         scores = {i: cos_naive(a[0], a_prime[j], b[j], candidates[i]) for i in members}
-        np.testing.assert_allclose([ranking.scores[i] for i in members], [scores[i] for i in members],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            [ranking.scores[i] for i in members], [scores[i] for i in members], rtol=1e-6
+        )
         assert list(ranking.order[j]) == sorted(members, key=lambda i: -scores[i])
     # Rank by rank: every B's best, then every B's second.
     assert ranking.interleaved(1) == [ranking.order[0][0], ranking.order[1][0]]

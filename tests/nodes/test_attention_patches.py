@@ -36,12 +36,27 @@ def base_model():
     return tiny_inpaint_model_patcher(seed=0)
 
 
-def sac(model, layout=LAYOUT, scale=1.3, start=3, end=11, start_percent=0.0, end_percent=1.0, passes=PASSES[0]):
-    return AnalogistSACPatch().patch(model, layout, scale, start, end, start_percent, end_percent, passes)[0]
+def sac(
+    model,
+    layout=LAYOUT,
+    scale=1.3,
+    start=3,
+    end=11,
+    start_percent=0.0,
+    end_percent=1.0,
+    passes=PASSES[0],
+):
+    return AnalogistSACPatch().patch(
+        model, layout, scale, start, end, start_percent, end_percent, passes
+    )[0]
 
 
-def cam(model, layout=LAYOUT, start=3, end=11, start_percent=0.0, end_percent=1.0, passes=PASSES[0]):
-    return AnalogistCAMPatch().patch(model, layout, start, end, start_percent, end_percent, passes)[0]
+def cam(
+    model, layout=LAYOUT, start=3, end=11, start_percent=0.0, end_percent=1.0, passes=PASSES[0]
+):
+    return AnalogistCAMPatch().patch(model, layout, start, end, start_percent, end_percent, passes)[
+        0
+    ]
 
 
 def inputs(seed=0, height=LATENT, width=LATENT, batch=1):
@@ -61,8 +76,18 @@ def sample(model, seed=0, steps=3, height=LATENT, width=LATENT, batch=1, cfg=7.5
     latent, positive, negative = inputs(seed, height, width, batch)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed + 100))
     return comfy.sample.sample(
-        model, noise, steps, cfg, "ddim", "normal", positive, negative, latent,
-        denoise=0.98, disable_pbar=True, seed=seed,
+        model,
+        noise,
+        steps,
+        cfg,
+        "ddim",
+        "normal",
+        positive,
+        negative,
+        latent,
+        denoise=0.98,
+        disable_pbar=True,
+        seed=seed,
     )
 
 
@@ -76,7 +101,9 @@ def unet_call(model, seed=0, dtype=torch.float32, height=LATENT, width=LATENT):
     options = dict(model.model_options["transformer_options"])
     options.update(cond_or_uncond=[0, 1], sigmas=sigma)
     with torch.no_grad():
-        return model.model.apply_model(x, sigma, c_concat=concat, c_crossattn=context, transformer_options=options)
+        return model.model.apply_model(
+            x, sigma, c_concat=concat, c_crossattn=context, transformer_options=options
+        )
 
 
 def test_block_walk_gives_the_papers_16_blocks(base_model):
@@ -109,7 +136,9 @@ def test_patched_unet_equals_naive_reference_at_the_papers_layers(base_model, ar
 
 
 @pytest.mark.parametrize("arrangement_aligned", [False, True])
-def test_patched_unet_equals_naive_reference_with_two_example_pairs(base_model, arrangement_aligned):
+def test_patched_unet_equals_naive_reference_with_two_example_pairs(
+    base_model, arrangement_aligned
+):
     arrangement = ARRANGEMENT_ALIGNED if arrangement_aligned else ARRANGEMENTS[0]
     layout = make_layout(64, 64, arrangement=arrangement, pairs=2)  # 3 rows (or columns) of cells
     height, width = layout.grid_height // 8, layout.grid_width // 8
@@ -117,13 +146,20 @@ def test_patched_unet_equals_naive_reference_with_two_example_pairs(base_model, 
     blocks = transformer_block_keys(base_model.model)[3:11]
     naive = reference_patched(base_model, layout, blocks)
     plain = unet_call(base_model, height=height, width=width)
-    got, want = unet_call(fast, height=height, width=width), unet_call(naive, height=height, width=width)
+    got, want = (
+        unet_call(fast, height=height, width=width),
+        unet_call(naive, height=height, width=width),
+    )
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
     assert (got - plain).abs().max() > 1e-3 * plain.abs().max(), "the patches changed nothing"
 
 
 def cam_patch(model):
-    (fn,) = [p for p in model.model_options["transformer_options"]["patches"]["attn2_output_patch"] if getattr(p, "analogist_kind", None) == "cam"]
+    (fn,) = [
+        p
+        for p in model.model_options["transformer_options"]["patches"]["attn2_output_patch"]
+        if getattr(p, "analogist_kind", None) == "cam"
+    ]
     return fn
 
 
@@ -135,7 +171,9 @@ def test_patches_fire_on_exactly_the_chosen_blocks(base_model):
     cam_fn = cam_patch(model)
     assert set(sac_fn.calls) == set(keys[5:9])
     assert set(cam_fn.calls) == set(keys[0:2])
-    assert set(model.model_options["transformer_options"]["patches_replace"]["attn1"]) == set(keys[5:9])
+    assert set(model.model_options["transformer_options"]["patches_replace"]["attn1"]) == set(
+        keys[5:9]
+    )
     # CAM leaves the cross-attention replace slot free for other nodes.
     assert "attn2" not in model.model_options["transformer_options"]["patches_replace"]
 
@@ -167,13 +205,17 @@ def test_patches_survive_cloning_and_apply_to_a_lora_model(base_model):
     with_lora = sample(lora_patched)
     assert torch.isfinite(with_lora).all()
     assert not torch.allclose(with_lora, sample(patched)), "the LoRA had no effect"
-    assert not torch.allclose(with_lora, sample(lora_model)), "SAC/CAM had no effect on the LoRA model"
+    assert not torch.allclose(with_lora, sample(lora_model)), (
+        "SAC/CAM had no effect on the LoRA model"
+    )
     assert lora_patched.patches.keys() == lora_model.patches.keys()
 
 
 def test_schedule_range_and_passes_limit_where_the_edit_acts(base_model):
     plain = sample(base_model)
-    never = cam(sac(base_model, start_percent=1.0, end_percent=1.0), start_percent=1.0, end_percent=1.0)
+    never = cam(
+        sac(base_model, start_percent=1.0, end_percent=1.0), start_percent=1.0, end_percent=1.0
+    )
     assert torch.equal(sample(never), plain), "outside its schedule the patch must be invisible"
 
     both = unet_call(sac(base_model))
@@ -181,8 +223,12 @@ def test_schedule_range_and_passes_limit_where_the_edit_acts(base_model):
     uncond_only = unet_call(sac(base_model, passes="uncond only"))
     unpatched = unet_call(base_model)
     # Batch entry 0 is cond, 1 is uncond (cond_or_uncond = [0, 1]).
-    assert torch.allclose(cond_only[0], both[0], atol=1e-5) and torch.allclose(cond_only[1], unpatched[1], atol=1e-5)
-    assert torch.allclose(uncond_only[1], both[1], atol=1e-5) and torch.allclose(uncond_only[0], unpatched[0], atol=1e-5)
+    assert torch.allclose(cond_only[0], both[0], atol=1e-5) and torch.allclose(
+        cond_only[1], unpatched[1], atol=1e-5
+    )
+    assert torch.allclose(uncond_only[1], both[1], atol=1e-5) and torch.allclose(
+        uncond_only[0], unpatched[0], atol=1e-5
+    )
 
 
 def test_sampling_works_for_batches_and_other_latent_sizes(base_model):
@@ -225,7 +271,9 @@ def test_sac_refuses_to_overwrite_another_packs_self_attention_patch(base_model)
     with pytest.raises(ValueError, match=r"\('input', 7, 0\).*other_pack_attn1"):
         sac(other)
     # Blocks the other patch does not touch are fine: ours go there, theirs stays put.
-    slots = sac(other, start=6, end=11).model_options["transformer_options"]["patches_replace"]["attn1"]
+    slots = sac(other, start=6, end=11).model_options["transformer_options"]["patches_replace"][
+        "attn1"
+    ]
     keys = transformer_block_keys(base_model.model)
     assert slots[("input", 7, 0)] is other_pack_attn1
     assert all(getattr(slots[key], "analogist_kind", None) == "sac" for key in keys[6:11])
@@ -254,7 +302,19 @@ def test_cam_composes_exactly_with_another_packs_cross_attention_patch(base_mode
 
     reference = reference_patched(base_model, LAYOUT, [], cam_blocks=[])
     for block in transformer_block_keys(base_model.model)[3:11]:
-        fn = expected if block == key else (lambda q, k, v, e: cam_reference(q, k, v, e["n_heads"], regions_for_block(cells, e["original_shape"], q.shape[1], q.device)))
+        fn = (
+            expected
+            if block == key
+            else (
+                lambda q, k, v, e: cam_reference(
+                    q,
+                    k,
+                    v,
+                    e["n_heads"],
+                    regions_for_block(cells, e["original_shape"], q.shape[1], q.device),
+                )
+            )
+        )
         reference.set_model_attn2_replace(fn, *block)
     got = unet_call(add_other(cam(base_model)) if cam_first else cam(add_other(base_model)))
     assert key in seen, "the other pack's patch must still run"
@@ -283,7 +343,7 @@ def test_reapplying_cam_replaces_it_on_its_blocks_and_keeps_the_others(base_mode
 
 
 def test_sac_skipped_half_gets_the_hosts_own_attention(base_model, monkeypatch):
-    """"cond only": the uncond half is what ComfyUI's optimized_attention computes."""
+    """ "cond only": the uncond half is what ComfyUI's optimized_attention computes."""
     from comfy.ldm.modules import attention as comfy_attention
 
     calls = []
@@ -308,7 +368,9 @@ def test_non_finite_sac_scale_is_a_clear_error(base_model, bad):
 
 @pytest.mark.parametrize("patcher", [sac, cam])
 def test_unknown_passes_value_is_a_clear_error_listing_the_choices(base_model, patcher):
-    with pytest.raises(ValueError, match=r"passes='both' is not a valid choice.*cond only.*uncond only"):
+    with pytest.raises(
+        ValueError, match=r"passes='both' is not a valid choice.*cond only.*uncond only"
+    ):
         patcher(base_model, passes="both")
 
 

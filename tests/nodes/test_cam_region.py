@@ -41,8 +41,16 @@ REGIONS = torch.cat([region_box(0, 0, 120, 90), region_box(280, 20, 296, 190)])
 
 def layout_of(region, bs=(B,), arrangement=ARRANGEMENTS[0], examples=None):
     return grid.AnalogistGridCompose().compose(
-        image(A), image(A_PRIME), image(*bs), CELL, CELL, 2, "stretch", arrangement,
-        examples=examples, b_region=region,
+        image(A),
+        image(A_PRIME),
+        image(*bs),
+        CELL,
+        CELL,
+        2,
+        "stretch",
+        arrangement,
+        examples=examples,
+        b_region=region,
     )[3]
 
 
@@ -57,8 +65,9 @@ def base_model():
 
 
 def cam(model, layout, start=0, end=16, text_only_in_region=True):
-    return AnalogistCAMPatch().patch(model, layout, start, end, 0.0, 1.0, PASSES[0],
-                                     text_only_in_region=text_only_in_region)[0]
+    return AnalogistCAMPatch().patch(
+        model, layout, start, end, 0.0, 1.0, PASSES[0], text_only_in_region=text_only_in_region
+    )[0]
 
 
 def unet_call(model, latents=1, seed=0, size=(LATENT, LATENT)):
@@ -71,7 +80,9 @@ def unet_call(model, latents=1, seed=0, size=(LATENT, LATENT)):
     options = dict(model.model_options["transformer_options"])
     options.update(cond_or_uncond=[0, 1], sigmas=sigma)
     with torch.no_grad():
-        return model.model.apply_model(x, sigma, c_concat=concat, c_crossattn=context, transformer_options=options)
+        return model.model.apply_model(
+            x, sigma, c_concat=concat, c_crossattn=context, transformer_options=options
+        )
 
 
 def naive_region_cam(model, layout, masks, blocks):
@@ -126,7 +137,9 @@ def test_patched_unet_equals_naive_region_cam_on_every_level(base_model, arrange
     want = unet_call(naive_region_cam(base_model, layout, region, blocks))
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
     paper_cam = unet_call(cam(base_model, layout, text_only_in_region=False))
-    assert (got - paper_cam).abs().max() > 1e-3 * paper_cam.abs().max(), "the option changed nothing"
+    assert (got - paper_cam).abs().max() > 1e-3 * paper_cam.abs().max(), (
+        "the option changed nothing"
+    )
 
 
 def test_per_grid_regions_follow_each_batch_entry_through_the_unet(base_model):
@@ -141,16 +154,22 @@ def test_per_grid_regions_follow_each_batch_entry_through_the_unet(base_model):
 def test_option_off_or_paper_layout_is_exactly_todays_cam(base_model):
     with_region = layout_of(REGIONS[:1])
     plain_layout = grid.AnalogistGridCompose().compose(
-        image(A), image(A_PRIME), image(B), CELL, CELL, 2, "stretch", ARRANGEMENTS[0])[3]
-    today = unet_call(AnalogistCAMPatch().patch(base_model, plain_layout, 0, 16, 0.0, 1.0, PASSES[0])[0])
+        image(A), image(A_PRIME), image(B), CELL, CELL, 2, "stretch", ARRANGEMENTS[0]
+    )[3]
+    today = unet_call(
+        AnalogistCAMPatch().patch(base_model, plain_layout, 0, 16, 0.0, 1.0, PASSES[0])[0]
+    )
     off = unet_call(cam(base_model, with_region, text_only_in_region=False))
     assert torch.equal(today, off)
 
 
 def test_option_on_without_a_region_is_a_clear_error(base_model):
     plain_layout = grid.AnalogistGridCompose().compose(
-        image(A), image(A_PRIME), image(B), CELL, CELL, 2, "stretch", ARRANGEMENTS[0])[3]
-    with pytest.raises(ValueError, match="text_only_in_region is on but the layout has no region.*b_region"):
+        image(A), image(A_PRIME), image(B), CELL, CELL, 2, "stretch", ARRANGEMENTS[0]
+    )[3]
+    with pytest.raises(
+        ValueError, match="text_only_in_region is on but the layout has no region.*b_region"
+    ):
         cam(base_model, plain_layout)
 
 
@@ -160,8 +179,10 @@ def test_rows_version_with_plain_keep_equals_todays_function():
     out = torch.randn(2, 256, 8)
     zero = torch.randn(8)
     mask = torch.tensor([True, False])
-    assert torch.equal(cam_projected_output_rows(out, regions.cam_keep, zero, mask),
-                       cam_projected_output(out, regions, zero, mask))
+    assert torch.equal(
+        cam_projected_output_rows(out, regions.cam_keep, zero, mask),
+        cam_projected_output(out, regions, zero, mask),
+    )
 
 
 def test_latent_batch_not_a_multiple_of_the_grids_is_a_clear_error():
@@ -177,12 +198,13 @@ def test_cam_declares_the_option_with_a_tooltip_and_default_off():
     assert spec[0] == "BOOLEAN" and spec[1]["default"] is False and "region" in spec[1]["tooltip"]
 
 
-
 @pytest.mark.parametrize("arrangement", ARRANGEMENTS)
 def test_region_cam_with_two_example_pairs_equals_the_naive_definition(base_model, arrangement):
     """Several example pairs and a region together: the grid is 3 cells by 2, B' is the
     last row's (column's) second cell, and only its tokens in the region hear the text."""
-    (examples,) = grid.AnalogistExamplePair().add(image(pattern(80, 80, seed=7)), image(pattern(80, 80, seed=8)))
+    (examples,) = grid.AnalogistExamplePair().add(
+        image(pattern(80, 80, seed=7)), image(pattern(80, 80, seed=8))
+    )
     region = REGIONS[:1]
     layout = layout_of(region, arrangement=arrangement, examples=examples)
     assert layout.pairs == 2
@@ -192,4 +214,6 @@ def test_region_cam_with_two_example_pairs_equals_the_naive_definition(base_mode
     want = unet_call(naive_region_cam(base_model, layout, region, blocks), size=size)
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
     paper_cam = unet_call(cam(base_model, layout, text_only_in_region=False), size=size)
-    assert (got - paper_cam).abs().max() > 1e-3 * paper_cam.abs().max(), "the option changed nothing"
+    assert (got - paper_cam).abs().max() > 1e-3 * paper_cam.abs().max(), (
+        "the option changed nothing"
+    )

@@ -32,8 +32,15 @@ def _chain(pairs: int):
 
 def _compose(pairs: int, arrangement: str = ARRANGEMENTS[0], b=None, cell: int = 256):
     return compose(
-        image(A[0]), image(A_PRIME[0]), b if b is not None else image(B),
-        cell, cell, 2, "stretch", arrangement, examples=_chain(pairs),
+        image(A[0]),
+        image(A_PRIME[0]),
+        b if b is not None else image(B),
+        cell,
+        cell,
+        2,
+        "stretch",
+        arrangement,
+        examples=_chain(pairs),
     )
 
 
@@ -79,17 +86,23 @@ def test_each_pair_gets_its_row_and_the_query_row_is_last(pairs: int, arrangemen
 def test_a_batch_of_b_gives_one_grid_per_b_sharing_the_examples() -> None:
     bs = image(pattern(256, 320, seed=30), pattern(256, 320, seed=31))
     grid_out, _, _, layout = _compose(2, b=bs)
-    assert grid_out.shape[0] == 2 and len(layout.b_placements) == 2 and len(layout.fingerprints) == 2
+    assert (
+        grid_out.shape[0] == 2 and len(layout.b_placements) == 2 and len(layout.fingerprints) == 2
+    )
     out = pixels(grid_out)
     assert np.array_equal(_cut(out[0], layout.cell("a2")), _cut(out[1], layout.cell("a2")))
 
 
 def test_the_pair_limit_is_a_clear_error_naming_why() -> None:
     examples = _chain(MAX_PAIRS)
-    with pytest.raises(ValueError, match=rf"at most {MAX_PAIRS}.*grid.*memory|at most {MAX_PAIRS}.*square"):
+    with pytest.raises(
+        ValueError, match=rf"at most {MAX_PAIRS}.*grid.*memory|at most {MAX_PAIRS}.*square"
+    ):
         add_pair(image(A[0]), image(A_PRIME[0]), examples)
     too_many = examples + ((image(A[0]), image(A_PRIME[0])),)
-    with pytest.raises(ValueError, match=rf"examples: {MAX_PAIRS + 1} example pairs.*at most {MAX_PAIRS}"):
+    with pytest.raises(
+        ValueError, match=rf"examples: {MAX_PAIRS + 1} example pairs.*at most {MAX_PAIRS}"
+    ):
         compose(image(A[0]), image(A_PRIME[0]), image(B), 256, 256, 2, "stretch", examples=too_many)
 
 

@@ -26,7 +26,8 @@ from comfyui_analogist.nodes.patching import PASSES
 from support import flux as tiny
 
 pytestmark = pytest.mark.skipif(
-    not tiny.host_has_flux(), reason="this ComfyUI (0.0.1) has no Flux model class, so no Flux route to test"
+    not tiny.host_has_flux(),
+    reason="this ComfyUI (0.0.1) has no Flux model class, so no Flux route to test",
 )
 
 SLOT = "optimized_attention_override"
@@ -56,7 +57,9 @@ def layer_of(options, n_double=2):
     return options["block_index"] + (n_double if options["block_type"] == "single" else 0)
 
 
-def reference(model, layout, sac_layers, cam_layers, scale=1.3, latent=LATENT, text=TEXT, quiet=None):
+def reference(
+    model, layout, sac_layers, cam_layers, scale=1.3, latent=LATENT, text=TEXT, quiet=None
+):
     """``model`` cloned with a naive override: full joint logits, edited, on the chosen layers
     (``quiet``: per batch entry, the joint indices of the B' rows CAM also silences)."""
     regions = joint_region_indices(layout.geometry, *latent, text)
@@ -67,7 +70,9 @@ def reference(model, layout, sac_layers, cam_layers, scale=1.3, latent=LATENT, t
         if sac_scale is None and layer not in cam_layers:
             return func(q, k, v, heads, **kwargs)
         cam_here = layer in cam_layers
-        out = joint_reference(q, k, v, regions, text, sac_scale, cam_here, quiet if cam_here else None)
+        out = joint_reference(
+            q, k, v, regions, text, sac_scale, cam_here, quiet if cam_here else None
+        )
         return out.reshape(out.shape[0], out.shape[1], -1)
 
     clone = model.clone()
@@ -82,7 +87,9 @@ def override(model):
 @pytest.mark.parametrize(
     ("sac_range", "cam_range"), [((0, 5), (0, 5)), ((1, 3), (2, 5)), ((0, 2), None), (None, (2, 5))]
 )
-def test_patched_flux_equals_the_naive_joint_attention_definitions(flux, layout, sac_range, cam_range):
+def test_patched_flux_equals_the_naive_joint_attention_definitions(
+    flux, layout, sac_range, cam_range
+):
     model = flux
     if sac_range:
         model = sac(model, layout, *sac_range)
@@ -107,11 +114,15 @@ def test_a_wide_grid_and_a_long_prompt_map_cells_to_the_right_tokens(flux):
     latent = (16, 32)
     inputs = tiny.flux_inputs(*latent, text=40)
     got = tiny.flux_call(cam(sac(flux, layout, 0, 5), layout, 0, 5), inputs)
-    want = tiny.flux_call(reference(flux, layout, set(range(5)), set(range(5)), latent=latent, text=40), inputs)
+    want = tiny.flux_call(
+        reference(flux, layout, set(range(5)), set(range(5)), latent=latent, text=40), inputs
+    )
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
-def test_default_layers_are_the_papers_share_of_the_depth_and_the_log_names_them(flux, layout, caplog):
+def test_default_layers_are_the_papers_share_of_the_depth_and_the_log_names_them(
+    flux, layout, caplog
+):
     with caplog.at_level(logging.INFO, logger="analogist"):
         model = sac(flux, layout)
     # 5 blocks: round(5 * 3/16) = 1 .. round(5 * 11/16) = 3 (end exclusive); Flux.1: 11..38 of 57
@@ -133,18 +144,34 @@ def test_patches_fire_on_exactly_the_chosen_blocks_while_sampling(flux, layout):
     mask[..., 64:, 64:] = 1.0
 
     def cond(guidance):
-        extra = {"concat_latent_image": latent, "concat_mask": mask, "guidance": guidance,
-                 "pooled_output": torch.randn(1, tiny.POOLED_DIM, generator=gen)}
+        extra = {
+            "concat_latent_image": latent,
+            "concat_mask": mask,
+            "guidance": guidance,
+            "pooled_output": torch.randn(1, tiny.POOLED_DIM, generator=gen),
+        }
         return [[torch.randn(1, TEXT, tiny.TEXT_DIM, generator=gen), extra]]
 
     out = comfy.sample.sample(
-        model, torch.randn(latent.shape, generator=gen), 3, 2.0, "euler", "normal", cond(30.0), cond(30.0),
-        latent, denoise=1.0, disable_pbar=True, seed=1,
+        model,
+        torch.randn(latent.shape, generator=gen),
+        3,
+        2.0,
+        "euler",
+        "normal",
+        cond(30.0),
+        cond(30.0),
+        latent,
+        denoise=1.0,
+        disable_pbar=True,
+        seed=1,
     )
     assert torch.isfinite(out).all()
     edits = override(model)
     assert set(edits.sac.calls) == {0, 1} and set(edits.cam.calls) == {3, 4}
-    assert set(edits.sac.calls.values()) == set(edits.cam.calls.values()) == {3}  # one batched call per step
+    assert (
+        set(edits.sac.calls.values()) == set(edits.cam.calls.values()) == {3}
+    )  # one batched call per step
 
 
 def test_cond_only_leaves_the_uncond_half_exactly_as_the_plain_model(flux, layout):
@@ -159,11 +186,15 @@ def test_outside_the_step_range_the_model_is_the_plain_one(flux, layout):
     inputs = tiny.flux_inputs(*LATENT, text=TEXT)
     model = cam(sac(flux, layout, 0, 5, percent=(0.5, 1.0)), layout, 0, 5, percent=(0.5, 1.0))
     early = 0.95  # sigma of the first steps, before 50 % of the schedule
-    assert torch.equal(tiny.flux_call(model, inputs, sigma=early), tiny.flux_call(flux, inputs, sigma=early))
+    assert torch.equal(
+        tiny.flux_call(model, inputs, sigma=early), tiny.flux_call(flux, inputs, sigma=early)
+    )
     assert sum(override(model).sac.calls.values()) == 0
 
 
-def test_an_override_already_in_the_slot_keeps_running_for_everything_analogist_leaves(flux, layout):
+def test_an_override_already_in_the_slot_keeps_running_for_everything_analogist_leaves(
+    flux, layout
+):
     """Another pack's override (here: one that counts and passes through) stays in the slot's
     chain: it runs on every block, on the chosen blocks for the rows SAC/CAM do not edit, and
     the result is the same as without it."""
@@ -185,7 +216,9 @@ def test_an_override_already_in_the_slot_keeps_running_for_everything_analogist_
     by_layer = {}
     for layer, queries, keys in seen:
         by_layer.setdefault(layer, []).append((queries, keys))
-    assert by_layer[0] == by_layer[3] == by_layer[4] == [(tokens, tokens)]  # untouched blocks: whole
+    assert (
+        by_layer[0] == by_layer[3] == by_layer[4] == [(tokens, tokens)]
+    )  # untouched blocks: whole
     # chosen blocks: text rows over all keys; A and B rows (CAM) over the image keys only
     assert by_layer[1] == by_layer[2] == [(TEXT, tokens), (32, 64)]
 
@@ -203,7 +236,10 @@ def test_an_override_applied_later_that_drops_analogist_stops_with_a_message(flu
     model = sac(flux, layout, 1, 3)
     taken = model.clone()
     taken.model_options["transformer_options"][SLOT] = lambda func, *a, **kw: func(*a, **kw)
-    with pytest.raises(ValueError, match=r"did not run on layer 1 \(double 1\), layer 2 \(single 0\).*apply that node before"):
+    with pytest.raises(
+        ValueError,
+        match=r"did not run on layer 1 \(double 1\), layer 2 \(single 0\).*apply that node before",
+    ):
         tiny.flux_call(taken, tiny.flux_inputs(*LATENT, text=TEXT))
 
 
@@ -226,13 +262,19 @@ def test_sac_and_cam_with_different_layouts_are_refused(flux, layout):
 
 
 def test_a_layer_range_beyond_the_model_lists_double_and_single_blocks(flux, layout):
-    with pytest.raises(ValueError, match=r"this Flux model's 5 blocks: valid layers are 0\.\.4 \(0-1 double blocks, 2-4 single blocks\).*end_layer to 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"this Flux model's 5 blocks: valid layers are 0\.\.4 \(0-1 double blocks, 2-4 "
+        r"single blocks\).*end_layer to 0",
+    ):
         sac(flux, layout, 3, 11)
 
 
 def test_a_grid_that_is_not_the_layouts_is_refused(flux, layout):
     model = sac(flux, layout, 0, 5)
-    with pytest.raises(ValueError, match=r"latent is 32x16 \(256x128 px\) but the layout is a 128x128 grid"):
+    with pytest.raises(
+        ValueError, match=r"latent is 32x16 \(256x128 px\) but the layout is a 128x128 grid"
+    ):
         tiny.flux_call(model, tiny.flux_inputs(16, 32, text=TEXT))
 
 
@@ -248,15 +290,27 @@ def test_without_the_hosts_attention_override_flux_gets_a_clear_error(flux, layo
     import comfy.ldm.modules.attention as attention
 
     monkeypatch.delattr(attention, "wrap_attn")
-    with pytest.raises(ValueError, match=r"need ComfyUI's per-call attention override.*Update ComfyUI"):
+    with pytest.raises(
+        ValueError, match=r"need ComfyUI's per-call attention override.*Update ComfyUI"
+    ):
         sac(flux, layout)
 
 
 @pytest.mark.parametrize("node", [AnalogistSACPatch, AnalogistCAMPatch])
 def test_flux2_is_not_patched_and_the_error_names_it_and_what_is_supported(node, layout):
-    flux2 = tiny.tiny_flux_fill_patcher(config_class="Flux2", image_model="flux2", in_channels=32, out_channels=32)
-    args = (flux2, layout, 1.3, 3, 11, 0.0, 1.0, PASSES[0]) if node is AnalogistSACPatch else (flux2, layout, 3, 11, 0.0, 1.0, PASSES[0])
-    with pytest.raises(ValueError, match=r"cannot patch this Flux2 \(config Flux2\) model.*Flux\.1 Fill \(experimental\).*Not supported: SD3, Flux\.2"):
+    flux2 = tiny.tiny_flux_fill_patcher(
+        config_class="Flux2", image_model="flux2", in_channels=32, out_channels=32
+    )
+    args = (
+        (flux2, layout, 1.3, 3, 11, 0.0, 1.0, PASSES[0])
+        if node is AnalogistSACPatch
+        else (flux2, layout, 3, 11, 0.0, 1.0, PASSES[0])
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"cannot patch this Flux2 \(config Flux2\) model.*Flux\.1 Fill "
+        r"\(experimental\).*Not supported: SD3, Flux\.2",
+    ):
         node().patch(*args)
 
 
@@ -275,26 +329,44 @@ def test_shipped_flux_fill_workflow_patches_flux_on_its_layers(caplog):
     from support.workflows import workflow_builder
 
     builder = workflow_builder()
-    prompt = ui_to_api(json.loads((workflows / "analogist_flux_fill.json").read_text()), builder.node_definitions())
+    prompt = ui_to_api(
+        json.loads((workflows / "analogist_flux_fill.json").read_text()), builder.node_definitions()
+    )
     by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
     assert by_type["UNETLoader"]["unet_name"] == "flux1-fill-dev.safetensors"
-    assert by_type["DualCLIPLoader"]["type"] == "flux" and by_type["FluxGuidance"]["guidance"] == 30.0
-    assert (by_type["KSampler"]["cfg"], by_type["KSampler"]["model"][0]) == (1.0, next(
-        k for k, v in prompt.items() if v["class_type"] == "AnalogistCAMPatch"))
+    assert (
+        by_type["DualCLIPLoader"]["type"] == "flux" and by_type["FluxGuidance"]["guidance"] == 30.0
+    )
+    assert (by_type["KSampler"]["cfg"], by_type["KSampler"]["model"][0]) == (
+        1.0,
+        next(k for k, v in prompt.items() if v["class_type"] == "AnalogistCAMPatch"),
+    )
 
     def image(name):
-        pixels = np.asarray(Image.open(workflows / "images" / name).convert("RGB"), np.float32) / 255
+        pixels = (
+            np.asarray(Image.open(workflows / "images" / name).convert("RGB"), np.float32) / 255
+        )
         return torch.from_numpy(pixels)[None]
 
-    loads = {node["_meta"]["title"]: node["inputs"]["image"] for node in prompt.values() if node["class_type"] == "LoadImage"}
-    grid_inputs = {k: v for k, v in by_type["AnalogistGridCompose"].items() if not isinstance(v, list)}
+    loads = {
+        node["_meta"]["title"]: node["inputs"]["image"]
+        for node in prompt.values()
+        if node["class_type"] == "LoadImage"
+    }
+    grid_inputs = {
+        k: v for k, v in by_type["AnalogistGridCompose"].items() if not isinstance(v, list)
+    }
     grid, _, mask, layout = AnalogistGridCompose().compose(
-        image(loads["A (example, before)"]), image(loads["A' (example, after)"]), image(loads["B (to change)"]),
+        image(loads["A (example, before)"]),
+        image(loads["A' (example, after)"]),
+        image(loads["B (to change)"]),
         **grid_inputs,
     )
     assert grid.shape[1:3] == (1024, 1024)
-    widgets = {kind: {k: v for k, v in by_type[kind].items() if not isinstance(v, list)}
-               for kind in ("AnalogistSACPatch", "AnalogistCAMPatch")}
+    widgets = {
+        kind: {k: v for k, v in by_type[kind].items() if not isinstance(v, list)}
+        for kind in ("AnalogistSACPatch", "AnalogistCAMPatch")
+    }
     flux57 = tiny.tiny_flux_fill_patcher(depth=19, depth_single_blocks=38)
     with caplog.at_level(logging.INFO, logger="analogist"):
         model = AnalogistSACPatch().patch(flux57, layout, **widgets["AnalogistSACPatch"])[0]
@@ -313,10 +385,22 @@ def test_extra_tokens_in_the_sequence_are_refused_with_the_cause(flux, layout):
     inputs = tiny.flux_inputs(*LATENT, text=TEXT)
     sigmas = torch.full((2,), 0.8)
     options = tiny.call_options(model, cond_or_uncond=[0, 1], sigmas=sigmas)
-    with pytest.raises(ValueError, match=r"joint sequence has 137 tokens, not 9 text \+ 64 image tokens.*Kontext"), torch.no_grad():
+    with (
+        pytest.raises(
+            ValueError,
+            match=r"joint sequence has 137 tokens, not 9 text \+ 64 image tokens.*Kontext",
+        ),
+        torch.no_grad(),
+    ):
         model.model.apply_model(
-            inputs["x"], sigmas, c_concat=inputs["c_concat"], c_crossattn=inputs["c_crossattn"], y=inputs["y"],
-            guidance=inputs["guidance"], ref_latents=[torch.randn(2, 96, *LATENT)], transformer_options=options,
+            inputs["x"],
+            sigmas,
+            c_concat=inputs["c_concat"],
+            c_crossattn=inputs["c_crossattn"],
+            y=inputs["y"],
+            guidance=inputs["guidance"],
+            ref_latents=[torch.randn(2, 96, *LATENT)],
+            transformer_options=options,
         )
 
 
@@ -364,8 +448,9 @@ def compose(pairs=1, regions=None, bs=None):
         )
     a, a2 = image(pattern(64, 64, seed=3)), image(pattern(64, 64, seed=4))
     b = image(*(pattern(96, 64, seed=s) for s in bs)) if bs else image(pattern(96, 64, seed=5))
-    return AnalogistGridCompose().compose(a, a2, b, 64, 64, 2, "stretch", ARRANGEMENT_DEFAULT,
-                                          examples=examples, b_region=regions)[3]
+    return AnalogistGridCompose().compose(
+        a, a2, b, 64, 64, 2, "stretch", ARRANGEMENT_DEFAULT, examples=examples, b_region=regions
+    )[3]
 
 
 @pytest.fixture(params=["log-sum-exp merge", "augmented vectors"])
@@ -427,12 +512,16 @@ def test_cam_text_only_in_the_region_on_flux_equals_the_definition(flux, with_sa
     latent = (layout.grid_height // 8, layout.grid_width // 8)
     inputs = tiny.flux_inputs(*latent, text=TEXT, batch=4)  # cond: grids 0, 1; uncond: 0, 1
     model = sac(flux, layout, 0, 5) if with_sac else flux
-    model = AnalogistCAMPatch().patch(model, layout, 1, 4, 0.0, 1.0, PASSES[0], text_only_in_region=True)[0]
+    model = AnalogistCAMPatch().patch(
+        model, layout, 1, 4, 0.0, 1.0, PASSES[0], text_only_in_region=True
+    )[0]
     got = tiny.flux_call(model, inputs)
     quiet = quiet_rows(layout, masks, 4, 2, latent)
     assert all(len(r) for r in quiet) and not torch.equal(quiet[0], quiet[1])
     sac_layers = set(range(5)) if with_sac else set()
-    want = tiny.flux_call(reference(flux, layout, sac_layers, {1, 2, 3}, latent=latent, quiet=quiet), inputs)
+    want = tiny.flux_call(
+        reference(flux, layout, sac_layers, {1, 2, 3}, latent=latent, quiet=quiet), inputs
+    )
     whole = tiny.flux_call(reference(flux, layout, sac_layers, {1, 2, 3}, latent=latent), inputs)
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
     assert (got - whole).abs().max() > 1e-3 * whole.abs().max(), "the region changed nothing"
@@ -441,7 +530,9 @@ def test_cam_text_only_in_the_region_on_flux_equals_the_definition(flux, with_sa
 def test_text_only_in_region_on_a_batch_that_does_not_match_the_grids_names_the_fix(flux):
     masks = torch.cat([region_box(0, 0, 40, 30), region_box(80, 4, 94, 60)])
     layout = compose(regions=masks, bs=(5, 6))
-    model = AnalogistCAMPatch().patch(flux, layout, 1, 4, 0.0, 1.0, PASSES[0], text_only_in_region=True)[0]
+    model = AnalogistCAMPatch().patch(
+        flux, layout, 1, 4, 0.0, 1.0, PASSES[0], text_only_in_region=True
+    )[0]
     latent = (layout.grid_height // 8, layout.grid_width // 8)
     with pytest.raises(ValueError, match=r"batch of 1 latents per pass.*2 grids.*multiple of 2"):
         tiny.flux_call(model, tiny.flux_inputs(*latent, text=TEXT, batch=2))

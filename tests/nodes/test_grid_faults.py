@@ -26,14 +26,18 @@ def vae_like(grids: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """What a VAE round trip does to the cells that are not inpainted, roughly: detail
     below 8 px smeared, a few levels of noise."""
     nchw = grids.permute(0, 3, 1, 2)
-    smooth = F.interpolate(F.avg_pool2d(nchw, 4), scale_factor=4, mode="bilinear", align_corners=False)
+    smooth = F.interpolate(
+        F.avg_pool2d(nchw, 4), scale_factor=4, mode="bilinear", align_corners=False
+    )
     noise = torch.randn(smooth.shape, generator=torch.Generator().manual_seed(seed)) * 0.02
     return (smooth + noise).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
 
 
 def test_float_images_in_0_255_are_refused_not_turned_white():
     b255 = image(pattern(32, 32, seed=2)) * 255.0
-    with pytest.raises(ValueError, match=r"b has pixel values up to 2\d\d.*0\.\.255 image.*divide it by 255"):
+    with pytest.raises(
+        ValueError, match=r"b has pixel values up to 2\d\d.*0\.\.255 image.*divide it by 255"
+    ):
         compose(A, A_PRIME, b255, 64, 64)
     grids, _, _, layout = compose(A, A_PRIME, image(pattern(32, 32, seed=2)), 64, 64)
     with pytest.raises(ValueError, match="grid has pixel values up to"):
@@ -68,16 +72,22 @@ def test_a_layout_from_another_grid_compose_is_named_not_used():
     grids_square, _, _, layout_square = compose(A, A_PRIME, square, 64, 64)
     grids_wide, _, _, layout_wide = compose(A, A_PRIME, wide, 64, 64)
     assert crop(vae_like(grids_square), layout_square)[0].shape == (1, 32, 32, 3)
-    with pytest.raises(ValueError, match=r"made by another Analogist Grid Compose \(B of 32x32.*\(B of 32x16"):
+    with pytest.raises(
+        ValueError, match=r"made by another Analogist Grid Compose \(B of 32x32.*\(B of 32x16"
+    ):
         crop(vae_like(grids_square), layout_wide)
     with pytest.raises(ValueError, match="made by another Analogist Grid Compose"):
         mark(grids_wide, layout_square)
 
 
 def test_a_vae_round_trip_still_matches_its_own_layout_silently(caplog):
-    grids, _, _, layout = compose(A, A_PRIME, image(pattern(40, 24, seed=4)), 64, 64, 2, "letterbox")
+    grids, _, _, layout = compose(
+        A, A_PRIME, image(pattern(40, 24, seed=4)), 64, 64, 2, "letterbox"
+    )
     with caplog.at_level(logging.WARNING, logger="analogist"):
-        b_prime, _ = crop(vae_like(torch.cat([grids, grids]), seed=5), layout)  # 2 samples of 1 grid
+        b_prime, _ = crop(
+            vae_like(torch.cat([grids, grids]), seed=5), layout
+        )  # 2 samples of 1 grid
     assert b_prime.shape == (2, 24, 40, 3)
     assert not caplog.records
     assert len(layout.fingerprints) == 1 and len(layout.fingerprints[0]) == 3 * 8 * 8 * 3
@@ -105,7 +115,10 @@ def test_a_layout_made_without_grid_compose_is_not_checked(caplog):
 def test_a_layout_of_the_wrong_type_gets_a_clear_error(bad):
     grids, blank, _, _ = compose(A, A_PRIME, image(pattern(32, 32, seed=2)), 64, 64)
     for call in (lambda: crop(grids, bad), lambda: mark(blank, bad)):
-        with pytest.raises(TypeError, match="layout: expected the ANALOGIST_LAYOUT output of Analogist Grid Compose"):
+        with pytest.raises(
+            TypeError,
+            match="layout: expected the ANALOGIST_LAYOUT output of Analogist Grid Compose",
+        ):
             call()
     from comfyui_analogist.analogist_pixels import grid as grid_math
 

@@ -28,7 +28,9 @@ A_PRIME = pattern(90, 130, seed=1)
 B = pattern(300, 200, seed=2, square=24)
 
 
-def box(width: int, height: int, x0: int, y0: int, x1: int, y1: int, batch: int = 1) -> torch.Tensor:
+def box(
+    width: int, height: int, x0: int, y0: int, x1: int, y1: int, batch: int = 1
+) -> torch.Tensor:
     mask = torch.zeros(batch, height, width)
     mask[:, y0:y1, x0:x1] = 1.0
     return mask
@@ -42,8 +44,17 @@ def disc(width: int, height: int, cx: float, cy: float, r: float) -> torch.Tenso
 
 
 def composed(mask, b=B, fit="stretch", arrangement=ARRANGEMENTS[0], cell=256, a=A, a_prime=A_PRIME):
-    return compose(image(a), image(a_prime), image(*b) if isinstance(b, list) else image(b),
-                   cell, cell, 2, fit, arrangement, b_region=mask)
+    return compose(
+        image(a),
+        image(a_prime),
+        image(*b) if isinstance(b, list) else image(b),
+        cell,
+        cell,
+        2,
+        fit,
+        arrangement,
+        b_region=mask,
+    )
 
 
 def dilate(region: np.ndarray, steps: int) -> np.ndarray:
@@ -79,7 +90,9 @@ def test_mask_is_the_region_mapped_into_b_prime_in_whole_latent_pixels(fit, arra
     assert mask[0, cell.y : cell.bottom, cell.x : cell.right].sum() == mask.sum()
     assert 0 < mask.sum() < 0.3 * cell.width * cell.height
     # The grids are the ones without a region (B' starts as B everywhere).
-    plain_grid, plain_blank, plain_mask, plain_layout = composed(None, fit=fit, arrangement=arrangement)
+    plain_grid, plain_blank, plain_mask, plain_layout = composed(
+        None, fit=fit, arrangement=arrangement
+    )
     assert torch.equal(grids, plain_grid) and torch.equal(blank, plain_blank)
     assert plain_layout.b_regions == () and len(layout.b_regions) == 1
     assert layout.b_placements == plain_layout.b_placements
@@ -100,18 +113,31 @@ def test_one_mask_for_all_b_and_one_mask_per_grid():
     shared = box(300, 200, 10, 10, 60, 50)
     _, _, mask, layout = composed(shared, b=[B, b2])
     assert mask.shape[0] == 2 and torch.equal(mask[0], mask[1])
-    assert layout.b_regions[0] is layout.b_regions[1] or layout.b_regions[0].bits == layout.b_regions[1].bits
+    assert (
+        layout.b_regions[0] is layout.b_regions[1]
+        or layout.b_regions[0].bits == layout.b_regions[1].bits
+    )
     assert not np.array_equal(layout.b_regions[0].image(), layout.b_regions[1].image())
     both = torch.cat([shared, box(300, 200, 200, 120, 290, 190)])
     _, _, mask2, layout2 = composed(both, b=[B, b2])
     assert torch.equal(mask2[0], mask[0]) and not torch.equal(mask2[1], mask2[0])
     for index in range(2):
         expected = naive_latent_blocks(
-            naive_b_prime_region(both[index].numpy() >= 0.5, layout2.b_placements[index], layout2))
+            naive_b_prime_region(both[index].numpy() >= 0.5, layout2.b_placements[index], layout2)
+        )
         assert np.array_equal(mask2[index].numpy() == 1.0, expected)
     # One B, one A' per grid: the region still goes to every grid.
-    _, _, mask3, _ = compose(image(A), image(A_PRIME, A_PRIME[::-1].copy()), image(B), 256, 256, 2,
-                             "stretch", ARRANGEMENTS[0], b_region=shared)
+    _, _, mask3, _ = compose(
+        image(A),
+        image(A_PRIME, A_PRIME[::-1].copy()),
+        image(B),
+        256,
+        256,
+        2,
+        "stretch",
+        ARRANGEMENTS[0],
+        b_region=shared,
+    )
     assert mask3.shape[0] == 2 and torch.equal(mask3[0], mask[0])
 
 
@@ -185,7 +211,8 @@ def test_crop_gives_b_back_exactly_outside_region_and_feather(fit, feather):
     # its centre); with one, that part goes back into the whole of B.
     plain = image(B).clone()
     plain[:, kept.y : kept.bottom, kept.x : kept.right] = grid_math.crop_b_prime(
-        result, layout, grid_math.SIZE_ORIGINAL)
+        result, layout, grid_math.SIZE_ORIGINAL
+    )
     source = region[0].numpy() >= 0.5
     original = image(B)[0]
     near = dilate(source, feather)
@@ -255,7 +282,9 @@ def test_no_region_crop_ignores_feather():
     assert torch.equal(out, grid_math.crop_b_prime(result, layout, grid_math.SIZE_ORIGINAL))
 
 
-@pytest.mark.parametrize(("feather", "error"), [(-1, ValueError), (10_000, ValueError), (1.5, TypeError)])
+@pytest.mark.parametrize(
+    ("feather", "error"), [(-1, ValueError), (10_000, ValueError), (1.5, TypeError)]
+)
 def test_bad_feather_is_a_clear_error(feather, error):
     grids, _, _, layout = composed(box(300, 200, 0, 0, 10, 10))
     with pytest.raises(error, match="feather"):
@@ -277,12 +306,28 @@ def test_region_with_several_example_pairs_lands_in_the_last_rows_b_prime(arrang
     """Both halves of issue 12 together: with two example pairs B' is the third row's
     (column's) second cell; the region goes there, and Grid Crop still gives B back
     exactly outside region and feather."""
-    (examples,) = grid.AnalogistExamplePair().add(image(pattern(80, 80, seed=7)), image(pattern(80, 80, seed=8)))
+    (examples,) = grid.AnalogistExamplePair().add(
+        image(pattern(80, 80, seed=7)), image(pattern(80, 80, seed=8))
+    )
     region = box(300, 200, 120, 60, 181, 131)
-    grids, blank, mask, layout = compose(image(A), image(A_PRIME), image(B), 256, 256, 2, "stretch",
-                                         arrangement, examples=examples, b_region=region)
+    grids, blank, mask, layout = compose(
+        image(A),
+        image(A_PRIME),
+        image(B),
+        256,
+        256,
+        2,
+        "stretch",
+        arrangement,
+        examples=examples,
+        b_region=region,
+    )
     assert layout.pairs == 2
-    assert mask.shape[1:] == grids.shape[1:3] == (768, 512)[:: 1 if arrangement == ARRANGEMENTS[0] else -1]
+    assert (
+        mask.shape[1:]
+        == grids.shape[1:3]
+        == (768, 512)[:: 1 if arrangement == ARRANGEMENTS[0] else -1]
+    )
     pixels_in = naive_b_prime_region(region[0].numpy() >= 0.5, layout.b_placements[0], layout)
     assert np.array_equal(mask[0].numpy() == 1.0, naive_latent_blocks(pixels_in))
     cell = layout.cell("b_prime")

@@ -52,7 +52,11 @@ def unet_call(model, latent: int, seed: int = 0):
 
 def patches(model):
     options = model.model_options["transformer_options"]
-    (cam_fn,) = [p for p in options["patches"]["attn2_output_patch"] if getattr(p, "analogist_kind", None) == "cam"]
+    (cam_fn,) = [
+        p
+        for p in options["patches"]["attn2_output_patch"]
+        if getattr(p, "analogist_kind", None) == "cam"
+    ]
     return options["patches_replace"]["attn1"], cam_fn
 
 
@@ -72,7 +76,10 @@ def test_patched_sdxl_equals_naive_reference_at_the_paper_levels(sdxl, latent, c
         fast = cam(sac(sdxl, layout), layout)
     assert "Analogist SAC on layers 2..65 of 70 (end_layer 0: the paper's levels" in caplog.text
     assert "input 5 (layers 2-3, latent/2), input 7 (layers 4-13, latent/4)" in caplog.text
-    assert "middle (layers 24-33, latent/4)" in caplog.text and "output 3 (layers 64-65, latent/2)" in caplog.text
+    assert (
+        "middle (layers 24-33, latent/4)" in caplog.text
+        and "output 3 (layers 64-65, latent/2)" in caplog.text
+    )
     blocks = transformer_block_keys(sdxl.model)[slice(*SDXL_PAPER)]
     got = unet_call(fast, latent)
     want = unet_call(reference_patched(sdxl, layout, blocks), latent)
@@ -97,11 +104,26 @@ def test_patches_fire_on_exactly_the_chosen_blocks_while_sampling(sdxl):
     extra = {"concat_latent_image": latent, "concat_mask": mask, "width": 256, "height": 256}
 
     def cond():
-        return [[torch.randn(1, 77, CONTEXT_DIM, generator=gen), {**extra, "pooled_output": torch.randn(1, POOLED_DIM, generator=gen)}]]
+        return [
+            [
+                torch.randn(1, 77, CONTEXT_DIM, generator=gen),
+                {**extra, "pooled_output": torch.randn(1, POOLED_DIM, generator=gen)},
+            ]
+        ]
 
     out = comfy.sample.sample(
-        model, torch.randn(latent.shape, generator=gen), 2, 5.0, "euler", "normal", cond(), cond(), latent,
-        denoise=1.0, disable_pbar=True, seed=1,
+        model,
+        torch.randn(latent.shape, generator=gen),
+        2,
+        5.0,
+        "euler",
+        "normal",
+        cond(),
+        cond(),
+        latent,
+        denoise=1.0,
+        disable_pbar=True,
+        seed=1,
     )
     assert torch.isfinite(out).all()
     sac_slots, cam_fn = patches(model)
@@ -115,7 +137,10 @@ def test_explicit_sd15_paper_values_still_mean_layers_3_to_10(sdxl, caplog):
     with caplog.at_level(logging.INFO, logger="analogist"):
         model = sac(sdxl, layout, start=3, end=11)
     assert set(patches_replace_keys(model)) == set(transformer_block_keys(sdxl.model)[3:11])
-    assert "on layers 3..10 of 70: input 5 (layer 3, latent/2), input 7 (layers 4-10, latent/4)" in caplog.text
+    assert (
+        "on layers 3..10 of 70: input 5 (layer 3, latent/2), input 7 (layers 4-10, latent/4)"
+        in caplog.text
+    )
 
 
 def patches_replace_keys(model):
@@ -143,23 +168,37 @@ def test_shipped_sdxl_workflow_patches_a_sdxl_model_on_the_paper_levels(sdxl):
     from support.workflows import workflow_builder
 
     builder = workflow_builder()
-    prompt = ui_to_api(json.loads((workflows / "analogist_sdxl.json").read_text()), builder.node_definitions())
+    prompt = ui_to_api(
+        json.loads((workflows / "analogist_sdxl.json").read_text()), builder.node_definitions()
+    )
     by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
     assert by_type["CheckpointLoaderSimple"]["ckpt_name"] == builder.SDXL_CHECKPOINT
 
     def image(name):
-        pixels = np.asarray(Image.open(workflows / "images" / name).convert("RGB"), np.float32) / 255
+        pixels = (
+            np.asarray(Image.open(workflows / "images" / name).convert("RGB"), np.float32) / 255
+        )
         return torch.from_numpy(pixels)[None]
 
-    loads = {node["_meta"]["title"]: node["inputs"]["image"] for node in prompt.values() if node["class_type"] == "LoadImage"}
-    grid_inputs = {k: v for k, v in by_type["AnalogistGridCompose"].items() if not isinstance(v, list)}
+    loads = {
+        node["_meta"]["title"]: node["inputs"]["image"]
+        for node in prompt.values()
+        if node["class_type"] == "LoadImage"
+    }
+    grid_inputs = {
+        k: v for k, v in by_type["AnalogistGridCompose"].items() if not isinstance(v, list)
+    }
     grid, _, _, layout = AnalogistGridCompose().compose(
-        image(loads["A (example, before)"]), image(loads["A' (example, after)"]), image(loads["B (to change)"]),
+        image(loads["A (example, before)"]),
+        image(loads["A' (example, after)"]),
+        image(loads["B (to change)"]),
         **grid_inputs,
     )
     assert grid.shape[1:3] == (1024, 1024)
-    widgets = {kind: {k: v for k, v in by_type[kind].items() if not isinstance(v, list)}
-               for kind in ("AnalogistSACPatch", "AnalogistCAMPatch")}
+    widgets = {
+        kind: {k: v for k, v in by_type[kind].items() if not isinstance(v, list)}
+        for kind in ("AnalogistSACPatch", "AnalogistCAMPatch")
+    }
     model = AnalogistSACPatch().patch(sdxl, layout, **widgets["AnalogistSACPatch"])[0]
     model = AnalogistCAMPatch().patch(model, layout, **widgets["AnalogistCAMPatch"])[0]
     out = unet_call(model, latent=grid.shape[1] // 8)

@@ -131,9 +131,16 @@ def test_shipped_workflow_keeps_the_gpt4v_seed_fixed_so_the_answer_cache_works()
 
     from comfyui_analogist.analogist_cli.workflow_format import has_control_value, widget_inputs
 
-    info = {"input": {k: v for k, v in gpt4v.AnalogistGPT4VPrompt.INPUT_TYPES().items()
-                      if k in ("required", "optional")}}
-    workflow = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "analogist.json").read_text())
+    info = {
+        "input": {
+            k: v
+            for k, v in gpt4v.AnalogistGPT4VPrompt.INPUT_TYPES().items()
+            if k in ("required", "optional")
+        }
+    }
+    workflow = json.loads(
+        (Path(__file__).resolve().parents[2] / "workflows" / "analogist.json").read_text()
+    )
     (node,) = [n for n in workflow["nodes"] if n["type"] == "AnalogistGPT4VPrompt"]
     position = 0
     for name, spec in widget_inputs(info):
@@ -242,7 +249,10 @@ def test_node_refuses_a_key_typed_into_api_key_env(server, user_dir, prefix, cap
     from support.fake_secrets import make_secret
 
     pasted = make_secret(prefix).replace("-", "")  # also when it passes for a variable name
-    with caplog.at_level(logging.DEBUG), pytest.raises(vlm.VLMError, match="NAME of an environment variable") as info:
+    with (
+        caplog.at_level(logging.DEBUG),
+        pytest.raises(vlm.VLMError, match="NAME of an environment variable") as info,
+    ):
         run(server, grid_batch(batch=1)[0], api_key_env=pasted)
     assert pasted not in str(info.value) and pasted not in caplog.text and server.count == 0
 
@@ -346,11 +356,17 @@ def test_user_directory_comes_from_folder_paths_old_or_new(monkeypatch, tmp_path
 def test_web_extensions_show_ui_text_on_their_own_nodes_only():
     web = ROOT / "web" / "js"
     shared = (web / "text_display.js").read_text()
-    assert "registerExtension" in shared and "onExecuted" in shared and "serialize = false" in shared
-    imports = [line for line in shared.splitlines() if line.startswith("import") or "import(" in line]
+    assert (
+        "registerExtension" in shared and "onExecuted" in shared and "serialize = false" in shared
+    )
+    imports = [
+        line for line in shared.splitlines() if line.startswith("import") or "import(" in line
+    ]
     assert imports == ['import { app } from "../../../scripts/app.js";']  # nothing internal
-    for name, node_id in (("gpt4v_prompt.js", "AnalogistGPT4VPrompt"),
-                          ("rank_candidates.js", "AnalogistRankCandidates")):
+    for name, node_id in (
+        ("gpt4v_prompt.js", "AnalogistGPT4VPrompt"),
+        ("rank_candidates.js", "AnalogistRankCandidates"),
+    ):
         source = (web / name).read_text()
         assert f'"{node_id}"' in source and "registerTextDisplay" in source
     node = shutil.which("node")
@@ -445,5 +461,5 @@ def test_a_wrong_layout_value_is_named(server, user_dir, fake_key):
 
 
 def test_the_optional_layout_input_has_a_tooltip():
-    (kind, options), = gpt4v.AnalogistGPT4VPrompt.INPUT_TYPES()["optional"].values()
+    ((kind, options),) = gpt4v.AnalogistGPT4VPrompt.INPUT_TYPES()["optional"].values()
     assert kind == "ANALOGIST_LAYOUT" and "several" in options["tooltip"]

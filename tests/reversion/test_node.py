@@ -30,10 +30,18 @@ def test_paper_defaults_are_the_node_defaults():
     optional = node.AnalogistReVersionLearn.INPUT_TYPES()["optional"]
     required = node.AnalogistReVersionLearn.INPUT_TYPES()["required"]
     assert required["steps"][1]["default"] == 3000
-    got = {k: optional[k][1]["default"] for k in ("batch_size", "gradient_accumulation", "learning_rate",
-                                                    "weight_decay", "steer_weight", "num_positives", "seed")}  # fmt: skip
-    assert got == {"batch_size": 2, "gradient_accumulation": 4, "learning_rate": 2.5e-4, "weight_decay": 1e-2,
-                   "steer_weight": 0.01, "num_positives": 4, "seed": 2023}  # fmt: skip
+    names = ("batch_size", "gradient_accumulation", "learning_rate", "weight_decay")
+    names += ("steer_weight", "num_positives", "seed")
+    got = {k: optional[k][1]["default"] for k in names}
+    assert got == {
+        "batch_size": 2,
+        "gradient_accumulation": 4,
+        "learning_rate": 2.5e-4,
+        "weight_decay": 1e-2,
+        "steer_weight": 0.01,
+        "num_positives": 4,
+        "seed": 2023,
+    }
 
 
 def test_sdxl_is_refused_by_name():

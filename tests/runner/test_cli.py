@@ -44,7 +44,9 @@ def cli(capsys, *args) -> tuple[int, str, str]:
 
 
 def test_missing_image_is_named(capsys, tmp_path, inpainting):
-    code, out, err = cli(capsys, "--a", tmp_path / "nope.png", "--checkpoint", inpainting, "--out", tmp_path)
+    code, out, err = cli(
+        capsys, "--a", tmp_path / "nope.png", "--checkpoint", inpainting, "--out", tmp_path
+    )
     assert code == 2 and "--a: file not found" in err and "nope.png" in err and not out
 
 
@@ -57,7 +59,9 @@ def test_unreadable_image_is_named(capsys, tmp_path, inpainting):
 
 def test_empty_b_folder_is_an_error(capsys, tmp_path, inpainting):
     (tmp_path / "bs").mkdir()
-    code, _, err = cli(capsys, "--b", tmp_path / "bs", "--checkpoint", inpainting, "--out", tmp_path)
+    code, _, err = cli(
+        capsys, "--b", tmp_path / "bs", "--checkpoint", inpainting, "--out", tmp_path
+    )
     assert code == 2 and "no images" in err
 
 
@@ -70,11 +74,15 @@ def test_without_checkpoint_it_says_what_to_download_and_where(capsys, tmp_path,
     assert str(tmp_path / "comfy" / "models" / "checkpoints") in err
 
 
-def test_without_checkpoint_it_uses_the_inpainting_one_in_run_sh_folder(tmp_path, monkeypatch, capsys):
+def test_without_checkpoint_it_uses_the_inpainting_one_in_run_sh_folder(
+    tmp_path, monkeypatch, capsys
+):
     folder = tmp_path / "comfy" / "models" / "checkpoints"
     folder.mkdir(parents=True)
     safetensors_with(folder / "a-plain.safetensors", {FIRST_CONV: torch.zeros(8, 4, 1, 1)})
-    inpaint = safetensors_with(folder / "b-inpainting.safetensors", {FIRST_CONV: torch.zeros(8, 9, 1, 1)})
+    inpaint = safetensors_with(
+        folder / "b-inpainting.safetensors", {FIRST_CONV: torch.zeros(8, 9, 1, 1)}
+    )
     monkeypatch.setenv("ANALOGIST_COMFYUI_DIR", str(tmp_path / "comfy"))
     assert checkpoint_for(None, []) == str(inpaint.resolve())
     assert str(inpaint) in capsys.readouterr().err
@@ -113,15 +121,24 @@ def test_a_server_that_is_down_is_reported(capsys, tmp_path, inpainting):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code, out, err = cli(capsys, "--checkpoint", inpainting, "--out", tmp_path / "out",
-                         "--server", f"http://127.0.0.1:{port}")
+    code, out, err = cli(
+        capsys,
+        "--checkpoint",
+        inpainting,
+        "--out",
+        tmp_path / "out",
+        "--server",
+        f"http://127.0.0.1:{port}",
+    )
     assert code == 2 and f"cannot reach ComfyUI at http://127.0.0.1:{port}" in err and not out
 
 
 def test_bad_cell_and_prompt_with_vlm_are_refused(capsys, tmp_path, inpainting):
     code, _, err = cli(capsys, "--cell", 100, "--checkpoint", inpainting, "--out", tmp_path)
     assert code == 2 and "multiple of 64" in err
-    code, _, err = cli(capsys, "--workflow", "vlm", "--prompt", "x", "--checkpoint", inpainting, "--out", tmp_path)
+    code, _, err = cli(
+        capsys, "--workflow", "vlm", "--prompt", "x", "--checkpoint", inpainting, "--out", tmp_path
+    )
     assert code == 2 and "--prompt goes with --workflow manual" in err
 
 
@@ -140,6 +157,7 @@ def test_jobs_spread_over_workers_and_failures_are_summarized(tmp_path, capsys):
             out = tmp_path / f"{job.b.stem}_b_prime.png"
             out.write_bytes(b"x")
             return [out]
+
         return run
 
     jobs = [Job(Path(f"{n}.png"), i) for i, n in enumerate(["b0", "b1", "bad", "b3", "b4"])]
@@ -189,17 +207,30 @@ def encoder(tmp_path) -> Path:
     return safetensors_with(tmp_path / "clip-vit-l.safetensors", {"w": torch.zeros(1)})
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--candidates", 4], "--candidates needs --clip-vision"),
-    (["--clip-vision", "{encoder}"], "--clip-vision goes with --candidates N"),
-    (["--candidates", 1, "--clip-vision", "{encoder}"], "--candidates must be between 2 and 64"),
-    (["--candidates", 65, "--clip-vision", "{encoder}"], "--candidates must be between 2 and 64"),
-    (["--candidates", 4, "--clip-vision", "{encoder}", "--workflow", "vlm"],
-     "--candidates goes with --workflow manual"),
-    (["--candidates", 4, "--clip-vision", "{missing}"], "--clip-vision: file not found"),
-    (["--candidates", 4, "--clip-vision", "{image}"], "is not a model file"),
-])
-def test_candidate_options_are_checked_before_anything_runs(capsys, tmp_path, inpainting, encoder, args, says):
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--candidates", 4], "--candidates needs --clip-vision"),
+        (["--clip-vision", "{encoder}"], "--clip-vision goes with --candidates N"),
+        (
+            ["--candidates", 1, "--clip-vision", "{encoder}"],
+            "--candidates must be between 2 and 64",
+        ),
+        (
+            ["--candidates", 65, "--clip-vision", "{encoder}"],
+            "--candidates must be between 2 and 64",
+        ),
+        (
+            ["--candidates", 4, "--clip-vision", "{encoder}", "--workflow", "vlm"],
+            "--candidates goes with --workflow manual",
+        ),
+        (["--candidates", 4, "--clip-vision", "{missing}"], "--clip-vision: file not found"),
+        (["--candidates", 4, "--clip-vision", "{image}"], "is not a model file"),
+    ],
+)
+def test_candidate_options_are_checked_before_anything_runs(
+    capsys, tmp_path, inpainting, encoder, args, says
+):
     names = {"{encoder}": encoder, "{missing}": tmp_path / "nope.safetensors", "{image}": A}
     args = [names.get(a, a) if isinstance(a, str) else a for a in args]
     out = tmp_path / "out"
@@ -218,16 +249,26 @@ def test_best_of_n_prompt_samples_n_and_scores_with_the_given_encoder():
 
     info = copy.deepcopy(workflow_builder().node_definitions())  # the host's own definitions
     info["CLIPVisionLoader"]["input"]["required"]["clip_name"][0] = ["my-encoder.safetensors"]
-    settings = Settings(a=A, a_prime=A2, b=[B], out=Path("out"), checkpoint="inpaint.safetensors",
-                        prompt="a red square, best quality, extremely detailed", seed=7,
-                        candidates=6, clip_vision="my-encoder.safetensors")
+    settings = Settings(
+        a=A,
+        a_prime=A2,
+        b=[B],
+        out=Path("out"),
+        checkpoint="inpaint.safetensors",
+        prompt="a red square, best quality, extremely detailed",
+        seed=7,
+        candidates=6,
+        clip_vision="my-encoder.safetensors",
+    )
     prompt = build_prompt(settings, info, {"a": "a.png", "a_prime": "ap.png", "b": "b.png"})
     by_type = {}
     for node in prompt.values():
         by_type.setdefault(node["class_type"], []).append(node["inputs"])
     assert [n["amount"] for n in by_type["RepeatLatentBatch"]] == [6]
     titles = {v.get("_meta", {}).get("title") for v in prompt.values()}
-    assert "6 candidates" in titles and "B' (best of 6)" in titles and "B' (best of 4)" not in titles
+    assert (
+        "6 candidates" in titles and "B' (best of 6)" in titles and "B' (best of 4)" not in titles
+    )
     assert [n["clip_name"] for n in by_type["CLIPVisionLoader"]] == ["my-encoder.safetensors"]
     assert [n["seed"] for n in by_type["KSampler"]] == [7]
     assert sorted(n["image"] for n in by_type["LoadImage"]) == ["a.png", "ap.png", "b.png"]
@@ -249,9 +290,10 @@ def test_launch_gives_the_embedded_comfyui_the_clip_vision_model(tmp_path, inpai
     # In a ComfyUI checkout: an extra model path, read by the host's own loader.
     checkout = tmp_path / "ComfyUI"
     launch_args(workspace, inpainting, 8190, checkout, encoder)
-    yaml = (workspace / "extra_model_paths.yaml")
+    yaml = workspace / "extra_model_paths.yaml"
     assert sorted(extra_paths_read_by_host(yaml)) == sorted(
-        [("checkpoints", str(inpainting.parent)), ("clip_vision", str(encoder.parent))])
+        [("checkpoints", str(inpainting.parent)), ("clip_vision", str(encoder.parent))]
+    )
 
 
 def extra_paths_read_by_host(yaml: Path) -> list[tuple[str, str]]:
@@ -277,10 +319,18 @@ print(json.dumps(added))
 """
     host = os.environ.get("ANALOGIST_COMFYUI_HOST", "")
     env = {**os.environ, "PYTHONPATH": host}
-    done = subprocess.run([sys.executable, "-c", probe, str(yaml)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(yaml)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    return [(kind, os.path.normpath(path)) for kind, path in json.loads(done.stdout.strip().splitlines()[-1])]
+    return [
+        (kind, os.path.normpath(path))
+        for kind, path in json.loads(done.stdout.strip().splitlines()[-1])
+    ]
 
 
 # -- faults and bad input (issue 16) --------------------------------------------------------
@@ -293,11 +343,17 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -309,13 +365,16 @@ def test_a_decompression_bomb_png_is_refused_cleanly(capsys, tmp_path, inpaintin
     assert "Traceback" not in err and not stdout and not out.exists()
 
 
-@pytest.mark.parametrize("url, says", [
-    ("htp:/x y", "contains spaces"),
-    ("http://[::1", "not a valid URL"),
-    ("ftp://127.0.0.1:8188", "scheme must be http"),
-    ("http://127.0.0.1:99999", "not a valid URL"),
-    ("http://", "names no host"),
-])
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("htp:/x y", "contains spaces"),
+        ("http://[::1", "not a valid URL"),
+        ("ftp://127.0.0.1:8188", "scheme must be http"),
+        ("http://127.0.0.1:99999", "not a valid URL"),
+        ("http://", "names no host"),
+    ],
+)
 def test_an_invalid_server_url_is_refused_cleanly(capsys, tmp_path, inpainting, url, says):
     out = tmp_path / "out"
     code, stdout, err = cli(capsys, "--server", url, "--checkpoint", "x.ckpt", "--out", out)
@@ -328,8 +387,15 @@ def test_a_server_url_with_a_password_is_refused_without_repeating_it(capsys, tm
     from support.fake_secrets import make_secret
 
     password = make_secret("")
-    code, stdout, err = cli(capsys, "--server", f"http://artist:{password}@127.0.0.1:8188",
-                            "--checkpoint", "x.ckpt", "--out", tmp_path / "out")
+    code, stdout, err = cli(
+        capsys,
+        "--server",
+        f"http://artist:{password}@127.0.0.1:8188",
+        "--checkpoint",
+        "x.ckpt",
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 2 and "user name or password" in err and password not in err + stdout
 
 
@@ -363,13 +429,17 @@ def test_out_is_not_created_when_a_check_fails(capsys, tmp_path, inpainting):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     out = tmp_path / "not-yet"
-    code, _, err = cli(capsys, "--server", f"http://127.0.0.1:{port}", "--checkpoint", "x.ckpt", "--out", out)
+    code, _, err = cli(
+        capsys, "--server", f"http://127.0.0.1:{port}", "--checkpoint", "x.ckpt", "--out", out
+    )
     assert code == 2 and "cannot reach" in err
     assert not out.exists()  # the server check failed: nothing was created
 
 
 def test_a_truncated_safetensors_is_caught_by_the_pre_check_with_its_path(capsys, tmp_path):
-    whole = safetensors_with(tmp_path / "whole.safetensors", {FIRST_CONV: torch.zeros(320, 9, 3, 3)})
+    whole = safetensors_with(
+        tmp_path / "whole.safetensors", {FIRST_CONV: torch.zeros(320, 9, 3, 3)}
+    )
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     assert check_inpainting_checkpoint(whole).unet_in_channels == 9
@@ -391,7 +461,9 @@ def test_workspaces_of_runners_that_died_unclean_are_swept(tmp_path):
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale, live, foreign = (tmp_path / f"analogist-comfyui-{n}" for n in ("stale", "live", "foreign"))
+    stale, live, foreign = (
+        tmp_path / f"analogist-comfyui-{n}" for n in ("stale", "live", "foreign")
+    )
     for folder in (stale, live, foreign):
         (folder / "input").mkdir(parents=True)
     (stale / "runner.pid").write_text(str(dead.pid))
@@ -403,18 +475,39 @@ def test_workspaces_of_runners_that_died_unclean_are_swept(tmp_path):
 def test_b_region_must_exist_and_be_at_bs_size(capsys, tmp_path, inpainting):
     from PIL import Image
 
-    code, _, err = cli(capsys, "--b-region", tmp_path / "nope.png", "--checkpoint", inpainting,
-                       "--out", tmp_path / "out")
+    code, _, err = cli(
+        capsys,
+        "--b-region",
+        tmp_path / "nope.png",
+        "--checkpoint",
+        inpainting,
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 2 and "--b-region: file not found" in err
     small = tmp_path / "region.png"
     Image.new("L", (100, 80), 255).save(small)
-    code, _, err = cli(capsys, "--b-region", small, "--checkpoint", inpainting, "--out", tmp_path / "out")
-    assert code == 2 and "--b-region: region.png is 100x80 px but B analogist_example_b.png is 256x256 px" in err
+    code, _, err = cli(
+        capsys, "--b-region", small, "--checkpoint", inpainting, "--out", tmp_path / "out"
+    )
+    assert (
+        code == 2
+        and "--b-region: region.png is 100x80 px but B analogist_example_b.png is 256x256 px" in err
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_example_pairs_are_checked_and_limited(capsys, tmp_path, inpainting):
-    code, _, err = cli(capsys, "--example", A, tmp_path / "missing.png", "--checkpoint", inpainting, "--out", tmp_path)
+    code, _, err = cli(
+        capsys,
+        "--example",
+        A,
+        tmp_path / "missing.png",
+        "--checkpoint",
+        inpainting,
+        "--out",
+        tmp_path,
+    )
     assert code == 2 and "--example 2 (A'): file not found" in err and "missing.png" in err
     four = [arg for _ in range(4) for arg in ("--example", A, A2)]
     code, _, err = cli(capsys, *four, "--checkpoint", inpainting, "--out", tmp_path / "new")

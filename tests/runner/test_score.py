@@ -26,15 +26,30 @@ def clip_dir(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config={"vocab_size": 99, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "max_position_embeddings": 16},
-        vision_config={"image_size": SIZE, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
-                       "num_hidden_layers": 2, "num_attention_heads": 2, "initializer_range": 0.2},
+        text_config={
+            "vocab_size": 99,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+        },
+        vision_config={
+            "image_size": SIZE,
+            "patch_size": 8,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "initializer_range": 0.2,
+        },
         projection_dim=16,
     )
     folder = tmp_path_factory.mktemp("clip")
     CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}).save_pretrained(folder)
+    CLIPImageProcessor(
+        size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
+    ).save_pretrained(folder)
     return folder
 
 
@@ -52,7 +67,10 @@ def results(tmp_path) -> Path:
         for role, offset in (("a", 0), ("a_prime", 1), ("b", 2)):
             save(color / f"{name}_{role}.png", base + offset)
         for n in range(samples):
-            save(color / (f"{name}_b_prime.png" if n == 0 else f"{name}_b_prime_{n}.png"), base + 5 + n)
+            save(
+                color / (f"{name}_b_prime.png" if n == 0 else f"{name}_b_prime_{n}.png"),
+                base + 5 + n,
+            )
         save(color / f"{name}_strip.png", 99)  # ignored
     sketch = root / "sketch"  # one A, A' for the folder; and a folder that is one analogy
     save(sketch / "a.png", 40)
@@ -75,7 +93,9 @@ def independent_features(clip_dir: Path, paths: list[Path]) -> dict[Path, np.nda
     out = {}
     with torch.no_grad():
         for path in paths:
-            pixels = processor(images=[Image.open(path).convert("RGB")], return_tensors="pt")["pixel_values"]
+            pixels = processor(images=[Image.open(path).convert("RGB")], return_tensors="pt")[
+                "pixel_values"
+            ]
             pooled = model.vision_model(pixel_values=pixels).pooler_output
             out[path] = model.visual_projection(pooled)[0].double().numpy()
     return out
@@ -94,18 +114,53 @@ def test_scores_are_the_mean_direction_similarity_per_analogy_task_and_overall(
     results, clip_dir, tmp_path, capsys
 ):
     out_csv = tmp_path / "scores.csv"
-    assert main(["score", str(results), "--clip", str(clip_dir), "--csv", str(out_csv), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(results),
+                "--clip",
+                str(clip_dir),
+                "--csv",
+                str(out_csv),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
 
     c, s = results / "colorization", results / "sketch"
     analogies = {
-        ("colorization", "cat"): (c / "cat_a.png", c / "cat_a_prime.png", c / "cat_b.png",
-                                  [c / "cat_b_prime.png", c / "cat_b_prime_1.png", c / "cat_b_prime_2.png"]),
-        ("colorization", "dog"): (c / "dog_a.png", c / "dog_a_prime.png", c / "dog_b.png", [c / "dog_b_prime.png"]),
-        ("sketch", "x"): (s / "a.png", s / "a_prime.png", s / "x_b.png", [s / "x_b_prime.png", s / "x_b_prime_1.png"]),
-        ("sketch", "one"): (s / "one/a.jpg", s / "one/a_prime.jpg", s / "one/b.jpg", [s / "one/b_prime.jpg"]),
+        ("colorization", "cat"): (
+            c / "cat_a.png",
+            c / "cat_a_prime.png",
+            c / "cat_b.png",
+            [c / "cat_b_prime.png", c / "cat_b_prime_1.png", c / "cat_b_prime_2.png"],
+        ),
+        ("colorization", "dog"): (
+            c / "dog_a.png",
+            c / "dog_a_prime.png",
+            c / "dog_b.png",
+            [c / "dog_b_prime.png"],
+        ),
+        ("sketch", "x"): (
+            s / "a.png",
+            s / "a_prime.png",
+            s / "x_b.png",
+            [s / "x_b_prime.png", s / "x_b_prime_1.png"],
+        ),
+        ("sketch", "one"): (
+            s / "one/a.jpg",
+            s / "one/a_prime.jpg",
+            s / "one/b.jpg",
+            [s / "one/b_prime.jpg"],
+        ),
     }
-    e = independent_features(clip_dir, sorted({p for a, ap, b, bp in analogies.values() for p in (a, ap, b, *bp)}))
+    e = independent_features(
+        clip_dir, sorted({p for a, ap, b, bp in analogies.values() for p in (a, ap, b, *bp)})
+    )
     expected = {
         key: float(np.mean([cos(e[ap] - e[a], e[p] - e[b]) for p in bp]))
         for key, (a, ap, b, bp) in analogies.items()
@@ -119,13 +174,21 @@ def test_scores_are_the_mean_direction_similarity_per_analogy_task_and_overall(
         assert float(per_analogy[key]["clip_direction"]) == pytest.approx(value, abs=2e-6), key
         assert int(per_analogy[key]["samples"]) == len(analogies[key][3])
     tasks = {r["task"]: float(r["clip_direction"]) for r in rows if r["level"] == "task"}
-    assert tasks["colorization"] == pytest.approx(np.mean([expected[("colorization", n)] for n in ("cat", "dog")]), abs=2e-6)
-    assert tasks["sketch"] == pytest.approx(np.mean([expected[("sketch", n)] for n in ("x", "one")]), abs=2e-6)
+    assert tasks["colorization"] == pytest.approx(
+        np.mean([expected[("colorization", n)] for n in ("cat", "dog")]), abs=2e-6
+    )
+    assert tasks["sketch"] == pytest.approx(
+        np.mean([expected[("sketch", n)] for n in ("x", "one")]), abs=2e-6
+    )
     (overall,) = [r for r in rows if r["level"] == "overall"]
-    assert float(overall["clip_direction"]) == pytest.approx(np.mean(list(tasks.values())), abs=2e-6)
+    assert float(overall["clip_direction"]) == pytest.approx(
+        np.mean(list(tasks.values())), abs=2e-6
+    )
     assert overall["samples"] == "7"
     (every,) = [r for r in rows if r["level"] == "all_analogies"]
-    assert float(every["clip_direction"]) == pytest.approx(np.mean(list(expected.values())), abs=2e-6)
+    assert float(every["clip_direction"]) == pytest.approx(
+        np.mean(list(expected.values())), abs=2e-6
+    )
     # The table: one line per task and the overall mean, 4 decimals.
     assert f"{tasks['sketch']:.4f}" in printed and "overall" in printed and str(out_csv) in printed
 
@@ -139,7 +202,12 @@ def test_overall_is_the_mean_of_the_task_means_as_the_papers_script_reports_it()
         p = Path(f"{task}/{name}.png")
         return AnalogyScore(Analogy(task, name, p, p, p, (p,)), (value,))
 
-    scores = [one("big", "a", 0.9), one("big", "b", 0.7), one("big", "c", 0.8), one("small", "x", 0.2)]
+    scores = [
+        one("big", "a", 0.9),
+        one("big", "b", 0.7),
+        one("big", "c", 0.8),
+        one("small", "x", 0.2),
+    ]
     rows = {r.level: r for r in summary(scores) if r.level in ("overall", "all_analogies")}
     assert rows["overall"].score == pytest.approx((0.8 + 0.2) / 2)
     assert rows["all_analogies"].score == pytest.approx((0.9 + 0.7 + 0.8 + 0.2) / 4)
@@ -154,7 +222,11 @@ def test_the_runner_writes_a_folder_the_evaluator_reads(tmp_path):
     save(out / "green_b_prime.png", 4)  # what run_job saves from the server
     save_inputs(settings, Job(b, 0), "green")
     (found,) = find_analogies(out)
-    assert (found.a.name, found.a_prime.name, found.b.name) == ("green_a.png", "green_a_prime.jpg", "green_b.png")
+    assert (found.a.name, found.a_prime.name, found.b.name) == (
+        "green_a.png",
+        "green_a_prime.jpg",
+        "green_b.png",
+    )
     assert found.samples == (out / "green_b_prime.png",) and found.task == "out"
     assert found.a.read_bytes() == a.read_bytes()
 

@@ -61,15 +61,21 @@ def vitl_state_dict(seed: int, dtype: torch.dtype = torch.float16) -> dict[str, 
     import comfy.clip_vision
     from comfy import ops
 
-    config = json.loads(Path(comfy.clip_vision.__file__).with_name("clip_vision_config_vitl.json").read_text())
-    model = comfy.clip_model.CLIPVisionModelProjection(config, torch.float32, "cpu", ops.disable_weight_init)
+    config = json.loads(
+        Path(comfy.clip_vision.__file__).with_name("clip_vision_config_vitl.json").read_text()
+    )
+    model = comfy.clip_model.CLIPVisionModelProjection(
+        config, torch.float32, "cpu", ops.disable_weight_init
+    )
     randomize_(model, seed)
     return {k: v.to(dtype).contiguous() for k, v in model.state_dict().items()}
 
 
 def cache_dir() -> Path:
     digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    root = Path(os.environ.get("ANALOGIST_TEST_CACHE", Path(tempfile.gettempdir()) / "analogist-tests"))
+    root = Path(
+        os.environ.get("ANALOGIST_TEST_CACHE", Path(tempfile.gettempdir()) / "analogist-tests")
+    )
     return root / f"clip-vision-{digest}"
 
 
@@ -85,7 +91,8 @@ def cached_clip_vision_file(seed: int = 0) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        safetensors.torch.save_file(vitl_state_dict(seed), str(partial),
-                                    metadata={"analogist": "random test weights"})
+        safetensors.torch.save_file(
+            vitl_state_dict(seed), str(partial), metadata={"analogist": "random test weights"}
+        )
         os.replace(partial, path)
     return path

@@ -1,7 +1,8 @@
 """A real ComfyUI server for end-to-end tests, and a small client for its HTTP API.
 
 The server is the host under test (ComfyUI 0.30.0's ``main.py`` when ANALOGIST_COMFYUI_DIR
-names it, else the 2024 ``comfyui`` package), started as its own process on a free loopback port, with a workspace folder of its own: this pack linked into
+names it, else the 2024 ``comfyui`` package), started as its own process on a free loopback
+port, with a workspace folder of its own: this pack linked into
 ``custom_nodes``, models linked into ``models/``. Nothing here imitates ComfyUI.
 """
 
@@ -104,8 +105,10 @@ class ComfyServer:
         }
         cmd = workspace_command(self.workspace) + [
             "--cpu",
-            "--listen", "127.0.0.1",
-            "--port", str(self.port),
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
         ]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
@@ -114,7 +117,9 @@ class ComfyServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"ComfyUI exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 self.get_json("/system_stats", timeout=2)
                 return self
@@ -167,7 +172,11 @@ class ComfyServer:
 
     def view(self, image: dict) -> bytes:
         query = urllib.parse.urlencode(
-            {"filename": image["filename"], "subfolder": image.get("subfolder", ""), "type": image.get("type", "output")}
+            {
+                "filename": image["filename"],
+                "subfolder": image.get("subfolder", ""),
+                "type": image.get("type", "output"),
+            }
         )
         with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=30) as response:
             return response.read()
@@ -179,7 +188,9 @@ class ComfyServer:
             return RunResult(
                 prompt_id="",
                 status="error",
-                messages=[("execution_error", {"exception_message": json.dumps(body.get("error", body))})],
+                messages=[
+                    ("execution_error", {"exception_message": json.dumps(body.get("error", body))})
+                ],
                 node_errors=body.get("node_errors", {}),
             )
         prompt_id = body["prompt_id"]
@@ -203,7 +214,9 @@ class ComfyServer:
             if self.process and self.process.poll() is not None:
                 raise RuntimeError(f"ComfyUI died while running a prompt:\n{self.log_tail()}")
             time.sleep(0.25)
-        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(
+            f"prompt {prompt_id} did not finish in {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def history(self) -> dict:
         return self.get_json("/history")

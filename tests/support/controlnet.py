@@ -21,8 +21,11 @@ CONTROLNET_NAME = "random-sd15-controlnet.safetensors"
 
 
 def controlnet_config() -> dict:
-    config = {k: v for k, v in SD15_INPAINT_UNET.items()
-              if k not in ("out_channels", "use_temporal_attention", "use_temporal_resblock")}
+    config = {
+        k: v
+        for k, v in SD15_INPAINT_UNET.items()
+        if k not in ("out_channels", "use_temporal_attention", "use_temporal_resblock")
+    }
     config.update(in_channels=4, hint_channels=3)
     return config
 
@@ -32,7 +35,9 @@ def write_sd15_controlnet(path: Path, seed: int = 0, dtype: torch.dtype = torch.
     from comfy import ops
     from comfy.cldm.cldm import ControlNet
 
-    net = ControlNet(**controlnet_config(), dtype=dtype, device="cpu", operations=ops.disable_weight_init)
+    net = ControlNet(
+        **controlnet_config(), dtype=dtype, device="cpu", operations=ops.disable_weight_init
+    )
     randomize_(net.to(dtype), seed)
     state = {f"control_model.{k}": v.contiguous() for k, v in net.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,9 @@ def why_no_browser() -> str | None:
     try:
         import comfyui_frontend_package  # noqa: F401
     except ImportError:
-        return "comfyui-frontend-package (the frontend ComfyUI pins) is not installed in this Python"
+        return (
+            "comfyui-frontend-package (the frontend ComfyUI pins) is not installed in this Python"
+        )
     return None
 
 
@@ -77,11 +79,15 @@ class Console:
     def add(self, kind: str, text: str, url: str = "") -> None:
         self.messages.append((kind, text, url or ""))
 
-    def from_pack(self, kinds: tuple[str, ...] = ("error", "pageerror", "warning")) -> list[tuple[str, str, str]]:
+    def from_pack(
+        self, kinds: tuple[str, ...] = ("error", "pageerror", "warning")
+    ) -> list[tuple[str, str, str]]:
         """Messages of these kinds that come from the pack (its files, or naming it)."""
         return [
-            m for m in self.messages
-            if m[0] in kinds and (PACK_URL_PART in m[2] or PACK_URL_PART in m[1] or "analogist" in m[1].lower())
+            m
+            for m in self.messages
+            if m[0] in kinds
+            and (PACK_URL_PART in m[2] or PACK_URL_PART in m[1] or "analogist" in m[1].lower())
         ]
 
     def internal_module_notices(self) -> list[str]:
@@ -100,12 +106,20 @@ class Frontend:
         self.screenshots: list[Path] = []
         self.images_fetched: list[str] = []  # /view URLs the page loaded (images it shows)
         page.on("response", self._note_image)
-        page.on("console", lambda m: self.console.add(m.type, m.text, (m.location or {}).get("url", "")))
-        page.on("pageerror", lambda e: self.console.add("pageerror", f"{e}\n{getattr(e, 'stack', '')}"))
+        page.on(
+            "console", lambda m: self.console.add(m.type, m.text, (m.location or {}).get("url", ""))
+        )
+        page.on(
+            "pageerror", lambda e: self.console.add("pageerror", f"{e}\n{getattr(e, 'stack', '')}")
+        )
         page.route("**/*", self._only_local)
 
     def _note_image(self, response) -> None:
-        if "/view?" in response.url and response.ok and response.headers.get("content-type", "").startswith("image/"):
+        if (
+            "/view?" in response.url
+            and response.ok
+            and response.headers.get("content-type", "").startswith("image/")
+        ):
             self.images_fetched.append(response.url)
 
     def _only_local(self, route) -> None:
@@ -153,7 +167,9 @@ class Frontend:
             timeout=timeout_ms,
         )
         # The frontend masks the canvas (PrimeVue BlockUI) while it settles the new graph.
-        self.page.wait_for_function("() => !document.querySelector('.p-blockui-mask')", timeout=timeout_ms)
+        self.page.wait_for_function(
+            "() => !document.querySelector('.p-blockui-mask')", timeout=timeout_ms
+        )
         self.page.wait_for_timeout(500)  # toasts and dialogs of the load come up
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -203,7 +219,10 @@ class Frontend:
                     if (hidden.length) {
                         const what = hidden.map(([x, y]) => {
                             const el = document.elementFromPoint(x, y);
-                            return `(${Math.round(x)},${Math.round(y)}) ` + (el ? el.tagName.toLowerCase() + (el.className && typeof el.className === 'string' ? '.' + el.className.split(' ')[0] : '') : 'off screen');
+                            const cls = el && typeof el.className === 'string' && el.className
+                                ? '.' + el.className.split(' ')[0] : '';
+                            const name = el ? el.tagName.toLowerCase() + cls : 'off screen';
+                            return `(${Math.round(x)},${Math.round(y)}) ` + name;
                         });
                         out.push(`node ${n.id} ${n.type} "${n.title}": ${what.join(', ')}`);
                     }
@@ -213,7 +232,9 @@ class Frontend:
         )
 
     def view(self) -> dict:
-        return self.page.evaluate("() => ({offset: [...app.canvas.ds.offset], scale: app.canvas.ds.scale})")
+        return self.page.evaluate(
+            "() => ({offset: [...app.canvas.ds.offset], scale: app.canvas.ds.scale})"
+        )
 
     def set_widget(self, node_type: str, name: str, value: Any) -> int:
         """Set a widget on every node of this type, as typing into it does; returns how many."""
@@ -261,7 +282,10 @@ class Frontend:
     # -- artifacts --------------------------------------------------------------------
     def screenshot(self, label: str) -> Path:
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        path = self.artifacts / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}-{time.strftime('%H%M%S')}.png"
+        path = (
+            self.artifacts
+            / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}-{time.strftime('%H%M%S')}.png"
+        )
         self.page.screenshot(path=str(path))
         self.screenshots.append(path)
         return path

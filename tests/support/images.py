@@ -19,8 +19,13 @@ def pattern(width: int, height: int, seed: int = 0) -> Image.Image:
     image = Image.fromarray(np.stack([red, green, blue], axis=-1).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     r = min(width, height) // 4
-    cx, cy = int(rng.integers(r, max(width - r, r + 1))), int(rng.integers(r, max(height - r, r + 1)))
-    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    cx, cy = (
+        int(rng.integers(r, max(width - r, r + 1))),
+        int(rng.integers(r, max(height - r, r + 1))),
+    )
+    draw.ellipse(
+        [cx - r, cy - r, cx + r, cy + r], fill=tuple(int(v) for v in rng.integers(0, 256, 3))
+    )
     return image
 
 

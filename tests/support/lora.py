@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 
-def random_unet_lora(unet: torch.nn.Module, seed: int = 0, rank: int = 4, std: float = 0.05) -> dict[str, torch.Tensor]:
+def random_unet_lora(
+    unet: torch.nn.Module, seed: int = 0, rank: int = 4, std: float = 0.05
+) -> dict[str, torch.Tensor]:
     """A LoRA on every attention q/k/v/out projection of ``unet`` (a ComfyUI UNetModel).
 
     Keys are ``lora_unet_<module path with _>.lora_down/lora_up/alpha``, the layout

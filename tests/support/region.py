@@ -46,6 +46,8 @@ def naive_tokens_inside(pixels: np.ndarray, h: int, w: int) -> np.ndarray:
     out = np.zeros(h * w, bool)
     for ty in range(h):
         for tx in range(w):
-            block = pixels[ty * grid_h // h : (ty + 1) * grid_h // h, tx * grid_w // w : (tx + 1) * grid_w // w]
+            block = pixels[
+                ty * grid_h // h : (ty + 1) * grid_h // h, tx * grid_w // w : (tx + 1) * grid_w // w
+            ]
             out[ty * w + tx] = bool(block.any())
     return out

@@ -63,7 +63,10 @@ def tiny_unet_config(
     """SD1.5's block structure (16 transformer blocks, same levels) at toy widths."""
     config = dict(SD15_INPAINT_UNET)
     config.update(
-        model_channels=model_channels, context_dim=context_dim, num_heads=heads, in_channels=in_channels
+        model_channels=model_channels,
+        context_dim=context_dim,
+        num_heads=heads,
+        in_channels=in_channels,
     )
     return config
 
@@ -131,7 +134,11 @@ def write_sd15_inpainting_checkpoint(
     state.update({f"first_stage_model.{k}": v for k, v in vae.items()})
     clip = _clip_state_dict(seed + 2, dtype)
     state.update(
-        {f"cond_stage_model.transformer.{k}": v for k, v in clip.items() if "text_projection" not in k}
+        {
+            f"cond_stage_model.transformer.{k}": v
+            for k, v in clip.items()
+            if "text_projection" not in k
+        }
     )
     state = {k: v.contiguous() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +155,9 @@ def cache_dir() -> Path:
     gets a fresh folder, so a stale model is never reused.
     """
     digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    root = Path(os.environ.get("ANALOGIST_TEST_CACHE", Path(tempfile.gettempdir()) / "analogist-tests"))
+    root = Path(
+        os.environ.get("ANALOGIST_TEST_CACHE", Path(tempfile.gettempdir()) / "analogist-tests")
+    )
     return root / digest
 
 
@@ -172,7 +181,9 @@ def tiny_inpaint_model_patcher(seed: int = 0, dtype: torch.dtype = torch.float32
     """
     import comfy.supported_models
 
-    return random_model_patcher(comfy.supported_models.SD15(tiny_unet_config(**widths)), seed, dtype)
+    return random_model_patcher(
+        comfy.supported_models.SD15(tiny_unet_config(**widths)), seed, dtype
+    )
 
 
 def random_model_patcher(config, seed: int, dtype: torch.dtype):

@@ -7,7 +7,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ("errors", "urls", "keys", "request", "answers", "cache", "client", "clip_text", "transport")
+MODULES = (
+    "errors",
+    "urls",
+    "keys",
+    "request",
+    "answers",
+    "cache",
+    "client",
+    "clip_text",
+    "transport",
+)
 
 
 def test_the_vlm_package_imports_neither_comfy_nor_openai() -> None:
@@ -20,4 +30,3 @@ def test_the_vlm_package_imports_neither_comfy_nor_openai() -> None:
         "assert 'openai' not in sys.modules, 'openai imported at load time'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
-
