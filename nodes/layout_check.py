@@ -42,7 +42,7 @@ class LayoutCheck:
 
     def __init__(self, layouts: dict[str, GridLayout]):
         self.layouts = dict(layouts)
-        self._checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._checked: weakref.ref | None = None  # the last mask found right (no copy kept)
 
     def __call__(self, executor, model, conds, x_in, timestep, model_options):
         mask = concat_mask(conds)
@@ -52,7 +52,7 @@ class LayoutCheck:
 
     def check(self, mask: torch.Tensor) -> None:
         base = mask._base if mask._base is not None else mask
-        if self._checked.get(base) is True:
+        if self._checked is not None and self._checked() is base:
             return
         for node, layout in self.layouts.items():
             if not _same_proportions(layout, mask):
@@ -65,7 +65,7 @@ class LayoutCheck:
                     "mask reach the sampler (through InpaintModelConditioning); connect that "
                     f"Grid Compose's layout output to {node}."
                 )
-        self._checked[base] = True
+        self._checked = weakref.ref(base)
 
 
 def _same_proportions(layout: GridLayout, mask: torch.Tensor) -> bool:
