@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support.answers_server import PACK_DIR_NAME, ComfyServer, make_workspace
+from support.comfy_server import PACK_DIR_NAME, ComfyServer, make_workspace
 from support.sd15 import checkpoint_name
 
 pytestmark = pytest.mark.host
