@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import socket
@@ -27,6 +28,30 @@ class ServerError(RuntimeError):
     """The server is unreachable, refused the prompt, or the run failed."""
 
 
+class ServerGone(ServerError):
+    """Nothing listens at the server's address any more (it exited or restarted)."""
+
+
+# Seconds of refused connections before a job is given up: a restart of ComfyUI takes
+# longer than this, and a refused connection means no server, not a busy one.
+REFUSED_GRACE_S = 5.0
+
+
+def printable(text: object) -> str:
+    """``text`` safe for a terminal: control characters (ESC, CR, NUL, BEL, bidi
+    overrides...) shown as escapes, so a server's message cannot clear the screen, move
+    the cursor or fake output lines (newlines are escaped too: each line the runner
+    prints is its own)."""
+    out = []
+    for ch in str(text):
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
 @dataclass
 class Finished:
     prompt_id: str
@@ -37,22 +62,28 @@ def _error_text(messages: list) -> str:
     parts = []
     for kind, data in messages:
         if kind == "execution_error":
-            parts.append(
+            parts.append(printable(
                 f"{data.get('node_type')} (node {data.get('node_id')}): "
-                f"{data.get('exception_type')}: {data.get('exception_message', '').strip()}"
-            )
+                f"{data.get('exception_type')}: {str(data.get('exception_message', '')).strip()}"
+            ))
     return "\n".join(parts) or "the run failed without an error message"
 
 
 def _node_errors_text(body: dict) -> str:
     lines = []
+    if not isinstance(body, dict):
+        return printable(json.dumps(body)[:2000])
     error = body.get("error")
     if isinstance(error, dict):
-        lines.append(f"{error.get('message', '')} {error.get('details', '')}".strip())
-    for node_id, info in (body.get("node_errors") or {}).items():
-        for err in info.get("errors", []):
-            lines.append(f"node {node_id} ({info.get('class_type')}): {err.get('message')}: {err.get('details')}")
-    return "\n".join(lines) or json.dumps(body)[:2000]
+        lines.append(printable(f"{error.get('message', '')} {error.get('details', '')}".strip()))
+    node_errors = body.get("node_errors")
+    for node_id, info in (node_errors.items() if isinstance(node_errors, dict) else []):
+        info = info if isinstance(info, dict) else {}
+        for err in info.get("errors", []) if isinstance(info.get("errors"), list) else []:
+            err = err if isinstance(err, dict) else {"message": err}
+            lines.append(printable(
+                f"node {node_id} ({info.get('class_type')}): {err.get('message')}: {err.get('details')}"))
+    return "\n".join(lines) or printable(json.dumps(body)[:2000])
 
 
 def check_url(url: str) -> str:
@@ -88,6 +119,8 @@ class ComfyClient:
     def __init__(self, url: str, timeout: float = 30.0):
         self.url = check_url(url)
         self.timeout = timeout
+        # For the answers that take long on a busy server (/object_info, uploads, downloads).
+        self.slow_timeout = max(timeout, 120.0)
         # One id for this client: the server sends this run's progress to it on /ws.
         self.client_id = uuid.uuid4().hex
         self._lock = threading.Lock()
@@ -110,14 +143,40 @@ class ComfyClient:
             raise ServerError(f"{self.url} is not a usable URL ({exc})") from exc
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ConnectionRefusedError):
+                raise ServerGone(
+                    f"cannot reach ComfyUI at {self.url} (connection refused: nothing listens "
+                    "there). Is it running? Start one with `bash scripts/run.sh`, or leave out "
+                    "--server to let the runner start its own."
+                ) from exc
             raise ServerError(
                 f"cannot reach ComfyUI at {self.url} ({reason}). Is it running? Start one with "
                 "`bash scripts/run.sh`, or leave out --server to let the runner start its own."
             ) from exc
 
+    def _read(self, response, path: str) -> bytes:
+        """The whole body; a server that stalls mid-answer or drops the connection is a
+        :class:`ServerError`, not a raw socket traceback."""
+        try:
+            return response.read()
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            raise ServerError(
+                f"{self.url}{path.split('?')[0]}: the answer stopped midway ({exc or type(exc).__name__}); "
+                "is it a ComfyUI server, and is it still running?"
+            ) from exc
+
     def get_json(self, path: str, timeout: float | None = None):
+        """``path``'s JSON answer; HTTP errors stay ``HTTPError`` for the caller to word,
+        everything else that is not a JSON answer becomes a :class:`ServerError`."""
         with self._open(self.url + path, timeout) as response:
-            return json.loads(response.read())
+            data = self._read(response, path)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise ServerError(
+                f"{self.url}{path.split('?')[0]} did not answer with JSON ({printable(data[:80])!s}...): "
+                "is it a ComfyUI server?"
+            ) from exc
 
     def check(self) -> dict:
         """``/system_stats``; raises :class:`ServerError` when the server does not answer."""
@@ -129,17 +188,29 @@ class ComfyClient:
             raise ServerError(f"{self.url} did not answer with JSON: is it a ComfyUI server?") from exc
 
     def object_info(self) -> dict:
-        return self.get_json("/object_info", timeout=120)
+        """The server's node definitions. A server whose ``/object_info`` fails (often
+        another custom node pack that breaks it) gets a clear error."""
+        hint = ("ComfyUI's /object_info lists every node; when it fails, a custom node pack "
+                "usually broke it: see that ComfyUI's console, remove or fix the pack, restart it")
+        try:
+            info = self.get_json("/object_info", timeout=self.slow_timeout)
+        except urllib.error.HTTPError as exc:
+            raise ServerError(f"{self.url}/object_info answered HTTP {exc.code}. {hint}") from None
+        except ServerError as exc:
+            raise ServerError(f"{exc}. {hint}") from None
+        if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
+            raise ServerError(f"{self.url}/object_info is not a list of node definitions. {hint}")
+        return info
 
     # -- work ------------------------------------------------------------------------------
-    def upload_image(self, path: Path, name: str) -> str:
+    def upload_image(self, path: Path, name: str, data: bytes | None = None) -> str:
         """Upload ``path`` into the server's input folder; returns the stored name.
 
         The stored name is ``name`` with the file's SHA-256 prefix before the suffix, so
         runs sharing a server never overwrite each other's inputs: the same name always
         means the same bytes (overwriting it rewrites identical content).
         """
-        data = Path(path).read_bytes()
+        data = Path(path).read_bytes() if data is None else data
         stem, dot, suffix = name.rpartition(".")
         digest = hashlib.sha256(data).hexdigest()[:20]
         name = f"{stem}_{digest}.{suffix}" if dot else f"{name}_{digest}"
@@ -155,12 +226,25 @@ class ComfyClient:
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         try:
-            with self._open(request, timeout=120) as response:
-                body = json.loads(response.read())
+            with self._open(request, timeout=self.slow_timeout) as response:
+                text = self._read(response, "/upload/image")
         except urllib.error.HTTPError as exc:
-            raise ServerError(f"{self.url} refused the upload of {path}: HTTP {exc.code}") from exc
-        stored = body["name"]
-        return f"{body['subfolder']}/{stored}" if body.get("subfolder") else stored
+            raise ServerError(
+                f"{self.url} refused the upload of {path}: HTTP {exc.code}"
+                + (" (its input folder's disk may be full, or not writable: see that ComfyUI's "
+                   "console)" if exc.code >= 500 else "")
+            ) from exc
+        try:
+            body = json.loads(text)
+            stored, subfolder = body["name"], body.get("subfolder") or ""
+        except (ValueError, KeyError, TypeError):
+            raise ServerError(
+                f"{self.url} answered the upload of {path} without the stored file's name "
+                f"({printable(text[:120])}): is it a ComfyUI server?"
+            ) from None
+        if not isinstance(stored, str) or not stored or not isinstance(subfolder, str):
+            raise ServerError(f"{self.url} answered the upload of {path} with a bad name: {printable(stored)!r}")
+        return f"{subfolder}/{stored}" if subfolder else stored
 
     def queue(self, prompt: dict) -> str:
         self.watch_progress()
@@ -173,23 +257,74 @@ class ComfyClient:
                 if self.closed:
                     raise ServerError(f"{self.url}: cancelled, nothing more is queued")
                 with self._open(request) as response:
-                    prompt_id = json.loads(response.read())["prompt_id"]
+                    text = self._read(response, "/prompt")
+                try:
+                    body = json.loads(text)
+                    prompt_id = body["prompt_id"]
+                except (ValueError, KeyError, TypeError):
+                    raise ServerError(
+                        f"{self.url}/prompt answered without a prompt id ({printable(text[:120])}): "
+                        "is it a ComfyUI server?"
+                    ) from None
                 self._mine.add(prompt_id)
-                return prompt_id
         except urllib.error.HTTPError as exc:
             try:
                 body = json.loads(exc.read())
-            except ValueError:
+            except (ValueError, OSError):
                 body = {}
             raise ServerError(f"{self.url} refused the workflow:\n{_node_errors_text(body)}") from exc
+        if body.get("node_errors"):
+            # ComfyUI queues the outputs that validated and answers 200: the failed node's
+            # output (B') would be missing. Take the rest off the queue and say why.
+            self._drop(prompt_id)
+            raise ServerError(
+                f"{self.url} refused part of the workflow:\n"
+                f"{_node_errors_text({'node_errors': body['node_errors']})}"
+            )
+        return prompt_id
+
+    def _drop(self, prompt_id: str) -> None:
+        """Take one of this client's prompts off the queue (or interrupt it if it runs)."""
+        with self._lock:
+            self._mine.discard(prompt_id)
+        try:
+            self._post_json("/queue", {"delete": [prompt_id]})
+            running = self.get_json("/queue", timeout=10).get("queue_running", [])
+            if any(len(item) > 1 and item[1] == prompt_id for item in running):
+                self._post_json("/interrupt", {"prompt_id": prompt_id})
+        except (ServerError, urllib.error.HTTPError, OSError, ValueError, AttributeError):
+            pass
 
     def wait(self, prompt_id: str, timeout: float = 3600.0, poll: float = 0.5) -> Finished:
+        """Poll ``/history`` until the prompt finished. Stops with a clear error, in seconds,
+        when the server is gone (connections refused for :data:`REFUSED_GRACE_S`) or no
+        longer knows the prompt (neither queued, running nor in its history: it restarted);
+        a server that is merely busy (slow answers) gets minutes."""
         deadline = time.monotonic() + timeout
-        unanswered_since = None
+        unanswered_since = refused_since = None
+        unknown = 0
         while time.monotonic() < deadline:
             try:
-                entry = self.get_json(f"/history/{prompt_id}").get(prompt_id)
-                unanswered_since = None
+                entry = self._history(prompt_id)
+                if entry is None and not self._queued(prompt_id):
+                    # Finished between the two requests, or unknown: ask once more.
+                    entry = self._history(prompt_id)
+                    unknown = unknown + 1 if entry is None else 0
+                else:
+                    unknown = 0
+                unanswered_since = refused_since = None
+            except ServerGone:
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since > REFUSED_GRACE_S:
+                    with self._lock:
+                        self._mine.discard(prompt_id)
+                    raise ServerGone(
+                        f"{self.url} went away during the run (connection refused for "
+                        f"{REFUSED_GRACE_S:.0f} s): that ComfyUI exited or was stopped, so the "
+                        "job is lost. Start it again and rerun."
+                    ) from None
+                time.sleep(poll)
+                continue
             except ServerError:
                 # A busy server (loading a model on a loaded machine) may not answer for a
                 # while; give up only when it stays silent for minutes.
@@ -198,6 +333,14 @@ class ComfyClient:
                     raise
                 time.sleep(poll)
                 continue
+            if unknown >= 2:
+                with self._lock:
+                    self._mine.discard(prompt_id)
+                raise ServerError(
+                    f"{self.url} no longer knows the run {prompt_id} (it is neither queued, "
+                    "running nor finished there): that ComfyUI was restarted during the run, "
+                    "so the job is lost. Rerun it."
+                )
             status = (entry or {}).get("status") or {}
             if status.get("completed") is not None and status.get("status_str") in ("success", "error"):
                 with self._lock:
@@ -207,6 +350,25 @@ class ComfyClient:
                 return Finished(prompt_id, entry.get("outputs", {}))
             time.sleep(poll)
         raise ServerError(f"{self.url}: the run {prompt_id} did not finish within {timeout:.0f} s")
+
+    def _history(self, prompt_id: str) -> dict | None:
+        try:
+            body = self.get_json(f"/history/{prompt_id}")
+        except urllib.error.HTTPError as exc:
+            raise ServerError(f"{self.url}/history answered HTTP {exc.code}") from None
+        entry = body.get(prompt_id) if isinstance(body, dict) else None
+        return entry if isinstance(entry, dict) else None
+
+    def _queued(self, prompt_id: str) -> bool:
+        """Is ``prompt_id`` running or pending on the server?"""
+        try:
+            body = self.get_json("/queue", timeout=30)
+        except urllib.error.HTTPError as exc:
+            raise ServerError(f"{self.url}/queue answered HTTP {exc.code}") from None
+        if not isinstance(body, dict):
+            return True  # cannot tell: keep waiting
+        items = list(body.get("queue_running") or []) + list(body.get("queue_pending") or [])
+        return any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id for item in items)
 
     def _post_json(self, path: str, payload: dict) -> None:
         request = urllib.request.Request(
@@ -263,7 +425,7 @@ class ComfyClient:
             {"filename": image["filename"], "subfolder": image.get("subfolder", ""),
              "type": image.get("type", "output")}
         )
-        with self._open(f"{self.url}/view?{query}", timeout=120) as response:
+        with self._open(f"{self.url}/view?{query}", timeout=self.slow_timeout) as response:
             return response.read()
 
 

@@ -202,9 +202,23 @@ def embedded_comfyui(
     owned = workspace is None
     if owned:
         sweep_stale_workspaces()
-    workspace = Path(workspace or tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
-    if owned:
-        (workspace / OWNER_FILE).write_text(str(os.getpid()))
+        check_free_space(Path(tempfile.gettempdir()))
+        try:
+            workspace = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
+        except OSError as exc:
+            raise ServerError(
+                f"cannot create the runner's ComfyUI folder in {tempfile.gettempdir()} "
+                f"({exc.strerror or exc}); free some space there or set TMPDIR to another folder"
+            ) from None
+        try:
+            (workspace / OWNER_FILE).write_text(str(os.getpid()))
+        except OSError as exc:
+            shutil.rmtree(workspace, ignore_errors=True)
+            raise ServerError(
+                f"cannot write into the temporary folder {workspace.parent} ({exc.strerror or exc}); "
+                "free some space there or set TMPDIR to another folder"
+            ) from None
+    workspace = Path(workspace)
     log_path = workspace / "comfyui.log"
     try:
         for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
@@ -255,11 +269,39 @@ def embedded_comfyui(
 
 
 def _keep_log(log_path: Path, target: Path) -> Path | None:
+    """Copy the log to ``target`` whole, or leave nothing (a full disk leaves no empty or
+    truncated log): copied under a temporary name, then renamed."""
     if not log_path.is_file():
         return None
+    temp = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(log_path, target)
+        shutil.copyfile(log_path, temp)
+        os.replace(temp, target)
     except OSError:
+        try:
+            temp.unlink()
+        except OSError:
+            pass
         return None
     return target
+
+
+# The embedded ComfyUI keeps the uploaded inputs, its outputs and previews in its workspace.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+def check_free_space(folder: Path) -> None:
+    """A clear error, before anything starts, when the temporary folder is (nearly) full;
+    otherwise the first upload fails as a bare "HTTP 500"."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < MIN_FREE_BYTES:
+        raise ServerError(
+            f"the temporary folder {folder} has only {free // (1024 * 1024)} MB free; the runner's "
+            f"ComfyUI keeps its inputs and outputs there and needs at least "
+            f"{MIN_FREE_BYTES // (1024 * 1024)} MB. Free some space, or set TMPDIR to a folder "
+            "with room"
+        )

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .image_files import ImageFileError, check_image_file
+
 # -- several example pairs (--example A2 A2') -------------------------------------------------
 # Grid Compose's own a, a_prime are pair 1; with 4 pairs at most (analogist_pixels.layout's
 # MAX_PAIRS; not imported: ``python -m analogist`` runs without the pack's torch modules,
@@ -53,7 +55,7 @@ class Settings:
 
 
 # -- input checks --------------------------------------------------------------------------
-def check_image(path: Path, role: str) -> Path:
+def check_image(path: Path, role: str, *, mask: bool = False) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{role}: file not found: {path}")
@@ -71,6 +73,10 @@ def check_image(path: Path, role: str) -> Path:
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise InputError(f"{role}: cannot read {path} as an image ({exc})") from exc
+    try:
+        check_image_file(path, role, mask=mask)
+    except ImageFileError as exc:
+        raise InputError(str(exc)) from None
     return path
 
 
@@ -156,19 +162,17 @@ def check_b_region(path: Path | None, b: list[Path]) -> Path | None:
     """``--b-region``: an image at B's size (every B's, for a folder), white = may change."""
     if path is None:
         return None
-    path = check_image(path, "--b-region")
-    from PIL import Image
-
-    with Image.open(path) as mask:
-        size = mask.size
+    path = check_image(path, "--b-region", mask=True)
+    # The sizes the nodes see: after the EXIF orientation, as Load Image applies it.
+    size = check_image_file(path, "--b-region", mask=True)
     for one in b:
-        with Image.open(one) as image:
-            if image.size != size:
-                raise InputError(
-                    f"--b-region: {path.name} is {size[0]}x{size[1]} px but B {one.name} is "
-                    f"{image.size[0]}x{image.size[1]} px; draw the region on B at B's size "
-                    "(white = may change, black = keep)"
-                )
+        b_size = check_image_file(one, "--b")
+        if b_size != size:
+            raise InputError(
+                f"--b-region: {path.name} is {size[0]}x{size[1]} px but B {one.name} is "
+                f"{b_size[0]}x{b_size[1]} px (as shown, after its EXIF orientation); draw the "
+                "region on B at B's size (white = may change, black = keep)"
+            )
     return path
 
 

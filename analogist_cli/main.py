@@ -104,6 +104,26 @@ def run_score(args) -> int:
         return 2
 
 
+def check_finite(args) -> None:
+    """NaN and infinity pass argparse's ``float``; refuse them before anything runs (they
+    otherwise fail deep inside a sampler, or silently become something else)."""
+    import math
+
+    from .inputs import InputError
+
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must be a number, got {value}")
+
+
+def printable_lines(text: object) -> str:
+    """Each line of ``text`` with its control characters escaped (see comfy_api.printable)."""
+    from .comfy_api import printable
+
+    return "\n".join(printable(line) for line in str(text).split("\n"))
+
+
 class Stopped(KeyboardInterrupt):
     """SIGINT, SIGTERM or SIGHUP: unwinds the run like Ctrl-C, so every clean-up runs
     (the embedded ComfyUI is stopped and its folder removed, queued jobs are cancelled)."""
@@ -158,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = stop_on_signals() if threading.current_thread() is threading.main_thread() else {}
     try:
         servers = [check_url(url) for url in args.server]
+        check_finite(args)
         if args.steps is not None and args.steps < 1:
             raise InputError(f"--steps must be at least 1, got {args.steps}")
         if args.cell is not None and (args.cell < 64 or args.cell % 64):
@@ -185,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         settings.b_region = check_b_region(args.b_region, settings.b)
         return main_run(settings, servers)
     except (InputError, CheckpointError, ServerError, WorkflowError) as exc:
-        print(f"analogist: error: {exc}", file=sys.stderr)
+        print(f"analogist: error: {printable_lines(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk or a vanished folder, outside a job
+        print(f"analogist: error: {printable_lines(exc.strerror and f'{exc.strerror}: {exc.filename}' or exc)}",
+              file=sys.stderr)
         return 2
     except Stopped as exc:
         name = signal.Signals(exc.signum).name

@@ -17,8 +17,9 @@ run by dragging that file into ComfyUI. Every input is checked before anything i
 
 from __future__ import annotations
 
+import errno
+import os
 import queue
-import shutil
 import sys
 import threading
 import time
@@ -27,14 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoints import DOWNLOAD_HINT
-from .comfy_api import ComfyClient, ServerError
+from .comfy_api import ComfyClient, ServerError, printable
 from .embedded import EmbeddedFailed, embedded_comfyui
-from .graph import build_prompt
+from .graph import build_prompt, load_workflow
+from .image_files import ImageFileError, upload_bytes
 from .inputs import InputError, Settings, make_out
-from .workflow_format import WorkflowError
-
-PACK_ROOT = Path(__file__).resolve().parents[1]
-
+from .workflow_format import VIRTUAL_TYPES, WorkflowError
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,25 +52,86 @@ class Outcome:
     error: str | None = None
 
 
+def upload(client: ComfyClient, path: Path, name: str, role: str, *, mask: bool = False) -> str:
+    """``path`` on the server as the plain 8-bit RGB PNG Load Image reads the same way on
+    every host (see :mod:`.image_files`); ``name`` without suffix."""
+    try:
+        data = upload_bytes(path, role, mask=mask)
+    except ImageFileError as exc:
+        raise InputError(str(exc)) from None
+    return client.upload_image(path, f"{name}.png", data=data)
+
+
 def upload_b_region(client: ComfyClient, settings: Settings) -> dict[str, str]:
     if settings.b_region is None:
         return {}
-    suffix = settings.b_region.suffix.lower()
-    return {"b_region": client.upload_image(settings.b_region, f"analogist_b_region{suffix}")}
+    return {"b_region": upload(client, settings.b_region, "analogist_b_region", "--b-region", mask=True)}
+
+
+def needed_nodes(settings: Settings) -> list[str]:
+    """Every node type the run's graph uses (the shipped workflow's and what the runner adds)."""
+    workflow = load_workflow(settings.workflow, settings.candidates)
+    needed = {n.get("type") for n in workflow.get("nodes", [])} - set(VIRTUAL_TYPES) - {None}
+    needed |= {"AnalogistGridCompose", "AnalogistSACPatch", "AnalogistCAMPatch", "AnalogistGridCrop"}
+    if settings.b_region is not None:
+        needed.add("LoadImageMask")
+    if settings.examples:
+        needed.add("AnalogistExamplePair")
+    if settings.clip_vision is not None:
+        needed.add("AnalogistRankCandidates")
+    return sorted(needed)
+
+
+def check_pack_identity(client: ComfyClient, info: dict, needed: list[str]) -> None:
+    """The Analogist nodes the run uses must all come from one pack, this one's: another
+    pack that registers an ``Analogist...`` id replaces ours without a word (the last one
+    loaded wins). ComfyUI (0.3.x and later) names each node's module in ``python_module``
+    (``custom_nodes.<folder>``); hosts that do not report it are not checked."""
+    ours = {name: info[name].get("python_module") for name in info if name.startswith("Analogist")}
+    if not all(isinstance(module, str) for module in ours.values()):
+        return
+    counts: dict[str, int] = {}
+    for module in ours.values():
+        counts[module] = counts.get(module, 0) + 1
+    pack = max(counts, key=lambda m: (counts[m], m.startswith("custom_nodes.")))
+    impostors = [f"{name} (from {printable(ours[name])})" for name in needed
+                 if name in ours and ours[name] != pack]
+    if impostors:
+        raise ServerError(
+            f"{client.url}: {', '.join(impostors)} is not this pack's node (the Analogist pack "
+            f"is {printable(pack)}): another custom node pack registers the same node id and "
+            "replaced ours. Remove or disable that pack in its custom_nodes and restart ComfyUI"
+        )
 
 
 def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str,
-                         clip_vision: str | None = None) -> None:
-    needed = ["AnalogistGridCompose", "AnalogistSACPatch", "AnalogistCAMPatch", "AnalogistGridCrop"]
-    if clip_vision is not None:
+                         clip_vision: str | None = None, needed: list[str] | None = None) -> None:
+    needed = list(needed or ["AnalogistGridCompose", "AnalogistSACPatch", "AnalogistCAMPatch",
+                             "AnalogistGridCrop", "CheckpointLoaderSimple"])
+    if clip_vision is not None and "AnalogistRankCandidates" not in needed:
         needed.append("AnalogistRankCandidates")
     missing = [n for n in needed if n not in info]
-    if missing:
+    ours = [n for n in missing if n.startswith("Analogist")]
+    if ours:
         raise ServerError(
-            f"{client.url} does not have the Analogist nodes ({', '.join(missing)} missing): "
+            f"{client.url} does not have the Analogist nodes ({', '.join(ours)} missing): "
             "install this pack into its custom_nodes and restart it"
         )
-    names = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+    if missing:
+        raise ServerError(
+            f"{client.url} lacks ComfyUI's core node(s) {', '.join(missing)}, which the workflow "
+            "uses: update that ComfyUI, or see its console for a node that failed to load"
+        )
+    check_pack_identity(client, info, needed)
+    try:
+        names = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+        if not isinstance(names, list):
+            raise TypeError(names)
+    except (KeyError, IndexError, TypeError):
+        raise ServerError(
+            f"{client.url}: its CheckpointLoaderSimple lists no checkpoints the usual way; is it "
+            "a ComfyUI server?"
+        ) from None
     if checkpoint not in names:
         # Inpainting models first: some ComfyUI builds also list downloadable models here.
         ranked = sorted(names, key=lambda n: "inpaint" not in n.lower())
@@ -94,7 +154,7 @@ def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str,
 def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploaded: dict[str, str],
             progress: Progress | None = None) -> list[Path]:
     stem = f"{job.index:03d}_{job.b.stem}" if len(settings.b) > 1 else job.b.stem
-    b_name = client.upload_image(job.b, f"analogist_b_{stem}{job.b.suffix.lower()}")
+    b_name = upload(client, job.b, f"analogist_b_{stem}", "--b")
     prompt = build_prompt(settings, info, {**uploaded, "b": b_name})
     prompt_id = client.queue(prompt)
     if progress is not None:
@@ -114,7 +174,7 @@ def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploa
         for i, image in enumerate(finished.outputs.get(node_id, {}).get("images", [])):
             suffix = str(i + 1) if label == "candidate_rank" else f"_{i}" if i else ""
             target = settings.out / f"{stem}_{label}{suffix}.png"
-            target.write_bytes(client.view(image))
+            write_atomic(target, client.view(image))
             files.append(target)
     if not any("_b_prime" in f.name for f in files):
         raise ServerError(f"{client.url}: the run finished but saved no B' image")
@@ -128,15 +188,40 @@ def save_scores(settings: Settings, stem: str, output: dict) -> Path:
     if not lines:
         raise ServerError("the run finished but the ranking node reported no scores")
     target = settings.out / f"{stem}_scores.txt"
-    target.write_text("\n".join(str(line) for line in lines) + "\n")
+    write_atomic(target, ("\n".join(printable(line) for line in lines) + "\n").encode())
     return target
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """``data`` into ``target`` whole or not at all: written under a temporary name in the
+    same folder, then renamed over it (``os.replace``); a failure (a full disk) removes the
+    temporary file and says so."""
+    temp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.part")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except OSError as exc:
+        try:
+            temp.unlink()
+        except OSError:
+            pass
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise OSError(
+            exc.errno,
+            f"cannot write {target.name} into --out {target.parent}: "
+            + ("the disk is full; free some space or choose another --out" if full
+               else f"{exc.strerror or exc}"),
+        ) from None
 
 
 def save_inputs(settings: Settings, job: Job, stem: str) -> None:
     """A, A', B beside B' as ``<stem>_a``, ``<stem>_a_prime``, ``<stem>_b`` (their own
     formats), so ``python -m analogist score`` can read the folder."""
     for role, path in (("a", settings.a), ("a_prime", settings.a_prime), ("b", job.b)):
-        shutil.copyfile(path, settings.out / f"{stem}_{role}{path.suffix.lower()}")
+        write_atomic(settings.out / f"{stem}_{role}{path.suffix.lower()}", path.read_bytes())
 
 
 class Progress:
@@ -184,7 +269,7 @@ class Progress:
         with self.lock:
             self.done += 1
             status = "ok" if outcome.error is None else (
-                "FAILED: " + (outcome.error.strip().splitlines() or [""])[-1][:160])
+                "FAILED: " + printable((outcome.error.strip().splitlines() or [""])[-1][:160]))
             start = "\r" if self.open_line else ""
             end = "\033[K" if self.open_line else ""
             self.open_line = False
@@ -208,7 +293,10 @@ def spread(jobs: list[Job], workers: dict[str, Callable[[Job], list[Path]]], pro
                 return
             try:
                 outcome = Outcome(job, name, files=fn(job))
-            except (ServerError, WorkflowError, InputError, OSError, KeyError, ValueError) as exc:
+            except OSError as exc:
+                text = exc.strerror if exc.errno and exc.strerror else str(exc)
+                outcome = Outcome(job, name, error=text)
+            except (ServerError, WorkflowError, InputError, KeyError, ValueError) as exc:
                 outcome = Outcome(job, name, error=str(exc))
             with lock:
                 outcomes.append(outcome)
@@ -234,7 +322,7 @@ def spread(jobs: list[Job], workers: dict[str, Callable[[Job], list[Path]]], pro
 def prepare_server(client: ComfyClient, settings: Settings) -> dict:
     client.check()
     info = client.object_info()
-    check_server_can_run(client, info, settings.checkpoint, settings.clip_vision)
+    check_server_can_run(client, info, settings.checkpoint, settings.clip_vision, needed_nodes(settings))
     return info
 
 
@@ -242,8 +330,8 @@ def upload_examples(client: ComfyClient, settings: Settings) -> dict[str, str]:
     """A and A' on the server, under names that carry a hash of their bytes (see
     :meth:`ComfyClient.upload_image`): runs sharing a server never swap inputs."""
     return {
-        "a": client.upload_image(settings.a, f"analogist_a{settings.a.suffix.lower()}"),
-        "a_prime": client.upload_image(settings.a_prime, f"analogist_a_prime{settings.a_prime.suffix.lower()}"),
+        "a": upload(client, settings.a, "analogist_a", "--a"),
+        "a_prime": upload(client, settings.a_prime, "analogist_a_prime", "--a-prime"),
         **upload_b_region(client, settings),
         **upload_example_pairs(client, settings),
     }
@@ -255,8 +343,8 @@ def upload_example_pairs(client: ComfyClient, settings: Settings) -> dict[str, s
     """Pairs 2..K on the server, as ``a2``, ``a2_prime``, ... (hashed names, as for A)."""
     names = {}
     for k, (a, a_prime) in enumerate(settings.examples, start=2):
-        names[f"a{k}"] = client.upload_image(a, f"analogist_a{k}{a.suffix.lower()}")
-        names[f"a{k}_prime"] = client.upload_image(a_prime, f"analogist_a{k}_prime{a_prime.suffix.lower()}")
+        names[f"a{k}"] = upload(client, a, f"analogist_a{k}", f"--example {k} (A)")
+        names[f"a{k}_prime"] = upload(client, a_prime, f"analogist_a{k}_prime", f"--example {k} (A')")
     return names
 
 
@@ -307,7 +395,8 @@ def summarize(outcomes: list[Outcome], stream=None) -> int:
     if failed:
         print(f"\n{len(failed)} of {len(outcomes)} failed:", file=sys.stderr)
         for outcome in failed:
-            print(f"  {outcome.job.b}: {outcome.error}", file=sys.stderr)
+            lines = [printable(line) for line in outcome.error.split("\n")]
+            print(f"  {outcome.job.b}: " + "\n    ".join(lines), file=sys.stderr)
         return 1
     return 0
 
@@ -339,4 +428,6 @@ def main_run(settings: Settings, servers: list[str], log=None) -> int:
             print(str(exc).split("\n")[-1], file=sys.stderr, flush=True)
             return exc.__cause__.code
         raise
+    except _JobsFailed as exc:  # the log could not be kept (a full --out): the summary said why
+        return exc.code
     return code

