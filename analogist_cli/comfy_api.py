@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,13 @@ def printable(text: object) -> str:
             out.append(ch)
         else:
             code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+            out.append(
+                f"\\x{code:02x}"
+                if code < 0x100
+                else f"\\u{code:04x}"
+                if code < 0x10000
+                else f"\\U{code:08x}"
+            )
     return "".join(out)
 
 
@@ -62,10 +69,12 @@ def _error_text(messages: list) -> str:
     parts = []
     for kind, data in messages:
         if kind == "execution_error":
-            parts.append(printable(
-                f"{data.get('node_type')} (node {data.get('node_id')}): "
-                f"{data.get('exception_type')}: {str(data.get('exception_message', '')).strip()}"
-            ))
+            parts.append(
+                printable(
+                    f"{data.get('node_type')} (node {data.get('node_id')}): "
+                    f"{data.get('exception_type')}: {str(data.get('exception_message', '')).strip()}"
+                )
+            )
     return "\n".join(parts) or "the run failed without an error message"
 
 
@@ -77,12 +86,15 @@ def _node_errors_text(body: dict) -> str:
     if isinstance(error, dict):
         lines.append(printable(f"{error.get('message', '')} {error.get('details', '')}".strip()))
     node_errors = body.get("node_errors")
-    for node_id, info in (node_errors.items() if isinstance(node_errors, dict) else []):
+    for node_id, info in node_errors.items() if isinstance(node_errors, dict) else []:
         info = info if isinstance(info, dict) else {}
         for err in info.get("errors", []) if isinstance(info.get("errors"), list) else []:
             err = err if isinstance(err, dict) else {"message": err}
-            lines.append(printable(
-                f"node {node_id} ({info.get('class_type')}): {err.get('message')}: {err.get('details')}"))
+            lines.append(
+                printable(
+                    f"node {node_id} ({info.get('class_type')}): {err.get('message')}: {err.get('details')}"
+                )
+            )
     return "\n".join(lines) or printable(json.dumps(body)[:2000])
 
 
@@ -101,7 +113,9 @@ def check_url(url: str) -> str:
     except ValueError as exc:
         raise ServerError(f"--server {url!r} is not a valid URL ({exc}): {hint}") from None
     if parts.scheme not in ("http", "https"):
-        raise ServerError(f"--server {url!r}: the scheme must be http or https, not {parts.scheme!r}: {hint}")
+        raise ServerError(
+            f"--server {url!r}: the scheme must be http or https, not {parts.scheme!r}: {hint}"
+        )
     if not parts.hostname:
         raise ServerError(f"--server {url!r} names no host: {hint}")
     if parts.username is not None or parts.password is not None:
@@ -127,7 +141,8 @@ class ComfyClient:
         self._mine: set[str] = set()  # queued by this client and not yet finished
         self.closed = False  # set by cancel(): nothing more is queued
         self.progress: dict[str, tuple[int, int]] = {}  # prompt_id -> (step, steps)
-        self.on_progress = None  # called with (prompt_id, value, max) from the ws thread
+        # Called with (prompt_id, value, max) from the websocket thread.
+        self.on_progress: Callable[[str, int, int], None] | None = None
         self._ws: _ProgressSocket | None = None
 
     def __repr__(self) -> str:
@@ -183,15 +198,21 @@ class ComfyClient:
         try:
             return self.get_json("/system_stats", timeout=10)
         except urllib.error.HTTPError as exc:
-            raise ServerError(f"{self.url} answered HTTP {exc.code}: is it a ComfyUI server?") from exc
+            raise ServerError(
+                f"{self.url} answered HTTP {exc.code}: is it a ComfyUI server?"
+            ) from exc
         except ValueError as exc:
-            raise ServerError(f"{self.url} did not answer with JSON: is it a ComfyUI server?") from exc
+            raise ServerError(
+                f"{self.url} did not answer with JSON: is it a ComfyUI server?"
+            ) from exc
 
     def object_info(self) -> dict:
         """The server's node definitions. A server whose ``/object_info`` fails (often
         another custom node pack that breaks it) gets a clear error."""
-        hint = ("ComfyUI's /object_info lists every node; when it fails, a custom node pack "
-                "usually broke it: see that ComfyUI's console, remove or fix the pack, restart it")
+        hint = (
+            "ComfyUI's /object_info lists every node; when it fails, a custom node pack "
+            "usually broke it: see that ComfyUI's console, remove or fix the pack, restart it"
+        )
         try:
             info = self.get_json("/object_info", timeout=self.slow_timeout)
         except urllib.error.HTTPError as exc:
@@ -216,13 +237,18 @@ class ComfyClient:
         name = f"{stem}_{digest}.{suffix}" if dot else f"{name}_{digest}"
         boundary = uuid.uuid4().hex
         parts = [
-            (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-             "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n",
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n",
             f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'.encode(),
             f"--{boundary}--\r\n".encode(),
         ]
         request = urllib.request.Request(
-            self.url + "/upload/image", data=b"".join(parts),
+            self.url + "/upload/image",
+            data=b"".join(parts),
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         try:
@@ -231,8 +257,12 @@ class ComfyClient:
         except urllib.error.HTTPError as exc:
             raise ServerError(
                 f"{self.url} refused the upload of {path}: HTTP {exc.code}"
-                + (" (its input folder's disk may be full, or not writable: see that ComfyUI's "
-                   "console)" if exc.code >= 500 else "")
+                + (
+                    " (its input folder's disk may be full, or not writable: see that ComfyUI's "
+                    "console)"
+                    if exc.code >= 500
+                    else ""
+                )
             ) from exc
         try:
             body = json.loads(text)
@@ -243,7 +273,9 @@ class ComfyClient:
                 f"({printable(text[:120])}): is it a ComfyUI server?"
             ) from None
         if not isinstance(stored, str) or not stored or not isinstance(subfolder, str):
-            raise ServerError(f"{self.url} answered the upload of {path} with a bad name: {printable(stored)!r}")
+            raise ServerError(
+                f"{self.url} answered the upload of {path} with a bad name: {printable(stored)!r}"
+            )
         return f"{subfolder}/{stored}" if subfolder else stored
 
     def queue(self, prompt: dict) -> str:
@@ -272,7 +304,9 @@ class ComfyClient:
                 body = json.loads(exc.read())
             except (ValueError, OSError):
                 body = {}
-            raise ServerError(f"{self.url} refused the workflow:\n{_node_errors_text(body)}") from exc
+            raise ServerError(
+                f"{self.url} refused the workflow:\n{_node_errors_text(body)}"
+            ) from exc
         if body.get("node_errors"):
             # ComfyUI queues the outputs that validated and answers 200: the failed node's
             # output (B') would be missing. Take the rest off the queue and say why.
@@ -341,8 +375,12 @@ class ComfyClient:
                     "running nor finished there): that ComfyUI was restarted during the run, "
                     "so the job is lost. Rerun it."
                 )
-            status = (entry or {}).get("status") or {}
-            if status.get("completed") is not None and status.get("status_str") in ("success", "error"):
+            entry = entry or {}
+            status = entry.get("status") or {}
+            if status.get("completed") is not None and status.get("status_str") in (
+                "success",
+                "error",
+            ):
                 with self._lock:
                     self._mine.discard(prompt_id)
                 if status["status_str"] == "error":
@@ -368,11 +406,14 @@ class ComfyClient:
         if not isinstance(body, dict):
             return True  # cannot tell: keep waiting
         items = list(body.get("queue_running") or []) + list(body.get("queue_pending") or [])
-        return any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id for item in items)
+        return any(
+            isinstance(item, list) and len(item) > 1 and item[1] == prompt_id for item in items
+        )
 
     def _post_json(self, path: str, payload: dict) -> None:
         request = urllib.request.Request(
-            self.url + path, data=json.dumps(payload).encode(),
+            self.url + path,
+            data=json.dumps(payload).encode(),
             headers={"Content-Type": "application/json"},
         )
         with self._open(request, timeout=10) as response:
@@ -411,7 +452,7 @@ class ComfyClient:
             self._ws.stop()
 
     def _progress(self, data: dict) -> None:
-        prompt_id = data.get("prompt_id")
+        prompt_id = str(data.get("prompt_id"))
         try:
             value, total = int(data["value"]), int(data["max"])
         except (KeyError, TypeError, ValueError):
@@ -422,8 +463,11 @@ class ComfyClient:
 
     def view(self, image: dict) -> bytes:
         query = urllib.parse.urlencode(
-            {"filename": image["filename"], "subfolder": image.get("subfolder", ""),
-             "type": image.get("type", "output")}
+            {
+                "filename": image["filename"],
+                "subfolder": image.get("subfolder", ""),
+                "type": image.get("type", "output"),
+            }
         )
         with self._open(f"{self.url}/view?{query}", timeout=self.slow_timeout) as response:
             return response.read()
@@ -481,11 +525,14 @@ class _ProgressSocket(threading.Thread):
         self.sock = socket.create_connection((parts.hostname, port), timeout=10)
         key = base64.b64encode(os.urandom(16)).decode()
         path = (parts.path or "") + f"/ws?clientId={self.client.client_id}"
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        hostname = parts.hostname or ""
+        host = hostname if ":" not in hostname else f"[{hostname}]"
         self.sock.sendall(
-            (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-             "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
         )
         head = b""
         while b"\r\n\r\n" not in head:
@@ -499,13 +546,15 @@ class _ProgressSocket(threading.Thread):
         if b" 101 " not in status + b" ":
             raise OSError(f"no websocket: {status!r}")
         expected = base64.b64encode(
-            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        )
         if expected not in head:
             raise OSError("bad websocket accept key")
         self.sock.settimeout(None)
 
     def _read(self, count: int) -> bytes:
         data = b""
+        assert self.sock is not None  # connected in start()
         while len(data) < count:
             chunk = self.sock.recv(count - len(data))
             if not chunk:
@@ -539,4 +588,5 @@ class _ProgressSocket(threading.Thread):
     def _send(self, opcode: int, payload: bytes) -> None:
         mask = os.urandom(4)
         header = bytes([0x80 | opcode, 0x80 | len(payload)])  # control frames: < 126 bytes
+        assert self.sock is not None  # connected in start()
         self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))

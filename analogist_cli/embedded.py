@@ -1,4 +1,5 @@
-"""A private ComfyUI for one run: started as a child process on a free loopback port in a temporary workspace, and always stopped (its folder removed) at the end."""
+"""A private ComfyUI for one run: started as a child process on a free loopback port in a
+temporary workspace, and always stopped (its folder removed) at the end."""
 
 from __future__ import annotations
 
@@ -53,10 +54,19 @@ def workspace_command(workspace: Path) -> list[str]:
     if tree:
         main = Path(tree) / "main.py"
         if not main.is_file():
-            raise ServerError(f"ANALOGIST_COMFYUI_HOST={tree} is not a ComfyUI folder (it has no main.py)")
+            raise ServerError(
+                f"ANALOGIST_COMFYUI_HOST={tree} is not a ComfyUI folder (it has no main.py)"
+            )
         # Its database otherwise lives in the tree's own user/ folder (shared, maybe read-only).
         database = "sqlite:///" + str((workspace / "user" / "comfyui.db").resolve())
-        return [sys.executable, str(main), "--base-directory", str(workspace), "--database-url", database]
+        return [
+            sys.executable,
+            str(main),
+            "--base-directory",
+            str(workspace),
+            "--database-url",
+            database,
+        ]
     return comfyui_command() + ["--cwd", str(workspace)]
 
 
@@ -72,8 +82,13 @@ def host_comfyui(pack_dir: Path | None = None) -> Path | None:
     return None
 
 
-def launch_args(workspace: Path, checkpoint: Path, port: int, comfyui_dir: Path | None,
-                clip_vision: Path | None = None) -> tuple[list[str], Path]:
+def launch_args(
+    workspace: Path,
+    checkpoint: Path,
+    port: int,
+    comfyui_dir: Path | None,
+    clip_vision: Path | None = None,
+) -> tuple[list[str], Path]:
     """Command line and working folder for a ComfyUI that sees the pack and ``checkpoint``
     (and ``clip_vision``, a CLIP vision model file, when given).
 
@@ -97,11 +112,19 @@ def launch_args(workspace: Path, checkpoint: Path, port: int, comfyui_dir: Path 
                 "    clip_vision: .\n"
             )
         extra.write_text(text)
-        args = [sys.executable, str(comfyui_dir / "main.py"), *base,
-                "--input-directory", str(workspace / "input"),
-                "--output-directory", str(workspace / "output"),
-                "--temp-directory", str(workspace),
-                "--extra-model-paths-config", str(extra)]
+        args = [
+            sys.executable,
+            str(comfyui_dir / "main.py"),
+            *base,
+            "--input-directory",
+            str(workspace / "input"),
+            "--output-directory",
+            str(workspace / "output"),
+            "--temp-directory",
+            str(workspace),
+            "--extra-model-paths-config",
+            str(extra),
+        ]
         return args, comfyui_dir
     pack = workspace / "custom_nodes" / PACK_LINK_NAME
     if not pack.exists():
@@ -141,6 +164,7 @@ def _die_with_parent() -> None:
 
 def _stop_process(process: subprocess.Popen) -> None:
     """Terminate ComfyUI and anything it started (its own process group), then wait."""
+
     def send(sig: int) -> None:
         try:
             os.killpg(process.pid, sig)
@@ -186,8 +210,12 @@ class EmbeddedFailed(ServerError):
 
 @contextmanager
 def embedded_comfyui(
-    checkpoint: Path, log=None, workspace: Path | None = None, comfyui_dir: Path | None = None,
-    keep_log: Path | None = None, clip_vision: Path | None = None,
+    checkpoint: Path,
+    log=None,
+    workspace: Path | None = None,
+    comfyui_dir: Path | None = None,
+    keep_log: Path | None = None,
+    clip_vision: Path | None = None,
 ) -> Iterator[str]:
     """A ComfyUI child process with this pack and ``checkpoint``; yields its URL.
 
@@ -218,6 +246,7 @@ def embedded_comfyui(
                 f"cannot write into the temporary folder {workspace.parent} ({exc.strerror or exc}); "
                 "free some space there or set TMPDIR to another folder"
             ) from None
+    assert workspace is not None  # made above when not given
     workspace = Path(workspace)
     log_path = workspace / "comfyui.log"
     try:
@@ -233,7 +262,11 @@ def embedded_comfyui(
         env.setdefault("HF_HUB_CACHE", str(hf))
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(
-                args, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                args,
+                cwd=cwd,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the runner only; it stops ComfyUI itself
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
@@ -242,12 +275,17 @@ def embedded_comfyui(
                 client = ComfyClient(url)
                 deadline = time.monotonic() + 300
                 if log:
-                    print(f"[analogist] starting ComfyUI ({' '.join(args[:2])}) on {url}, log: {log_path}",
-                          file=log, flush=True)
+                    print(
+                        f"[analogist] starting ComfyUI ({' '.join(args[:2])}) on {url}, log: {log_path}",
+                        file=log,
+                        flush=True,
+                    )
                 while True:
                     if process.poll() is not None:
                         tail = log_path.read_text(errors="replace")[-3000:]
-                        raise ServerError(f"ComfyUI exited with {process.returncode} while starting:\n{tail}")
+                        raise ServerError(
+                            f"ComfyUI exited with {process.returncode} while starting:\n{tail}"
+                        )
                     try:
                         client.check()
                         break

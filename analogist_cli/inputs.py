@@ -95,7 +95,9 @@ def check_out(path: Path) -> Path:
         raise InputError(f"--out: {path} cannot be created: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         what = "write into" if existing == path else f"create {path} in"
-        raise InputError(f"--out: cannot {what} {existing} (no write permission); choose another folder")
+        raise InputError(
+            f"--out: cannot {what} {existing} (no write permission); choose another folder"
+        )
     return path
 
 
@@ -103,7 +105,9 @@ def make_out(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"--out: cannot create the folder {path} ({exc.strerror or exc})") from None
+        raise InputError(
+            f"--out: cannot create the folder {path} ({exc.strerror or exc})"
+        ) from None
 
 
 def b_images(path: Path) -> list[Path]:
@@ -117,8 +121,9 @@ def b_images(path: Path) -> list[Path]:
     return [check_image(path, "--b")]
 
 
-def check_candidates(candidates: int | None, clip_vision: str | None, workflow: str,
-                     servers: list[str]) -> str | None:
+def check_candidates(
+    candidates: int | None, clip_vision: str | None, workflow: str, servers: list[str]
+) -> str | None:
     """``--candidates N`` with ``--clip-vision``: checked together; the CLIP vision model as
     the run needs it (a local file's path embedded, the name the servers list otherwise)."""
     if candidates is None:
@@ -147,7 +152,11 @@ def check_candidates(candidates: int | None, clip_vision: str | None, workflow: 
     if not path.is_file():
         raise InputError(
             f"--clip-vision: file not found: {path}. Give the path of a CLIP vision model file"
-            + (" (with --server: a path, or the name in the servers' models/clip_vision)" if servers else "")
+            + (
+                " (with --server: a path, or the name in the servers' models/clip_vision)"
+                if servers
+                else ""
+            )
         )
     if path.suffix.lower() not in CLIP_VISION_SUFFIXES:
         raise InputError(
@@ -186,6 +195,9 @@ def example_pairs(pairs: list | None) -> list[tuple[Path, Path]]:
             "UNet's attention time and memory grow with the square of the grid's size"
         )
     return [
-        (check_image(Path(a), f"--example {k} (A)"), check_image(Path(a_prime), f"--example {k} (A')"))
+        (
+            check_image(Path(a), f"--example {k} (A)"),
+            check_image(Path(a_prime), f"--example {k} (A')"),
+        )
         for k, (a, a_prime) in enumerate(pairs, start=2)
     ]

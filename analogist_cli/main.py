@@ -25,46 +25,97 @@ def parser() -> argparse.ArgumentParser:
         "Without --server it starts the ComfyUI installed in this Python; with --server it "
         "uses running ComfyUI servers and spreads a folder of B images over them.",
     )
-    run.add_argument("--a", type=Path, default=EXAMPLES / "analogist_example_a.png",
-                     help="A, the example before the change (default: the pack's example)")
-    run.add_argument("--a-prime", type=Path, default=EXAMPLES / "analogist_example_a_prime.png",
-                     help="A', the example after the change (default: the pack's example)")
-    run.add_argument("--b", type=Path, default=EXAMPLES / "analogist_example_b.png",
-                     help="B, the image to change; or a folder of B images (default: the pack's example)")
-    run.add_argument("--example", nargs=2, action="append", default=[], type=Path,
-                     metavar=("A", "A_PRIME"),
-                     help="one more example pair after --a/--a-prime (repeatable, up to 3 more): "
-                     "each is a grid row, and B' copies the change all pairs share")
-    run.add_argument("--checkpoint", help="SD1.5 inpainting checkpoint: a file path (default: the "
-                     "one in scripts/run.sh's ComfyUI folder, ~/.cache/analogist-comfyui/models/"
-                     "checkpoints); with --server, the name the servers list")
-    run.add_argument("--out", type=Path, default=Path("analogist-results"),
-                     help="folder for the results (default: ./analogist-results)")
-    run.add_argument("--workflow", choices=("manual", "vlm"), default="manual",
-                     help="manual: you give the B' prompt (default, offline); vlm: a vision model writes it")
-    run.add_argument("--prompt", help="B' prompt for the manual workflow; keep the paper's "
-                     "', best quality, extremely detailed' at the end (default: the workflow's)")
-    run.add_argument("--server", action="append", default=[], metavar="URL",
-                     help="a running ComfyUI with this pack (repeat for several)")
+    run.add_argument(
+        "--a",
+        type=Path,
+        default=EXAMPLES / "analogist_example_a.png",
+        help="A, the example before the change (default: the pack's example)",
+    )
+    run.add_argument(
+        "--a-prime",
+        type=Path,
+        default=EXAMPLES / "analogist_example_a_prime.png",
+        help="A', the example after the change (default: the pack's example)",
+    )
+    run.add_argument(
+        "--b",
+        type=Path,
+        default=EXAMPLES / "analogist_example_b.png",
+        help="B, the image to change; or a folder of B images (default: the pack's example)",
+    )
+    run.add_argument(
+        "--example",
+        nargs=2,
+        action="append",
+        default=[],
+        type=Path,
+        metavar=("A", "A_PRIME"),
+        help="one more example pair after --a/--a-prime (repeatable, up to 3 more): "
+        "each is a grid row, and B' copies the change all pairs share",
+    )
+    run.add_argument(
+        "--checkpoint",
+        help="SD1.5 inpainting checkpoint: a file path (default: the "
+        "one in scripts/run.sh's ComfyUI folder, ~/.cache/analogist-comfyui/models/"
+        "checkpoints); with --server, the name the servers list",
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=Path("analogist-results"),
+        help="folder for the results (default: ./analogist-results)",
+    )
+    run.add_argument(
+        "--workflow",
+        choices=("manual", "vlm"),
+        default="manual",
+        help="manual: you give the B' prompt (default, offline); vlm: a vision model writes it",
+    )
+    run.add_argument(
+        "--prompt",
+        help="B' prompt for the manual workflow; keep the paper's "
+        "', best quality, extremely detailed' at the end (default: the workflow's)",
+    )
+    run.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a running ComfyUI with this pack (repeat for several)",
+    )
     run.add_argument("--steps", type=int, help="sampling steps (paper: 50)")
     run.add_argument("--cell", type=int, help="grid cell size in px, multiple of 64 (paper: 256)")
     run.add_argument("--seed", type=int, help="sampler seed (default 0)")
     run.add_argument("--denoise", type=float, help="paper: 0.98; deblur/denoise tasks: 0.7")
-    run.add_argument("--vlm-base-url", help="OpenAI-compatible server for --workflow vlm, e.g. "
-                     "http://127.0.0.1:11434/v1 (Ollama); default OpenAI (OPENAI_API_KEY in the "
-                     "server's environment)")
+    run.add_argument(
+        "--vlm-base-url",
+        help="OpenAI-compatible server for --workflow vlm, e.g. "
+        "http://127.0.0.1:11434/v1 (Ollama); default OpenAI (OPENAI_API_KEY in the "
+        "server's environment)",
+    )
     run.add_argument("--vlm-model", help="vision model name for --workflow vlm (default gpt-4o)")
-    run.add_argument("--candidates", type=int, metavar="N",
-                     help="sample N B' (2-64, one batch) and keep the best by the paper's CLIP "
-                     "direction score (workflows/analogist_best_of_n.json); needs --clip-vision. "
-                     "All N are saved best first as <name>_candidate_rankK.png with <name>_scores.txt")
-    run.add_argument("--clip-vision", metavar="PATH",
-                     help="CLIP vision model file that scores the candidates (e.g. the ViT-L/14 or "
-                     "ViT-H/14 image encoder IPAdapter uses); with --server, its name in the "
-                     "servers' models/clip_vision")
-    run.add_argument("--b-region", type=Path, metavar="MASK.png",
-                     help="region of interest on B: an image at B's size, white where B may "
-                     "change (red channel read); the rest of B comes back unchanged")
+    run.add_argument(
+        "--candidates",
+        type=int,
+        metavar="N",
+        help="sample N B' (2-64, one batch) and keep the best by the paper's CLIP "
+        "direction score (workflows/analogist_best_of_n.json); needs --clip-vision. "
+        "All N are saved best first as <name>_candidate_rankK.png with <name>_scores.txt",
+    )
+    run.add_argument(
+        "--clip-vision",
+        metavar="PATH",
+        help="CLIP vision model file that scores the candidates (e.g. the ViT-L/14 or "
+        "ViT-H/14 image encoder IPAdapter uses); with --server, its name in the "
+        "servers' models/clip_vision",
+    )
+    run.add_argument(
+        "--b-region",
+        type=Path,
+        metavar="MASK.png",
+        help="region of interest on B: an image at B's size, white where B may "
+        "change (red channel read); the rest of B comes back unchanged",
+    )
     add_score_command(commands)
     add_reversion_command(commands)
     return top
@@ -85,12 +136,25 @@ def add_score_command(commands) -> None:
         "samples of each analogy, then per task (a folder under RESULTS) and overall. Prints a "
         "table and writes every analogy's score as CSV.",
     )
-    score.add_argument("results", type=Path, help="the --out folder of `run` (files <name>_a, "
-                       "<name>_a_prime, <name>_b, <name>_b_prime[_N]), or a folder of such folders, one per task")
-    score.add_argument("--clip", type=Path, required=True, metavar="DIR",
-                       help="local folder of a CLIP model in the Hugging Face layout (paper: "
-                       "openai/clip-vit-base-patch16); nothing is downloaded")
-    score.add_argument("--csv", type=Path, help="where to write the CSV (default: RESULTS/clip_direction_scores.csv)")
+    score.add_argument(
+        "results",
+        type=Path,
+        help="the --out folder of `run` (files <name>_a, "
+        "<name>_a_prime, <name>_b, <name>_b_prime[_N]), or a folder of such folders, one per task",
+    )
+    score.add_argument(
+        "--clip",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="local folder of a CLIP model in the Hugging Face layout (paper: "
+        "openai/clip-vit-base-patch16); nothing is downloaded",
+    )
+    score.add_argument(
+        "--csv",
+        type=Path,
+        help="where to write the CSV (default: RESULTS/clip_direction_scores.csv)",
+    )
     score.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
 
 
@@ -182,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps is not None and args.steps < 1:
             raise InputError(f"--steps must be at least 1, got {args.steps}")
         if args.cell is not None and (args.cell < 64 or args.cell % 64):
-            raise InputError(f"--cell must be a multiple of 64 (64, 128, 256, 512...), got {args.cell}")
+            raise InputError(
+                f"--cell must be a multiple of 64 (64, 128, 256, 512...), got {args.cell}"
+            )
         if args.prompt is not None and args.workflow != "manual":
             raise InputError("--prompt goes with --workflow manual (the vlm workflow asks a model)")
         settings = Settings(
@@ -209,12 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"analogist: error: {printable_lines(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk or a vanished folder, outside a job
-        print(f"analogist: error: {printable_lines(exc.strerror and f'{exc.strerror}: {exc.filename}' or exc)}",
-              file=sys.stderr)
+        print(
+            f"analogist: error: {printable_lines(exc.strerror and f'{exc.strerror}: {exc.filename}' or exc)}",
+            file=sys.stderr,
+        )
         return 2
     except Stopped as exc:
         name = signal.Signals(exc.signum).name
-        print(f"analogist: stopped by {name}; ComfyUI work of this run was stopped", file=sys.stderr)
+        print(
+            f"analogist: stopped by {name}; ComfyUI work of this run was stopped", file=sys.stderr
+        )
         return 128 + exc.signum
     except KeyboardInterrupt:
         print("analogist: interrupted", file=sys.stderr)

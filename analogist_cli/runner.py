@@ -18,6 +18,7 @@ run by dragging that file into ComfyUI. Every input is checked before anything i
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import queue
 import sys
@@ -65,14 +66,21 @@ def upload(client: ComfyClient, path: Path, name: str, role: str, *, mask: bool 
 def upload_b_region(client: ComfyClient, settings: Settings) -> dict[str, str]:
     if settings.b_region is None:
         return {}
-    return {"b_region": upload(client, settings.b_region, "analogist_b_region", "--b-region", mask=True)}
+    return {
+        "b_region": upload(client, settings.b_region, "analogist_b_region", "--b-region", mask=True)
+    }
 
 
 def needed_nodes(settings: Settings) -> list[str]:
     """Every node type the run's graph uses (the shipped workflow's and what the runner adds)."""
     workflow = load_workflow(settings.workflow, settings.candidates)
     needed = {n.get("type") for n in workflow.get("nodes", [])} - set(VIRTUAL_TYPES) - {None}
-    needed |= {"AnalogistGridCompose", "AnalogistSACPatch", "AnalogistCAMPatch", "AnalogistGridCrop"}
+    needed |= {
+        "AnalogistGridCompose",
+        "AnalogistSACPatch",
+        "AnalogistCAMPatch",
+        "AnalogistGridCrop",
+    }
     if settings.b_region is not None:
         needed.add("LoadImageMask")
     if settings.examples:
@@ -94,8 +102,11 @@ def check_pack_identity(client: ComfyClient, info: dict, needed: list[str]) -> N
     for module in ours.values():
         counts[module] = counts.get(module, 0) + 1
     pack = max(counts, key=lambda m: (counts[m], m.startswith("custom_nodes.")))
-    impostors = [f"{name} (from {printable(ours[name])})" for name in needed
-                 if name in ours and ours[name] != pack]
+    impostors = [
+        f"{name} (from {printable(ours[name])})"
+        for name in needed
+        if name in ours and ours[name] != pack
+    ]
     if impostors:
         raise ServerError(
             f"{client.url}: {', '.join(impostors)} is not this pack's node (the Analogist pack "
@@ -104,10 +115,23 @@ def check_pack_identity(client: ComfyClient, info: dict, needed: list[str]) -> N
         )
 
 
-def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str,
-                         clip_vision: str | None = None, needed: list[str] | None = None) -> None:
-    needed = list(needed or ["AnalogistGridCompose", "AnalogistSACPatch", "AnalogistCAMPatch",
-                             "AnalogistGridCrop", "CheckpointLoaderSimple"])
+def check_server_can_run(
+    client: ComfyClient,
+    info: dict,
+    checkpoint: str,
+    clip_vision: str | None = None,
+    needed: list[str] | None = None,
+) -> None:
+    needed = list(
+        needed
+        or [
+            "AnalogistGridCompose",
+            "AnalogistSACPatch",
+            "AnalogistCAMPatch",
+            "AnalogistGridCrop",
+            "CheckpointLoaderSimple",
+        ]
+    )
     if clip_vision is not None and "AnalogistRankCandidates" not in needed:
         needed.append("AnalogistRankCandidates")
     missing = [n for n in needed if n not in info]
@@ -141,7 +165,12 @@ def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str,
             f"file into that ComfyUI's models/checkpoints/.\n{DOWNLOAD_HINT}"
         )
     if clip_vision is not None:
-        names = info.get("CLIPVisionLoader", {}).get("input", {}).get("required", {}).get("clip_name", [[]])[0]
+        names = (
+            info.get("CLIPVisionLoader", {})
+            .get("input", {})
+            .get("required", {})
+            .get("clip_name", [[]])[0]
+        )
         if clip_vision not in names:
             listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") or "none"
             raise ServerError(
@@ -151,8 +180,14 @@ def check_server_can_run(client: ComfyClient, info: dict, checkpoint: str,
 
 
 # -- running -------------------------------------------------------------------------------
-def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploaded: dict[str, str],
-            progress: Progress | None = None) -> list[Path]:
+def run_job(
+    client: ComfyClient,
+    info: dict,
+    settings: Settings,
+    job: Job,
+    uploaded: dict[str, str],
+    progress: Progress | None = None,
+) -> list[Path]:
     stem = f"{job.index:03d}_{job.b.stem}" if len(settings.b) > 1 else job.b.stem
     b_name = upload(client, job.b, f"analogist_b_{stem}", "--b")
     prompt = build_prompt(settings, info, {**uploaded, "b": b_name})
@@ -168,9 +203,19 @@ def run_job(client: ComfyClient, info: dict, settings: Settings, job: Job, uploa
         if kind not in ("SaveImage", "PreviewImage"):
             continue
         title = node.get("_meta", {}).get("title", "")
-        label = "b_prime" if kind == "SaveImage" else (
-            "strip" if title.startswith("A |") else "labelled_grid" if "Labelled" in title
-            else "candidate_rank" if title.startswith("All candidates") else f"preview{node_id}")
+        label = (
+            "b_prime"
+            if kind == "SaveImage"
+            else (
+                "strip"
+                if title.startswith("A |")
+                else "labelled_grid"
+                if "Labelled" in title
+                else "candidate_rank"
+                if title.startswith("All candidates")
+                else f"preview{node_id}"
+            )
+        )
         for i, image in enumerate(finished.outputs.get(node_id, {}).get("images", [])):
             suffix = str(i + 1) if label == "candidate_rank" else f"_{i}" if i else ""
             target = settings.out / f"{stem}_{label}{suffix}.png"
@@ -212,8 +257,11 @@ def write_atomic(target: Path, data: bytes) -> None:
         raise OSError(
             exc.errno,
             f"cannot write {target.name} into --out {target.parent}: "
-            + ("the disk is full; free some space or choose another --out" if full
-               else f"{exc.strerror or exc}"),
+            + (
+                "the disk is full; free some space or choose another --out"
+                if full
+                else f"{exc.strerror or exc}"
+            ),
         ) from None
 
 
@@ -268,16 +316,26 @@ class Progress:
     def update(self, outcome: Outcome) -> None:
         with self.lock:
             self.done += 1
-            status = "ok" if outcome.error is None else (
-                "FAILED: " + printable((outcome.error.strip().splitlines() or [""])[-1][:160]))
+            status = (
+                "ok"
+                if outcome.error is None
+                else (
+                    "FAILED: " + printable((outcome.error.strip().splitlines() or [""])[-1][:160])
+                )
+            )
             start = "\r" if self.open_line else ""
             end = "\033[K" if self.open_line else ""
             self.open_line = False
-            print(f"{start}{self.bar()} {outcome.job.b.name}: {status} ({outcome.server}){end}",
-                  file=self.stream, flush=True)
+            print(
+                f"{start}{self.bar()} {outcome.job.b.name}: {status} ({outcome.server}){end}",
+                file=self.stream,
+                flush=True,
+            )
 
 
-def spread(jobs: list[Job], workers: dict[str, Callable[[Job], list[Path]]], progress: Progress) -> list[Outcome]:
+def spread(
+    jobs: list[Job], workers: dict[str, Callable[[Job], list[Path]]], progress: Progress
+) -> list[Outcome]:
     """Run jobs on the workers (one thread per worker, each takes the next job when free)."""
     pending: queue.Queue[Job] = queue.Queue()
     for job in jobs:
@@ -322,7 +380,9 @@ def spread(jobs: list[Job], workers: dict[str, Callable[[Job], list[Path]]], pro
 def prepare_server(client: ComfyClient, settings: Settings) -> dict:
     client.check()
     info = client.object_info()
-    check_server_can_run(client, info, settings.checkpoint, settings.clip_vision, needed_nodes(settings))
+    check_server_can_run(
+        client, info, settings.checkpoint, settings.clip_vision, needed_nodes(settings)
+    )
     return info
 
 
@@ -337,15 +397,19 @@ def upload_examples(client: ComfyClient, settings: Settings) -> dict[str, str]:
     }
 
 
-
-
 def upload_example_pairs(client: ComfyClient, settings: Settings) -> dict[str, str]:
     """Pairs 2..K on the server, as ``a2``, ``a2_prime``, ... (hashed names, as for A)."""
     names = {}
     for k, (a, a_prime) in enumerate(settings.examples, start=2):
         names[f"a{k}"] = upload(client, a, f"analogist_a{k}", f"--example {k} (A)")
-        names[f"a{k}_prime"] = upload(client, a_prime, f"analogist_a{k}_prime", f"--example {k} (A')")
+        names[f"a{k}_prime"] = upload(
+            client, a_prime, f"analogist_a{k}_prime", f"--example {k} (A')"
+        )
     return names
+
+
+def _run_one(client, info, settings, job, *, uploaded, progress) -> list[Path]:
+    return run_job(client, info, settings, job, uploaded, progress)
 
 
 def run_on_servers(settings: Settings, urls: list[str], stream=None) -> list[Outcome]:
@@ -355,15 +419,15 @@ def run_on_servers(settings: Settings, urls: list[str], stream=None) -> list[Out
     infos = [prepare_server(client, settings) for client in clients]  # all able first
     make_out(settings.out)
     progress = Progress(len(settings.b), stream)
-    workers = {}
+    workers: dict[str, Callable[[Job], list[Path]]] = {}
     try:
         for index, (client, info) in enumerate(zip(clients, infos, strict=True)):
             name = f"{client.url}#{index}" if urls.count(urls[index]) > 1 else client.url
-            client.on_progress = (lambda pid, value, total, name=name:
-                                  progress.step(name, pid, value, total))
+            client.on_progress = functools.partial(progress.step, name)
             uploaded = upload_examples(client, settings)
-            workers[name] = (lambda job, c=client, i=info, u=uploaded:
-                             run_job(c, i, settings, job, u, progress))
+            workers[name] = functools.partial(
+                _run_one, client, info, settings, uploaded=uploaded, progress=progress
+            )
         jobs = [Job(b, index) for index, b in enumerate(settings.b)]
         return spread(jobs, workers, progress)
     except BaseException:
@@ -373,16 +437,15 @@ def run_on_servers(settings: Settings, urls: list[str], stream=None) -> list[Out
             except (ServerError, OSError, ValueError):
                 continue
             if cancelled:
-                print(f"[analogist] cancelled {len(cancelled)} queued job(s) on {client.url}",
-                      file=stream or sys.stderr, flush=True)
+                print(
+                    f"[analogist] cancelled {len(cancelled)} queued job(s) on {client.url}",
+                    file=stream or sys.stderr,
+                    flush=True,
+                )
         raise
     finally:
         for client in clients:
             client.close()
-
-
-
-
 
 
 def summarize(outcomes: list[Outcome], stream=None) -> int:
@@ -395,7 +458,7 @@ def summarize(outcomes: list[Outcome], stream=None) -> int:
     if failed:
         print(f"\n{len(failed)} of {len(outcomes)} failed:", file=sys.stderr)
         for outcome in failed:
-            lines = [printable(line) for line in outcome.error.split("\n")]
+            lines = [printable(line) for line in (outcome.error or "").split("\n")]
             print(f"  {outcome.job.b}: " + "\n    ".join(lines), file=sys.stderr)
         return 1
     return 0
@@ -415,8 +478,9 @@ def main_run(settings: Settings, servers: list[str], log=None) -> int:
     checkpoint = Path(settings.checkpoint)
     clip_vision = Path(settings.clip_vision) if settings.clip_vision else None
     try:
-        with embedded_comfyui(checkpoint, log, keep_log=settings.out / "comfyui.log",
-                              clip_vision=clip_vision) as url:
+        with embedded_comfyui(
+            checkpoint, log, keep_log=settings.out / "comfyui.log", clip_vision=clip_vision
+        ) as url:
             settings.checkpoint = checkpoint.name
             if clip_vision is not None:
                 settings.clip_vision = clip_vision.name

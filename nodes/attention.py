@@ -25,9 +25,6 @@ from ..analogist_pixels.layout import LAYOUT_TYPE, GridLayout, check_layout
 from ..analogist_pixels.region import has_region, latent_regions
 from .flux import is_flux, patch_flux
 from .layout_check import install_layout_check
-
-log = logging.getLogger("analogist")
-
 from .patching import (
     MAX_LAYER,
     PASSES,
@@ -44,6 +41,8 @@ from .patching import (
     replacing_ours,
     sigma_range,
 )
+
+log = logging.getLogger("analogist")
 
 
 def _tooltip_layers(what: str) -> tuple[str, str]:
@@ -64,17 +63,68 @@ def _tooltip_layers(what: str) -> tuple[str, str]:
     return start, end
 
 
-def _common_inputs(what: str) -> dict:
+def _common_inputs(what: str) -> tuple[dict, dict]:
     start_tip, end_tip = _tooltip_layers(what)
     return {
-        "model": ("MODEL", {"tooltip": "The diffusion model to patch: an SD1.5 (the paper) or SDXL inpainting UNet, or Flux.1 Fill (experimental: SAC/CAM on its joint attention, needs ComfyUI 0.3.4x+; never tried with real Flux weights). SD3, Flux.2 and video models are not supported. It is cloned; the input stays unpatched."}),
-        "layout": (LAYOUT_TYPE, {"tooltip": "Where A, A', B and B' sit in the grid. Connect the layout from the same GridCompose whose grid is sampled."}),
+        "model": (
+            "MODEL",
+            {
+                "tooltip": (
+                    "The diffusion model to patch: an SD1.5 (the paper) or SDXL inpainting UNet, or "
+                    "Flux.1 Fill (experimental: SAC/CAM on its joint attention, needs ComfyUI 0.3.4x+; "
+                    "never tried with real Flux weights). SD3, Flux.2 and video models are not "
+                    "supported. It is cloned; the input stays unpatched."
+                )
+            },
+        ),
+        "layout": (
+            LAYOUT_TYPE,
+            {
+                "tooltip": (
+                    "Where A, A', B and B' sit in the grid. Connect the layout from the same GridCompose "
+                    "whose grid is sampled."
+                )
+            },
+        ),
     }, {
-        "start_layer": ("INT", {"default": PAPER_START_LAYER, "min": 0, "max": MAX_LAYER, "tooltip": start_tip}),
-        "end_layer": ("INT", {"default": PAPER_END_LAYER, "min": 0, "max": MAX_LAYER, "tooltip": end_tip}),
-        "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": f"Part of the sampling schedule where {what} acts: from this fraction (0 = first step)."}),
-        "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "...to this fraction (1 = last step). Paper: the whole schedule, 0 to 1."}),
-        "passes": (list(PASSES), {"default": PASSES[0], "tooltip": f"Which CFG passes get {what}: both (the paper), only the prompt (cond) pass, or only the negative (uncond) pass."}),
+        "start_layer": (
+            "INT",
+            {"default": PAPER_START_LAYER, "min": 0, "max": MAX_LAYER, "tooltip": start_tip},
+        ),
+        "end_layer": (
+            "INT",
+            {"default": PAPER_END_LAYER, "min": 0, "max": MAX_LAYER, "tooltip": end_tip},
+        ),
+        "start_percent": (
+            "FLOAT",
+            {
+                "default": 0.0,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.01,
+                "tooltip": f"Part of the sampling schedule where {what} acts: from this fraction (0 = first step).",
+            },
+        ),
+        "end_percent": (
+            "FLOAT",
+            {
+                "default": 1.0,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.01,
+                "tooltip": "...to this fraction (1 = last step). Paper: the whole schedule, 0 to 1.",
+            },
+        ),
+        "passes": (
+            list(PASSES),
+            {
+                "default": PASSES[0],
+                "tooltip": (
+                    f"Which CFG passes get {what}: both (the paper), only the prompt (cond) pass, or only "
+                    f"the negative (uncond) pass."
+                ),
+            },
+        ),
     }
 
 
@@ -94,11 +144,25 @@ class AnalogistSACPatch:
     @classmethod
     def INPUT_TYPES(cls):
         required, tail = _common_inputs("Self-Attention Cloning")
-        required["sac_scale"] = ("FLOAT", {"default": PAPER_SAC_SCALE, "min": 0.0, "max": 10.0, "step": 0.05, "tooltip": "Scale s of the cloned attention logits (S[A',B'] = s * S[A,B]). Paper: 1.3; higher follows the example more strongly."})
+        required["sac_scale"] = (
+            "FLOAT",
+            {
+                "default": PAPER_SAC_SCALE,
+                "min": 0.0,
+                "max": 10.0,
+                "step": 0.05,
+                "tooltip": (
+                    "Scale s of the cloned attention logits (S[A',B'] = s * S[A,B]). Paper: 1.3; higher "
+                    "follows the example more strongly."
+                ),
+            },
+        )
         required.update(tail)
         return {"required": required}
 
-    def patch(self, model, layout, sac_scale, start_layer, end_layer, start_percent, end_percent, passes):
+    def patch(
+        self, model, layout, sac_scale, start_layer, end_layer, start_percent, end_percent, passes
+    ):
         node = "Analogist SAC"
         check_layout(layout)  # before anything else: a wrong socket value gets a clear error
         if not math.isfinite(sac_scale):
@@ -109,8 +173,14 @@ class AnalogistSACPatch:
         check_passes(passes)
         if is_flux(model):
             gate = StepPassGate(*sigma_range(model, start_percent, end_percent), passes)
-            return (patch_flux(model, node, "sac", layout, start_layer, end_layer, gate, float(sac_scale)),)
-        blocks, sigma_start, sigma_end = plan(model, node, start_layer, end_layer, start_percent, end_percent)
+            return (
+                patch_flux(
+                    model, node, "sac", layout, start_layer, end_layer, gate, float(sac_scale)
+                ),
+            )
+        blocks, sigma_start, sigma_end = plan(
+            model, node, start_layer, end_layer, start_percent, end_percent
+        )
         gate = StepPassGate(sigma_start, sigma_end, passes)
         slots = replace_slots(model, "attn1")
         for key in blocks:
@@ -155,23 +225,38 @@ class AnalogistCAMPatch:
         required.update(tail)
         return {"required": required, "optional": {"text_only_in_region": _REGION_CAM_INPUT}}
 
-    def patch(self, model, layout, start_layer, end_layer, start_percent, end_percent, passes,
-              text_only_in_region=False):
+    def patch(
+        self,
+        model,
+        layout,
+        start_layer,
+        end_layer,
+        start_percent,
+        end_percent,
+        passes,
+        text_only_in_region=False,
+    ):
         node = "Analogist CAM"
         check_layout(layout)
         check_passes(passes)
         region = region_cam(layout, text_only_in_region, node)
         if is_flux(model):
             gate = StepPassGate(*sigma_range(model, start_percent, end_percent), passes)
-            return (patch_flux(model, node, "cam", layout, start_layer, end_layer, gate, region=region),)
-        blocks, sigma_start, sigma_end = plan(model, node, start_layer, end_layer, start_percent, end_percent)
+            return (
+                patch_flux(model, node, "cam", layout, start_layer, end_layer, gate, region=region),
+            )
+        blocks, sigma_start, sigma_end = plan(
+            model, node, start_layer, end_layer, start_percent, end_percent
+        )
         gate = StepPassGate(sigma_start, sigma_end, passes)
         modules = transformer_block_modules(model.model)
         to_out = {}
         for key in blocks:
             attn2 = getattr(modules[key], "attn2", None)
             if attn2 is None:
-                raise ValueError(f"{node}: block {key} has no cross-attention; choose other layers.")
+                raise ValueError(
+                    f"{node}: block {key} has no cross-attention; choose other layers."
+                )
             to_out[key] = attn2.to_out
         patched = model.clone()
         install_cam(patched, CAMOutput(layout, gate, to_out, region))
@@ -179,13 +264,28 @@ class AnalogistCAMPatch:
         return (patched,)
 
 
-_REGION_CAM_INPUT = ("BOOLEAN", {"default": False, "tooltip": "Text only in the region: with a region of interest on B (Grid Compose's b_region), only the B' tokens inside it listen to the prompt (a token is inside when any of its pixels is in the region); the rest of B' is treated like A, A', B. Off: all of B' listens (the paper). Needs a layout with a region."})
+_REGION_CAM_INPUT = (
+    "BOOLEAN",
+    {
+        "default": False,
+        "tooltip": (
+            "Text only in the region: with a region of interest on B (Grid Compose's b_region), "
+            "only the B' tokens inside it listen to the prompt (a token is inside when any of "
+            "its pixels is in the region); the rest of B' is treated like A, A', B. Off: all of "
+            "B' listens (the paper). Needs a layout with a region."
+        ),
+    },
+)
 
 
-def region_cam(layout: GridLayout, text_only_in_region: Any, node: str) -> RegionTokensInside | None:
+def region_cam(
+    layout: GridLayout, text_only_in_region: Any, node: str
+) -> RegionTokensInside | None:
     """The region CAM keeps text for, or None (the paper's CAM)."""
     if not isinstance(text_only_in_region, bool):
-        raise TypeError(f"{node}: text_only_in_region must be true or false, got {text_only_in_region!r}.")
+        raise TypeError(
+            f"{node}: text_only_in_region must be true or false, got {text_only_in_region!r}."
+        )
     if not text_only_in_region:
         return None
     if not has_region(layout):

@@ -248,7 +248,7 @@ def _weak(module: Any) -> weakref.ref:
 
 
 def _in_features(to_out: Any) -> int:
-    first = to_out[0] if isinstance(to_out, torch.nn.Sequential) else to_out
+    first: Any = to_out[0] if isinstance(to_out, torch.nn.Sequential) else to_out
     return int(first.in_features)
 
 
