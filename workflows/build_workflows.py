@@ -409,7 +409,7 @@ def add_exact_ddim(g: Graph, recipe: Recipe, model: Out, cond: Node, latent: Out
 def build_reversion(defs: dict[str, dict], recipe: Recipe) -> dict:
     """ReVersion: learn <R> from the exemplar folder, or use a learned <R> in a prompt."""
     g = Graph(defs)
-    g.note((X[0], -380), recipe.note + "\n\n" + recipe.loading, size=(440, 380))
+    g.note((X[0], -380), recipe.note + "\n\n" + recipe.loading)  # ends above the titles at y 0
     ckpt = g.add("CheckpointLoaderSimple", (X[0], 0), "SD1.5 checkpoint", ckpt_name=SD15_CHECKPOINT)
     if recipe.reversion == "learn":
         learn = g.add(
