@@ -371,7 +371,8 @@ class AnalogistReVersionLearn:
                 raise
             raise ReVersionInputError(f"ReVersion settings: {exc}") from exc
         log.info("[Analogist] ReVersion: saved %s", result.embedding)
-        return (f"embedding:{name}", loss_curve_image(result.losses))
+        text = f"embedding:{name}"  # also shown on the node (web/js/reversion_learn.js)
+        return {"ui": {"text": [text]}, "result": (text, loss_curve_image(result.losses))}
 
     @staticmethod
     def _exemplars(images, folder, captions, resolution):

@@ -119,6 +119,16 @@ FLUX_CLIP = ("clip_l.safetensors", "t5xxl_fp16.safetensors")
 FLUX_VAE = "ae.safetensors"
 FLUX_LAYERS = (11, 39)  # the paper's share of the depth (3/16..11/16) of Flux.1's 57 blocks
 FLUX_SAMPLER = {"seed": 0, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal"}
+# ReVersion (issue 21): learn a relation token <R> from an exemplar folder, then use it in prompts.
+USED_NODES += ("AnalogistReVersionLearn", "EmptyLatentImage")
+WORKFLOWS += ("reversion_learn", "reversion_generate")
+SD15_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # ReVersion trains on plain SD1.5, not inpainting
+RELATION = "inside"  # the example relation: the name <R> is saved under (embedding:inside)
+EXEMPLAR_FOLDER = "reversion_inside"  # shipped in workflows/images/, copied into ComfyUI/input/
+# The diffusers-exact DDIM (issue 20): the paper's own sampler for the Analogist graph.
+CUSTOM_SAMPLING_NODES = ("SamplerCustom",)
+USED_NODES += CUSTOM_SAMPLING_NODES + ("AnalogistDDIMSigmas", "AnalogistDDIMSampler")
+WORKFLOWS += ("analogist_exact_ddim",)
 
 
 # -- node definitions ----------------------------------------------------------------------
@@ -160,6 +170,11 @@ def node_definitions() -> dict[str, dict]:
         from comfy_extras.nodes import nodes_canny
 
         canny = nodes_canny.NODE_CLASS_MAPPINGS
+    try:  # SamplerCustom: comfy_extras in the source tree, comfy_extras.nodes in 0.0.1
+        from comfy_extras import nodes_custom_sampler
+    except ImportError:
+        from comfy_extras.nodes import nodes_custom_sampler
+    canny.update({name: getattr(nodes_custom_sampler, name) for name in CUSTOM_SAMPLING_NODES})
 
     pack = importlib.import_module(f"{PACK}.nodes")
     classes = {**base_nodes.NODE_CLASS_MAPPINGS, **canny}
@@ -205,6 +220,8 @@ class Recipe:
     region: bool = False  # a region of interest on B (Load Image (as Mask) -> b_region)
     pairs: int = 1  # example pairs; 2..K come from Analogist Example Pair nodes
     flux: bool = False  # the Flux.1 Fill graph (build_flux)
+    exact_ddim: bool = False  # SamplerCustom + the diffusers-exact DDIM pair instead of KSampler
+    reversion: str = ""  # "learn" / "generate": ReVersion's graphs (build_reversion_*)
 
 
 NOTE_LOADING = (
@@ -222,6 +239,8 @@ NOTE_LOADING = (
 def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     if recipe.flux:
         return build_flux(defs, recipe)
+    if recipe.reversion:
+        return build_reversion(defs, recipe)
     g = Graph(defs)
     loading = NOTE_LOADING
     if recipe.loading:
@@ -290,10 +309,13 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     if recipe.best_of:
         latent = g.add("RepeatLatentBatch", (X[3], 560), f"{recipe.best_of} candidates",
                        samples=latent, amount=recipe.best_of).out(0)
-    sampler = g.add(
-        "KSampler", (X[4], 200), model=cam.out("MODEL"), positive=cond.out(0),
-        negative=cond.out(1), latent_image=latent, denoise=recipe.denoise, **SAMPLER,
-    )
+    if recipe.exact_ddim:
+        sampler = add_exact_ddim(g, recipe, cam.out("MODEL"), cond, latent)
+    else:
+        sampler = g.add(
+            "KSampler", (X[4], 200), model=cam.out("MODEL"), positive=cond.out(0),
+            negative=cond.out(1), latent_image=latent, denoise=recipe.denoise, **SAMPLER,
+        )
     decoded = g.add("VAEDecode", (X[4], 520), samples=sampler.out(0), vae=ckpt.out("VAE"))
     crop = g.add("AnalogistGridCrop", (X[5], 0), grid=decoded.out(0), layout=grid.out("layout"))
     if recipe.best_of:
@@ -368,6 +390,47 @@ def build_flux(defs: dict[str, dict], recipe: Recipe) -> dict:
     g.add("SaveImage", (X[5], 180), "B' (result)", images=crop.out("b_prime"),
           filename_prefix="analogist/b_prime_flux")
     g.add("PreviewImage", (X[5], 560), "A | A' | B | B'", images=crop.out("strip"))
+    return g.to_ui()
+
+
+def add_exact_ddim(g: Graph, recipe: Recipe, model: Out, cond: Node, latent: Out) -> Node:
+    """SamplerCustom with the diffusers-exact DDIM pair: the paper's 50 steps, strength = denoise."""
+    sigmas = g.add("AnalogistDDIMSigmas", (X[3], 560), "DDIM sigmas (50 steps, strength 0.98)",
+                   model=model, steps=SAMPLER["steps"], strength=recipe.denoise)
+    ddim = g.add("AnalogistDDIMSampler", (X[3], 760), "DDIM sampler (diffusers-exact)")
+    return g.add(
+        "SamplerCustom", (X[4], 200), "Sampler (paper: diffusers DDIM, CFG 15)", model=model,
+        add_noise=True, noise_seed=SAMPLER["seed"], cfg=SAMPLER["cfg"], positive=cond.out(0),
+        negative=cond.out(1), sampler=ddim.out("SAMPLER"), sigmas=sigmas.out("SIGMAS"),
+        latent_image=latent,
+    )
+
+
+def build_reversion(defs: dict[str, dict], recipe: Recipe) -> dict:
+    """ReVersion: learn <R> from the exemplar folder, or use a learned <R> in a prompt."""
+    g = Graph(defs)
+    g.note((X[0], -380), recipe.note + "\n\n" + recipe.loading)  # ends above the titles at y 0
+    ckpt = g.add("CheckpointLoaderSimple", (X[0], 0), "SD1.5 checkpoint", ckpt_name=SD15_CHECKPOINT)
+    if recipe.reversion == "learn":
+        learn = g.add(
+            "AnalogistReVersionLearn", (X[1], 0), "Learn <R> (shows what to type when done)",
+            model=ckpt.out("MODEL"), clip=ckpt.out("CLIP"), vae=ckpt.out("VAE"), name=RELATION,
+            folder=EXEMPLAR_FOLDER, captions="",
+        )
+        g.add("PreviewImage", (X[2] + 40, 0), "Loss curve", images=learn.out("loss_curve"))
+        return g.to_ui()
+    positive = g.add("CLIPTextEncode", (X[1], 0), "Prompt with the learned relation",
+                     text=f"a cat embedding:{RELATION} a basket", clip=ckpt.out("CLIP"))
+    negative = g.add("CLIPTextEncode", (X[1], 260), "Negative prompt", text="", clip=ckpt.out("CLIP"))
+    empty = g.add("EmptyLatentImage", (X[1], 520), width=512, height=512, batch_size=1)
+    sampler = g.add(
+        "KSampler", (X[2], 0), model=ckpt.out("MODEL"), positive=positive.out(0),
+        negative=negative.out(0), latent_image=empty.out(0), seed=2023, steps=50, cfg=7.5,
+        sampler_name="ddim", scheduler="ddim_uniform", denoise=1.0,
+    )
+    decoded = g.add("VAEDecode", (X[3], 0), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    g.add("SaveImage", (X[3], 140), "Result", images=decoded.out(0),
+          filename_prefix=f"reversion/{RELATION}")
     return g.to_ui()
 
 
@@ -508,6 +571,112 @@ RECIPES["analogist_two_examples"] = lambda: Recipe(
 )
 
 
+CAPTIONS.update({
+    "reversion_learn": "ReVersion: learn a relation",
+    "reversion_generate": f"ReVersion: use embedding:{RELATION}",
+    "analogist_exact_ddim": "Analogist: exact diffusers DDIM",
+})
+REVERSION_LICENCE = (
+    "Licence: ReVersion's method and code (ziqihuangg/ReVersion) are under the S-Lab licence, "
+    "non-commercial use only; this port follows it."
+)
+RECIPES["reversion_learn"] = lambda: Recipe(
+    reversion="learn",
+    note="REVERSION: LEARN A RELATION WORD FROM A FEW IMAGES\n"
+    "4-10 images that share one relation (here: something inside a container) teach one new "
+    f"word, <R>. Learn <R> trains only that word on the SD1.5 model and saves it as "
+    f"ComfyUI/models/embeddings/{RELATION}.safetensors; the node then shows what to type "
+    f"(embedding:{RELATION}) and the preview shows the loss per step. Use it with "
+    "reversion_generate.json. Paper settings are the defaults (3000 steps, batch 2 x 4: "
+    "hours on a GPU, see docs/reversion.md); cancelling keeps the intermediate embeddings "
+    "and queueing again resumes. A name that exists is refused: pick a new one.\n" + REVERSION_LICENCE,
+    loading="WHAT TO LOAD WHERE\n"
+    f"* Load Checkpoint: a plain SD1.5 checkpoint (e.g. {SD15_CHECKPOINT}) in "
+    "ComfyUI/models/checkpoints/ (not an inpainting one; SDXL and Flux are refused).\n"
+    f"* The exemplars: a folder inside ComfyUI/input/ with the images and a text.json mapping "
+    "each file name to caption templates with {} where the relation goes, e.g. "
+    '{"disc_box.png": ["orange disc {} blue box"]} (the official ReVersion layout). The example '
+    f"folder ships with the pack: copy workflows/images/{EXEMPLAR_FOLDER} into ComfyUI/input/, "
+    "or put your own folder there and type its name in 'folder'.",
+)
+RECIPES["reversion_generate"] = lambda: Recipe(
+    reversion="generate",
+    note="REVERSION: USE A LEARNED RELATION IN A PROMPT\n"
+    f"Type embedding:<name> where the relation goes: 'a cat embedding:{RELATION} a basket' "
+    "(ReVersion's 'cat <R> stone' prompts). 'embedding:' is ComfyUI's way to call a file from "
+    "ComfyUI/models/embeddings/ by name (no extension). Relations learned with "
+    "reversion_learn.json work, and so do the official released ones: put a ReVersion "
+    "learned_embeds.bin in models/embeddings/ under a name of its own (e.g. painted_on.bin) "
+    "and type embedding:painted_on. Too weak a relation: repeat it or raise CFG; describe "
+    "the entities plainly.\n" + REVERSION_LICENCE,
+    loading="WHAT TO LOAD WHERE\n"
+    f"* Load Checkpoint: the SD1.5 checkpoint the relation was learned on (e.g. {SD15_CHECKPOINT}) "
+    "in ComfyUI/models/checkpoints/.\n"
+    f"* The relation: {RELATION}.safetensors (from Learn <R>) or an official learned_embeds.bin, "
+    "renamed, in ComfyUI/models/embeddings/.",
+)
+RECIPES["analogist_exact_ddim"] = lambda: Recipe(
+    exact_ddim=True,
+    note="ANALOGIST WITH THE PAPER'S EXACT SAMPLER (diffusers DDIM)\n"
+    "The typed-prompt workflow, sampled the way the paper's diffusers pipeline samples: "
+    "SamplerCustom with Analogist DDIM Sigmas (50 steps, strength 0.98 = the paper's denoise, "
+    "so 49 steps run) and Analogist DDIM Sampler, CFG 15. ComfyUI's ddim + ddim_uniform takes "
+    "the same timesteps but starts and ends slightly differently (docs/sampling.md); use this "
+    "one to reproduce the paper's numbers. Lower 'strength' to keep more of B.",
+)
+
+
+# -- ReVersion's example exemplars (the relation "inside") -------------------------------------
+def reversion_exemplars(size: int = 128) -> dict[str, tuple[Any, list[str]]]:
+    """Four drawings of a thing inside a container: file name -> (image, caption templates)."""
+    from PIL import Image, ImageDraw
+
+    s = size
+    paper = (250, 247, 240)
+    out = {}
+    specs = (
+        ("disc_box.png", "ellipse", (240, 140, 40), (40, 90, 200), ["orange disc {} blue box", "disc {} box"]),
+        ("triangle_basket.png", "polygon", (60, 170, 90), (150, 100, 50), ["green triangle {} brown basket"]),
+        ("square_jar.png", "rectangle", (210, 50, 50), (150, 150, 160), ["red square {} glass jar"]),
+        ("disc_cup.png", "ellipse", (130, 60, 170), (230, 200, 40), ["purple disc {} yellow cup"]),
+    )
+    for name, shape, colour, container, templates in specs:
+        img = Image.new("RGB", (s, s), paper)
+        draw = ImageDraw.Draw(img)
+        # An open container: floor and two walls, the thing sitting inside it.
+        left, right, top, bottom = s * 0.18, s * 0.82, s * 0.35, s * 0.85
+        width = max(3, s // 24)
+        draw.line([(left, top), (left, bottom), (right, bottom), (right, top)], fill=container, width=width)
+        box = (s * 0.34, s * 0.5, s * 0.66, s * 0.82)
+        if shape == "ellipse":
+            draw.ellipse(box, fill=colour)
+        elif shape == "rectangle":
+            draw.rectangle(box, fill=colour)
+        else:
+            draw.polygon([((box[0] + box[2]) / 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=colour)
+        out[name] = (img, templates)
+    return out
+
+
+def montage_thumbnail(images: list[Any], caption: str, side: int = 384) -> bytes:
+    """A 2x2 montage of the exemplars over a caption band, as a JPEG (ReVersion's thumbnails)."""
+    from comfyui_analogist.analogist_pixels import marks
+    from PIL import Image, ImageDraw
+
+    band, cell = 44, side // 2
+    img = Image.new("RGB", (side, side + band), (32, 32, 36))
+    for i, image in enumerate(images[:4]):
+        img.paste(image.resize((cell - 4, cell - 4), Image.LANCZOS),
+                  ((i % 2) * cell + 2, (i // 2) * cell + 2))
+    font = marks.label_font(22)
+    draw = ImageDraw.Draw(img)
+    width = draw.textlength(caption, font=font)
+    draw.text(((side - width) / 2, side + 9), caption, font=font, fill=(240, 240, 240))
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=85, optimize=True)
+    return buffer.getvalue()
+
+
 # -- example images and thumbnails ------------------------------------------------------------
 def example_images(size: int = 256) -> dict[str, Any]:
     """A: an orange disc; A': the same disc as a black line drawing; B: a green triangle.
@@ -594,10 +763,19 @@ def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
     images = example_images()
     for name, image in images.items():
         files[IMAGES / name] = png_bytes(image)
+    exemplars = reversion_exemplars()
+    for name, (image, _) in exemplars.items():
+        files[IMAGES / EXEMPLAR_FOLDER / name] = png_bytes(image)
+    text = {name: templates for name, (_, templates) in exemplars.items()}
+    files[IMAGES / EXEMPLAR_FOLDER / "text.json"] = (json.dumps(text, indent=2) + "\n").encode()
     for name in WORKFLOWS:
         recipe = RECIPES[name]()
         workflow = build(defs, recipe)
         files[HERE / f"{name}.json"] = (json.dumps(workflow, indent=2) + "\n").encode()
+        if recipe.reversion:
+            files[HERE / f"{name}.jpg"] = montage_thumbnail(
+                [image for image, _ in exemplars.values()], CAPTIONS[name])
+            continue
         files[HERE / f"{name}.jpg"] = thumbnail(images, recipe.arrangement, CAPTIONS[name],
                                                 pairs=recipe.pairs)
     return files

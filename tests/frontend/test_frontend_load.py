@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.frontend, pytest.mark.host]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_FILES = sorted((ROOT / "workflows").glob("*.json"))
-EXTENSIONS = ("Analogist.GPT4VPrompt", "Analogist.RankCandidates")
+EXTENSIONS = ("Analogist.GPT4VPrompt", "Analogist.RankCandidates", "Analogist.ReVersionLearn")
 CONTROL_RULE = (
     "This frontend adds a control_after_generate widget (one saved value) after an INT "
     "input whose options set control_after_generate to anything truthy, or, when the "

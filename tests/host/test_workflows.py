@@ -75,6 +75,9 @@ def server(tmp_path_factory, sd15_checkpoint):
     (workspace / "custom_nodes" / "analogist-test-probe").symlink_to(PROBE, target_is_directory=True)
     for image in (WORKFLOWS / "images").glob("*.png"):
         shutil.copy(image, workspace / "input" / image.name)
+    for folder in (WORKFLOWS / "images").iterdir():  # exemplar folders (reversion_learn.json)
+        if folder.is_dir():
+            shutil.copytree(folder, workspace / "input" / folder.name)
     comfy = ComfyServer(workspace).start()
     comfy.info = comfy.object_info()
     yield comfy

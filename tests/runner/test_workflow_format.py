@@ -149,7 +149,8 @@ def test_shipped_workflows_images_and_thumbnails_are_what_the_generator_makes():
 @pytest.mark.parametrize("name", ["analogist_manual_prompt", "analogist", "analogist_aligned_with_b",
                                   "analogist_lora_controlnet", "analogist_best_of_n",
                                   "analogist_sdxl", "analogist_region",
-                                  "analogist_two_examples", "analogist_flux_fill"])
+                                  "analogist_two_examples", "analogist_flux_fill",
+                                  "analogist_exact_ddim", "reversion_learn", "reversion_generate"])
 def test_shipped_workflow_links_connect_matching_types_and_carry_a_note(name):
     wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
     assert wf["version"] == 0.4
