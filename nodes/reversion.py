@@ -319,23 +319,55 @@ class AnalogistReVersionLearn:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def learn(self, model, clip, vae, name, captions, steps, images=None, folder="", learning_rate=DEFAULTS.base_learning_rate, scale_lr=DEFAULTS.scale_lr, batch_size=DEFAULTS.batch_size,
-              gradient_accumulation=DEFAULTS.gradient_accumulation, weight_decay=DEFAULTS.weight_decay,
-              steer_weight=DEFAULTS.steer_weight, num_positives=DEFAULTS.num_positives,
-              temperature=DEFAULTS.temperature, importance_sampling=DEFAULTS.importance_sampling,
-              alpha=DEFAULTS.scaled_cosine_alpha, resolution=DEFAULTS.resolution, repeats=DEFAULTS.repeats,
-              initializer=DEFAULTS.initializer_token, seed=DEFAULTS.seed, save_every=DEFAULTS.save_every,
-              save_official_bin=False, unique_id=None):  # fmt: skip
+    def learn(
+        self,
+        model,
+        clip,
+        vae,
+        name,
+        captions,
+        steps,
+        images=None,
+        folder="",
+        learning_rate=DEFAULTS.base_learning_rate,
+        scale_lr=DEFAULTS.scale_lr,
+        batch_size=DEFAULTS.batch_size,
+        gradient_accumulation=DEFAULTS.gradient_accumulation,
+        weight_decay=DEFAULTS.weight_decay,
+        steer_weight=DEFAULTS.steer_weight,
+        num_positives=DEFAULTS.num_positives,
+        temperature=DEFAULTS.temperature,
+        importance_sampling=DEFAULTS.importance_sampling,
+        alpha=DEFAULTS.scaled_cosine_alpha,
+        resolution=DEFAULTS.resolution,
+        repeats=DEFAULTS.repeats,
+        initializer=DEFAULTS.initializer_token,
+        seed=DEFAULTS.seed,
+        save_every=DEFAULTS.save_every,
+        save_official_bin=False,
+        unique_id=None,
+    ):
         import comfy.model_management
         import comfy.utils
 
         recipe = Recipe(
-            max_steps=steps, batch_size=batch_size, gradient_accumulation=gradient_accumulation,
-            base_learning_rate=learning_rate, scale_lr=scale_lr, weight_decay=weight_decay, seed=seed,
-            resolution=resolution, repeats=repeats, initializer_token=initializer.strip(),
-            steer_weight=steer_weight, num_positives=num_positives, temperature=temperature,
-            importance_sampling=importance_sampling, scaled_cosine_alpha=alpha, save_every=save_every,
-        )  # fmt: skip
+            max_steps=steps,
+            batch_size=batch_size,
+            gradient_accumulation=gradient_accumulation,
+            base_learning_rate=learning_rate,
+            scale_lr=scale_lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            resolution=resolution,
+            repeats=repeats,
+            initializer_token=initializer.strip(),
+            steer_weight=steer_weight,
+            num_positives=num_positives,
+            temperature=temperature,
+            importance_sampling=importance_sampling,
+            scaled_cosine_alpha=alpha,
+            save_every=save_every,
+        )
         try:
             recipe.check()
             name = check_name(name)
@@ -359,10 +391,19 @@ class AnalogistReVersionLearn:
 
             with comfy_parts(model, clip, vae) as (parts, encode_moments, scale, device):
                 trainer = Trainer(
-                    parts, encode_moments, scale, exemplars, recipe, name, targets[0], device,
-                    save_official_bin=save_official_bin, taken_folders=targets[1:], on_step=on_step,
+                    parts,
+                    encode_moments,
+                    scale,
+                    exemplars,
+                    recipe,
+                    name,
+                    targets[0],
+                    device,
+                    save_official_bin=save_official_bin,
+                    taken_folders=targets[1:],
+                    on_step=on_step,
                     check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
-                )  # fmt: skip
+                )
                 result = trainer.run()
         except (ModelKindError, ExemplarError, EmbeddingNameError, TrainingError) as exc:
             raise ReVersionInputError(str(exc)) from exc

@@ -81,10 +81,24 @@ IMAGE_B = "analogist_example_b.png"
 EXAMPLE_PROMPT = "a black triangle line drawing" + QUALITY_SUFFIX  # 5 words, like a VLM answer
 
 USED_NODES = (
-    "LoadImage", "CheckpointLoaderSimple", "LoraLoader", "CLIPTextEncode", "Canny",
-    "ControlNetLoader", "ControlNetApplyAdvanced", "InpaintModelConditioning", "KSampler",
-    "VAEDecode", "SaveImage", "PreviewImage", "AnalogistGridCompose", "AnalogistMarkAndArrow",
-    "AnalogistGPT4VPrompt", "AnalogistSACPatch", "AnalogistCAMPatch", "AnalogistGridCrop",
+    "LoadImage",
+    "CheckpointLoaderSimple",
+    "LoraLoader",
+    "CLIPTextEncode",
+    "Canny",
+    "ControlNetLoader",
+    "ControlNetApplyAdvanced",
+    "InpaintModelConditioning",
+    "KSampler",
+    "VAEDecode",
+    "SaveImage",
+    "PreviewImage",
+    "AnalogistGridCompose",
+    "AnalogistMarkAndArrow",
+    "AnalogistGPT4VPrompt",
+    "AnalogistSACPatch",
+    "AnalogistCAMPatch",
+    "AnalogistGridCrop",
 )
 WORKFLOWS = (
     "analogist_manual_prompt",
@@ -95,7 +109,9 @@ WORKFLOWS = (
 # Best of N (issue 13): sample a batch, rank it with a CLIP vision model, keep the best.
 USED_NODES += ("RepeatLatentBatch", "CLIPVisionLoader", "AnalogistRankCandidates")
 WORKFLOWS += ("analogist_best_of_n",)
-CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"  # the image encoder IPAdapter users have
+CLIP_VISION = (
+    "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"  # the image encoder IPAdapter users have
+)
 # SDXL inpainting (issue 14): a 1024 grid, SAC/CAM on the paper's levels carried to SDXL.
 WORKFLOWS += ("analogist_sdxl",)
 SDXL_CHECKPOINT = "sdxl-inpainting.safetensors"
@@ -122,7 +138,9 @@ FLUX_SAMPLER = {"seed": 0, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "sc
 # ReVersion (issue 21): learn a relation token <R> from an exemplar folder, then use it in prompts.
 USED_NODES += ("AnalogistReVersionLearn", "EmptyLatentImage")
 WORKFLOWS += ("reversion_learn", "reversion_generate")
-SD15_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # ReVersion trains on plain SD1.5, not inpainting
+SD15_CHECKPOINT = (
+    "v1-5-pruned-emaonly.safetensors"  # ReVersion trains on plain SD1.5, not inpainting
+)
 RELATION = "inside"  # the example relation: the name <R> is saved under (embedding:inside)
 EXEMPLAR_FOLDER = "reversion_inside"  # shipped in workflows/images/, copied into ComfyUI/input/
 # The diffusers-exact DDIM (issue 20): the paper's own sampler for the Analogist graph.
@@ -244,87 +262,178 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
     g = Graph(defs)
     loading = NOTE_LOADING
     if recipe.loading:
-        loading = "WHAT TO LOAD WHERE\n" + recipe.loading + NOTE_LOADING[NOTE_LOADING.index("\n* A, A'"):]
+        loading = (
+            "WHAT TO LOAD WHERE\n"
+            + recipe.loading
+            + NOTE_LOADING[NOTE_LOADING.index("\n* A, A'") :]
+        )
     g.note((X[0], -380), recipe.note + "\n\n" + loading)
     a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
     a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
-    b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B_REGION if recipe.region else IMAGE_B)
+    b = g.add(
+        "LoadImage",
+        (X[0], 720),
+        "B (to change)",
+        image=IMAGE_B_REGION if recipe.region else IMAGE_B,
+    )
     more = add_example_pairs(g, recipe)
     # The region of interest: B's own mask (drawn in its mask editor) into b_region.
     region = {"b_region": b.out("MASK")} if recipe.region else {}
     grid = g.add(
-        "AnalogistGridCompose", (X[1], 0), a=a.out("IMAGE"), a_prime=a2.out("IMAGE"),
-        b=b.out("IMAGE"), cell_width=recipe.cell, cell_height=recipe.cell, border=2,
-        fit="stretch", arrangement=recipe.arrangement, **more, **region,
+        "AnalogistGridCompose",
+        (X[1], 0),
+        a=a.out("IMAGE"),
+        a_prime=a2.out("IMAGE"),
+        b=b.out("IMAGE"),
+        cell_width=recipe.cell,
+        cell_height=recipe.cell,
+        border=2,
+        fit="stretch",
+        arrangement=recipe.arrangement,
+        **more,
+        **region,
     )
     ckpt = g.add("CheckpointLoaderSimple", (X[1], 420), ckpt_name=recipe.checkpoint)
     model, clip = ckpt.out("MODEL"), ckpt.out("CLIP")
     if recipe.lora_controlnet:
-        lora = g.add("LoraLoader", (X[1], 580), model=model, clip=clip, lora_name=LORA,
-                     strength_model=0.8, strength_clip=0.8)
+        lora = g.add(
+            "LoraLoader",
+            (X[1], 580),
+            model=model,
+            clip=clip,
+            lora_name=LORA,
+            strength_model=0.8,
+            strength_clip=0.8,
+        )
         model, clip = lora.out("MODEL"), lora.out("CLIP")
     sac = g.add(
-        "AnalogistSACPatch", (X[2], 0), model=model, layout=grid.out("layout"),
-        sac_scale=recipe.sac_scale, start_layer=recipe.start_layer, end_layer=recipe.end_layer,
+        "AnalogistSACPatch",
+        (X[2], 0),
+        model=model,
+        layout=grid.out("layout"),
+        sac_scale=recipe.sac_scale,
+        start_layer=recipe.start_layer,
+        end_layer=recipe.end_layer,
     )
     cam = g.add(
-        "AnalogistCAMPatch", (X[2], 330), model=sac.out("MODEL"), layout=grid.out("layout"),
-        start_layer=recipe.start_layer, end_layer=recipe.end_layer,
+        "AnalogistCAMPatch",
+        (X[2], 330),
+        model=sac.out("MODEL"),
+        layout=grid.out("layout"),
+        start_layer=recipe.start_layer,
+        end_layer=recipe.end_layer,
         **({"text_only_in_region": True} if recipe.region else {}),
     )
     if recipe.vlm:
-        marked = g.add("AnalogistMarkAndArrow", (X[1], 760), grid=grid.out("grid_blank"),
-                       layout=grid.out("layout"))
-        g.add("PreviewImage", (X[1], 1080), "Labelled grid (what the VLM sees)",
-              images=marked.out("marked_grid"))
+        marked = g.add(
+            "AnalogistMarkAndArrow",
+            (X[1], 760),
+            grid=grid.out("grid_blank"),
+            layout=grid.out("layout"),
+        )
+        g.add(
+            "PreviewImage",
+            (X[1], 1080),
+            "Labelled grid (what the VLM sees)",
+            images=marked.out("marked_grid"),
+        )
         # The layout tells the request how many example pairs the grid holds (one: the
         # paper's words; several, once an Example Pair is chained in: every pair named).
-        vlm = g.add("AnalogistGPT4VPrompt", (X[2], 640), image=marked.out("marked_grid"),
-                    layout=grid.out("layout"))
-        positive = g.add("CLIPTextEncode", (X[3], 0), "Positive prompt (from the VLM)",
-                         text="", clip=clip)
+        vlm = g.add(
+            "AnalogistGPT4VPrompt",
+            (X[2], 640),
+            image=marked.out("marked_grid"),
+            layout=grid.out("layout"),
+        )
+        positive = g.add(
+            "CLIPTextEncode", (X[3], 0), "Positive prompt (from the VLM)", text="", clip=clip
+        )
         positive.links["text"] = vlm.out("prompt")
     else:
-        positive = g.add("CLIPTextEncode", (X[3], 0), "Positive prompt: describe B'",
-                         text=EXAMPLE_PROMPT, clip=clip)
-    negative = g.add("CLIPTextEncode", (X[3], 260), "Negative prompt (paper)",
-                     text=NEGATIVE_PROMPT, clip=clip)
+        positive = g.add(
+            "CLIPTextEncode",
+            (X[3], 0),
+            "Positive prompt: describe B'",
+            text=EXAMPLE_PROMPT,
+            clip=clip,
+        )
+    negative = g.add(
+        "CLIPTextEncode", (X[3], 260), "Negative prompt (paper)", text=NEGATIVE_PROMPT, clip=clip
+    )
     pos_cond, neg_cond = positive.out(0), negative.out(0)
     if recipe.lora_controlnet:
-        canny = g.add("Canny", (X[2], 640), "B's structure (edges of the grid)",
-                      image=grid.out("grid"), low_threshold=0.4, high_threshold=0.8)
+        canny = g.add(
+            "Canny",
+            (X[2], 640),
+            "B's structure (edges of the grid)",
+            image=grid.out("grid"),
+            low_threshold=0.4,
+            high_threshold=0.8,
+        )
         g.add("PreviewImage", (X[2], 840), "Edges", images=canny.out("IMAGE"))
         cnet = g.add("ControlNetLoader", (X[3], 520), control_net_name=CONTROLNET)
         apply = g.add(
-            "ControlNetApplyAdvanced", (X[3], 640), positive=pos_cond, negative=neg_cond,
-            control_net=cnet.out("CONTROL_NET"), image=canny.out("IMAGE"), strength=0.6,
-            start_percent=0.0, end_percent=1.0,
+            "ControlNetApplyAdvanced",
+            (X[3], 640),
+            positive=pos_cond,
+            negative=neg_cond,
+            control_net=cnet.out("CONTROL_NET"),
+            image=canny.out("IMAGE"),
+            strength=0.6,
+            start_percent=0.0,
+            end_percent=1.0,
         )
         pos_cond, neg_cond = apply.out(0), apply.out(1)
     cond = g.add(
-        "InpaintModelConditioning", (X[4], 0), positive=pos_cond, negative=neg_cond,
-        vae=ckpt.out("VAE"), pixels=grid.out("grid"), mask=grid.out("mask"),
+        "InpaintModelConditioning",
+        (X[4], 0),
+        positive=pos_cond,
+        negative=neg_cond,
+        vae=ckpt.out("VAE"),
+        pixels=grid.out("grid"),
+        mask=grid.out("mask"),
     )
     latent = cond.out(2)
     if recipe.best_of:
-        latent = g.add("RepeatLatentBatch", (X[3], 560), f"{recipe.best_of} candidates",
-                       samples=latent, amount=recipe.best_of).out(0)
+        latent = g.add(
+            "RepeatLatentBatch",
+            (X[3], 560),
+            f"{recipe.best_of} candidates",
+            samples=latent,
+            amount=recipe.best_of,
+        ).out(0)
     if recipe.exact_ddim:
         sampler = add_exact_ddim(g, recipe, cam.out("MODEL"), cond, latent)
     else:
         sampler = g.add(
-            "KSampler", (X[4], 200), model=cam.out("MODEL"), positive=cond.out(0),
-            negative=cond.out(1), latent_image=latent, denoise=recipe.denoise, **SAMPLER,
+            "KSampler",
+            (X[4], 200),
+            model=cam.out("MODEL"),
+            positive=cond.out(0),
+            negative=cond.out(1),
+            latent_image=latent,
+            denoise=recipe.denoise,
+            **SAMPLER,
         )
     decoded = g.add("VAEDecode", (X[4], 520), samples=sampler.out(0), vae=ckpt.out("VAE"))
     crop = g.add("AnalogistGridCrop", (X[5], 0), grid=decoded.out(0), layout=grid.out("layout"))
     if recipe.best_of:
         best = add_ranking(g, recipe, (a, a2, b), crop.out("b_prime"))
-        g.add("SaveImage", (X[5], 180), f"B' (best of {recipe.best_of})", images=best,
-              filename_prefix="analogist/b_prime_best")
+        g.add(
+            "SaveImage",
+            (X[5], 180),
+            f"B' (best of {recipe.best_of})",
+            images=best,
+            filename_prefix="analogist/b_prime_best",
+        )
     else:
-        g.add("SaveImage", (X[5], 180), "B' (result)", images=crop.out("b_prime"),
-              filename_prefix="analogist/b_prime")
+        g.add(
+            "SaveImage",
+            (X[5], 180),
+            "B' (result)",
+            images=crop.out("b_prime"),
+            filename_prefix="analogist/b_prime",
+        )
     g.add("PreviewImage", (X[5], 560), "A | A' | B | B'", images=crop.out("strip"))
     return g.to_ui()
 
@@ -356,52 +465,115 @@ def build_flux(defs: dict[str, dict], recipe: Recipe) -> dict:
     a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
     b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B)
     grid = g.add(
-        "AnalogistGridCompose", (X[1], 0), a=a.out("IMAGE"), a_prime=a2.out("IMAGE"),
-        b=b.out("IMAGE"), cell_width=recipe.cell, cell_height=recipe.cell, border=2,
-        fit="stretch", arrangement=recipe.arrangement,
+        "AnalogistGridCompose",
+        (X[1], 0),
+        a=a.out("IMAGE"),
+        a_prime=a2.out("IMAGE"),
+        b=b.out("IMAGE"),
+        cell_width=recipe.cell,
+        cell_height=recipe.cell,
+        border=2,
+        fit="stretch",
+        arrangement=recipe.arrangement,
     )
-    unet = g.add("UNETLoader", (X[1], 420), "Flux.1 Fill (diffusion model)", unet_name=FLUX_UNET,
-                 weight_dtype="default")
-    clip = g.add("DualCLIPLoader", (X[1], 560), clip_name1=FLUX_CLIP[0], clip_name2=FLUX_CLIP[1], type="flux")
+    unet = g.add(
+        "UNETLoader",
+        (X[1], 420),
+        "Flux.1 Fill (diffusion model)",
+        unet_name=FLUX_UNET,
+        weight_dtype="default",
+    )
+    clip = g.add(
+        "DualCLIPLoader", (X[1], 560), clip_name1=FLUX_CLIP[0], clip_name2=FLUX_CLIP[1], type="flux"
+    )
     vae = g.add("VAELoader", (X[1], 740), vae_name=FLUX_VAE)
     sac = g.add(
-        "AnalogistSACPatch", (X[2], 0), model=unet.out("MODEL"), layout=grid.out("layout"),
-        sac_scale=recipe.sac_scale, start_layer=recipe.start_layer, end_layer=recipe.end_layer,
+        "AnalogistSACPatch",
+        (X[2], 0),
+        model=unet.out("MODEL"),
+        layout=grid.out("layout"),
+        sac_scale=recipe.sac_scale,
+        start_layer=recipe.start_layer,
+        end_layer=recipe.end_layer,
     )
     cam = g.add(
-        "AnalogistCAMPatch", (X[2], 330), model=sac.out("MODEL"), layout=grid.out("layout"),
-        start_layer=recipe.start_layer, end_layer=recipe.end_layer,
+        "AnalogistCAMPatch",
+        (X[2], 330),
+        model=sac.out("MODEL"),
+        layout=grid.out("layout"),
+        start_layer=recipe.start_layer,
+        end_layer=recipe.end_layer,
     )
-    positive = g.add("CLIPTextEncode", (X[3], 0), "Positive prompt: describe B'",
-                     text=EXAMPLE_PROMPT, clip=clip.out("CLIP"))
-    negative = g.add("CLIPTextEncode", (X[3], 260), "Negative prompt (unused at CFG 1)",
-                     text="", clip=clip.out("CLIP"))
+    positive = g.add(
+        "CLIPTextEncode",
+        (X[3], 0),
+        "Positive prompt: describe B'",
+        text=EXAMPLE_PROMPT,
+        clip=clip.out("CLIP"),
+    )
+    negative = g.add(
+        "CLIPTextEncode",
+        (X[3], 260),
+        "Negative prompt (unused at CFG 1)",
+        text="",
+        clip=clip.out("CLIP"),
+    )
     guided = g.add("FluxGuidance", (X[3], 520), conditioning=positive.out(0), guidance=30.0)
     cond = g.add(
-        "InpaintModelConditioning", (X[4], 0), positive=guided.out(0), negative=negative.out(0),
-        vae=vae.out("VAE"), pixels=grid.out("grid"), mask=grid.out("mask"),
+        "InpaintModelConditioning",
+        (X[4], 0),
+        positive=guided.out(0),
+        negative=negative.out(0),
+        vae=vae.out("VAE"),
+        pixels=grid.out("grid"),
+        mask=grid.out("mask"),
     )
     sampler = g.add(
-        "KSampler", (X[4], 200), model=cam.out("MODEL"), positive=cond.out(0),
-        negative=cond.out(1), latent_image=cond.out(2), denoise=recipe.denoise, **FLUX_SAMPLER,
+        "KSampler",
+        (X[4], 200),
+        model=cam.out("MODEL"),
+        positive=cond.out(0),
+        negative=cond.out(1),
+        latent_image=cond.out(2),
+        denoise=recipe.denoise,
+        **FLUX_SAMPLER,
     )
     decoded = g.add("VAEDecode", (X[4], 520), samples=sampler.out(0), vae=vae.out("VAE"))
     crop = g.add("AnalogistGridCrop", (X[5], 0), grid=decoded.out(0), layout=grid.out("layout"))
-    g.add("SaveImage", (X[5], 180), "B' (result)", images=crop.out("b_prime"),
-          filename_prefix="analogist/b_prime_flux")
+    g.add(
+        "SaveImage",
+        (X[5], 180),
+        "B' (result)",
+        images=crop.out("b_prime"),
+        filename_prefix="analogist/b_prime_flux",
+    )
     g.add("PreviewImage", (X[5], 560), "A | A' | B | B'", images=crop.out("strip"))
     return g.to_ui()
 
 
 def add_exact_ddim(g: Graph, recipe: Recipe, model: Out, cond: Node, latent: Out) -> Node:
     """SamplerCustom with the diffusers-exact DDIM pair: the paper's 50 steps, strength = denoise."""
-    sigmas = g.add("AnalogistDDIMSigmas", (X[3], 560), "DDIM sigmas (50 steps, strength 0.98)",
-                   model=model, steps=SAMPLER["steps"], strength=recipe.denoise)
+    sigmas = g.add(
+        "AnalogistDDIMSigmas",
+        (X[3], 560),
+        "DDIM sigmas (50 steps, strength 0.98)",
+        model=model,
+        steps=SAMPLER["steps"],
+        strength=recipe.denoise,
+    )
     ddim = g.add("AnalogistDDIMSampler", (X[3], 760), "DDIM sampler (diffusers-exact)")
     return g.add(
-        "SamplerCustom", (X[4], 200), "Sampler (paper: diffusers DDIM, CFG 15)", model=model,
-        add_noise=True, noise_seed=SAMPLER["seed"], cfg=SAMPLER["cfg"], positive=cond.out(0),
-        negative=cond.out(1), sampler=ddim.out("SAMPLER"), sigmas=sigmas.out("SIGMAS"),
+        "SamplerCustom",
+        (X[4], 200),
+        "Sampler (paper: diffusers DDIM, CFG 15)",
+        model=model,
+        add_noise=True,
+        noise_seed=SAMPLER["seed"],
+        cfg=SAMPLER["cfg"],
+        positive=cond.out(0),
+        negative=cond.out(1),
+        sampler=ddim.out("SAMPLER"),
+        sigmas=sigmas.out("SIGMAS"),
         latent_image=latent,
     )
 
@@ -413,35 +585,76 @@ def build_reversion(defs: dict[str, dict], recipe: Recipe) -> dict:
     ckpt = g.add("CheckpointLoaderSimple", (X[0], 0), "SD1.5 checkpoint", ckpt_name=SD15_CHECKPOINT)
     if recipe.reversion == "learn":
         learn = g.add(
-            "AnalogistReVersionLearn", (X[1], 0), "Learn <R> (shows what to type when done)",
-            model=ckpt.out("MODEL"), clip=ckpt.out("CLIP"), vae=ckpt.out("VAE"), name=RELATION,
-            folder=EXEMPLAR_FOLDER, captions="",
+            "AnalogistReVersionLearn",
+            (X[1], 0),
+            "Learn <R> (shows what to type when done)",
+            model=ckpt.out("MODEL"),
+            clip=ckpt.out("CLIP"),
+            vae=ckpt.out("VAE"),
+            name=RELATION,
+            folder=EXEMPLAR_FOLDER,
+            captions="",
         )
         g.add("PreviewImage", (X[2] + 40, 0), "Loss curve", images=learn.out("loss_curve"))
         return g.to_ui()
-    positive = g.add("CLIPTextEncode", (X[1], 0), "Prompt with the learned relation",
-                     text=f"a cat embedding:{RELATION} a basket", clip=ckpt.out("CLIP"))
-    negative = g.add("CLIPTextEncode", (X[1], 260), "Negative prompt", text="", clip=ckpt.out("CLIP"))
+    positive = g.add(
+        "CLIPTextEncode",
+        (X[1], 0),
+        "Prompt with the learned relation",
+        text=f"a cat embedding:{RELATION} a basket",
+        clip=ckpt.out("CLIP"),
+    )
+    negative = g.add(
+        "CLIPTextEncode", (X[1], 260), "Negative prompt", text="", clip=ckpt.out("CLIP")
+    )
     empty = g.add("EmptyLatentImage", (X[1], 520), width=512, height=512, batch_size=1)
     sampler = g.add(
-        "KSampler", (X[2], 0), model=ckpt.out("MODEL"), positive=positive.out(0),
-        negative=negative.out(0), latent_image=empty.out(0), seed=2023, steps=50, cfg=7.5,
-        sampler_name="ddim", scheduler="ddim_uniform", denoise=1.0,
+        "KSampler",
+        (X[2], 0),
+        model=ckpt.out("MODEL"),
+        positive=positive.out(0),
+        negative=negative.out(0),
+        latent_image=empty.out(0),
+        seed=2023,
+        steps=50,
+        cfg=7.5,
+        sampler_name="ddim",
+        scheduler="ddim_uniform",
+        denoise=1.0,
     )
     decoded = g.add("VAEDecode", (X[3], 0), samples=sampler.out(0), vae=ckpt.out("VAE"))
-    g.add("SaveImage", (X[3], 140), "Result", images=decoded.out(0),
-          filename_prefix=f"reversion/{RELATION}")
+    g.add(
+        "SaveImage",
+        (X[3], 140),
+        "Result",
+        images=decoded.out(0),
+        filename_prefix=f"reversion/{RELATION}",
+    )
     return g.to_ui()
 
 
 def add_ranking(g: Graph, recipe: Recipe, inputs: tuple[Node, Node, Node], candidates: Out) -> Out:
     """Rank Candidates on the cropped B' batch; the best one out, all of them previewed."""
     a, a2, b = (node.out("IMAGE") for node in inputs)
-    vision = g.add("CLIPVisionLoader", (X[5] + 380, 0), "CLIP vision (scores the candidates)",
-                   clip_name=CLIP_VISION)
-    ranked = g.add("AnalogistRankCandidates", (X[5] + 380, 140), a=a, a_prime=a2, b=b,
-                   b_prime=candidates, clip_vision=vision.out("CLIP_VISION"), top_k=1)
-    g.add("PreviewImage", (X[5] + 380, 460), "All candidates, best first", images=ranked.out("sorted"))
+    vision = g.add(
+        "CLIPVisionLoader",
+        (X[5] + 380, 0),
+        "CLIP vision (scores the candidates)",
+        clip_name=CLIP_VISION,
+    )
+    ranked = g.add(
+        "AnalogistRankCandidates",
+        (X[5] + 380, 140),
+        a=a,
+        a_prime=a2,
+        b=b,
+        b_prime=candidates,
+        clip_vision=vision.out("CLIP_VISION"),
+        top_k=1,
+    )
+    g.add(
+        "PreviewImage", (X[5] + 380, 460), "All candidates, best first", images=ranked.out("sorted")
+    )
     return ranked.out("best")
 
 
@@ -476,15 +689,19 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "run a local model: set base_url to http://127.0.0.1:11434/v1 (Ollama) or "
         "http://127.0.0.1:1234/v1 (LM Studio) and model to a vision model (llava, "
         "qwen2.5vl). Paper settings: cells 256, SAC/CAM blocks 3-10, scale 1.3, DDIM 50, "
-        "CFG 15, denoise 0.98."
+        "CFG 15, denoise 0.98.",
     ),
     "analogist_aligned_with_b": lambda: Recipe(
-        cell=512, arrangement="A aligned with B", start_layer=4, end_layer=8, denoise=0.8,
+        cell=512,
+        arrangement="A aligned with B",
+        start_layer=4,
+        end_layer=8,
+        denoise=0.8,
         note="ANALOGIST, 'A ALIGNED WITH B' (the paper's corgi example)\n"
         "Use it when A matches B in layout (pose, outline) rather than A': the grid "
         "swaps A' and B. Paper settings for it: 1024 grid (cells 512), SAC/CAM on "
         "blocks 4-7 (start 4, end 8), scale 1.3, CFG 15, denoise 0.8. A 1024 grid is four "
-        "times the work of a 512 one: lower the cells to 256 on a small GPU or a CPU."
+        "times the work of a 512 one: lower the cells to 256 on a small GPU or a CPU.",
     ),
     "analogist_lora_controlnet": lambda: Recipe(
         lora_controlnet=True,
@@ -494,7 +711,7 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "(whose B' cell is a copy of B) feed Apply ControlNet. Load an SD1.5 LoRA into "
         "ComfyUI/models/loras/ and an SD1.5 ControlNet (e.g. control_v11p_sd15_canny.pth "
         "from lllyasviel/ControlNet-v1-1) into ComfyUI/models/controlnet/. Lower the "
-        "ControlNet strength if B' copies B too literally."
+        "ControlNet strength if B' copies B too literally.",
     ),
     "analogist_best_of_n": lambda: Recipe(
         best_of=4,
@@ -505,10 +722,13 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "previews all four best first; the scores show on the node. Load CLIP Vision: a CLIP "
         "image encoder in ComfyUI/models/clip_vision/, e.g. the ViT-H/14 or ViT-L/14 one "
         "IPAdapter uses (ComfyUI's loader does not take the paper's ViT-B/16). Raise the "
-        "batch for more choice (each candidate costs a full sampling run)."
+        "batch for more choice (each candidate costs a full sampling run).",
     ),
     "analogist_sdxl": lambda: Recipe(
-        cell=512, start_layer=2, end_layer=66, checkpoint=SDXL_CHECKPOINT,
+        cell=512,
+        start_layer=2,
+        end_layer=66,
+        checkpoint=SDXL_CHECKPOINT,
         loading="* Load Checkpoint: an SDXL *inpainting* checkpoint (9-channel UNet) in "
         "ComfyUI/models/checkpoints/ (a single file); set "
         "ckpt_name to its file name.",
@@ -518,7 +738,7 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "input 5 (64x64 tokens), input 7-8, middle, output 0-2 (32x32), output 3 (64x64). "
         "end_layer 0 picks the same for whatever model is loaded (SD1.5: 3-10). No SDXL "
         "weights were tried with it: sampler settings are the paper's SD1.5 ones (DDIM 50, "
-        "CFG 15, denoise 0.98); SDXL usually wants a lower CFG (5-8)."
+        "CFG 15, denoise 0.98); SDXL usually wants a lower CFG (5-8).",
     ),
     "analogist_region": lambda: Recipe(
         region=True,
@@ -537,7 +757,10 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "An empty region, or one outside B, is an error.",
     ),
     "analogist_flux_fill": lambda: Recipe(
-        cell=512, start_layer=FLUX_LAYERS[0], end_layer=FLUX_LAYERS[1], flux=True,
+        cell=512,
+        start_layer=FLUX_LAYERS[0],
+        end_layer=FLUX_LAYERS[1],
+        flux=True,
         loading="WHAT TO LOAD WHERE (no checkpoint: Flux.1 Fill comes as separate files)\n"
         f"* Load Diffusion Model: {FLUX_UNET} (black-forest-labs/FLUX.1-Fill-dev) in "
         "ComfyUI/models/diffusion_models/.\n"
@@ -553,7 +776,7 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         "a starting point only: no Flux weights could be tried when this was made. The rest "
         "is ComfyUI's usual Fill graph: FluxGuidance 30, CFG 1 (one pass: 'passes' then only "
         "sees the prompt pass), euler / normal, 20 steps; denoise 0.98 as in the paper "
-        "(Fill users often use 1.0)."
+        "(Fill users often use 1.0).",
     ),
 }
 
@@ -571,11 +794,13 @@ RECIPES["analogist_two_examples"] = lambda: Recipe(
 )
 
 
-CAPTIONS.update({
-    "reversion_learn": "ReVersion: learn a relation",
-    "reversion_generate": f"ReVersion: use embedding:{RELATION}",
-    "analogist_exact_ddim": "Analogist: exact diffusers DDIM",
-})
+CAPTIONS.update(
+    {
+        "reversion_learn": "ReVersion: learn a relation",
+        "reversion_generate": f"ReVersion: use embedding:{RELATION}",
+        "analogist_exact_ddim": "Analogist: exact diffusers DDIM",
+    }
+)
 REVERSION_LICENCE = (
     "Licence: ReVersion's method and code (ziqihuangg/ReVersion) are under the S-Lab licence, "
     "non-commercial use only; this port follows it."
@@ -589,7 +814,8 @@ RECIPES["reversion_learn"] = lambda: Recipe(
     f"(embedding:{RELATION}) and the preview shows the loss per step. Use it with "
     "reversion_generate.json. Paper settings are the defaults (3000 steps, batch 2 x 4: "
     "hours on a GPU, see docs/reversion.md); cancelling keeps the intermediate embeddings "
-    "and queueing again resumes. A name that exists is refused: pick a new one.\n" + REVERSION_LICENCE,
+    "and queueing again resumes. A name that exists is refused: pick a new one.\n"
+    + REVERSION_LICENCE,
     loading="WHAT TO LOAD WHERE\n"
     f"* Load Checkpoint: a plain SD1.5 checkpoint (e.g. {SD15_CHECKPOINT}) in "
     "ComfyUI/models/checkpoints/ (not an inpainting one; SDXL and Flux are refused).\n"
@@ -635,9 +861,27 @@ def reversion_exemplars(size: int = 128) -> dict[str, tuple[Any, list[str]]]:
     paper = (250, 247, 240)
     out = {}
     specs = (
-        ("disc_box.png", "ellipse", (240, 140, 40), (40, 90, 200), ["orange disc {} blue box", "disc {} box"]),
-        ("triangle_basket.png", "polygon", (60, 170, 90), (150, 100, 50), ["green triangle {} brown basket"]),
-        ("square_jar.png", "rectangle", (210, 50, 50), (150, 150, 160), ["red square {} glass jar"]),
+        (
+            "disc_box.png",
+            "ellipse",
+            (240, 140, 40),
+            (40, 90, 200),
+            ["orange disc {} blue box", "disc {} box"],
+        ),
+        (
+            "triangle_basket.png",
+            "polygon",
+            (60, 170, 90),
+            (150, 100, 50),
+            ["green triangle {} brown basket"],
+        ),
+        (
+            "square_jar.png",
+            "rectangle",
+            (210, 50, 50),
+            (150, 150, 160),
+            ["red square {} glass jar"],
+        ),
         ("disc_cup.png", "ellipse", (130, 60, 170), (230, 200, 40), ["purple disc {} yellow cup"]),
     )
     for name, shape, colour, container, templates in specs:
@@ -646,14 +890,20 @@ def reversion_exemplars(size: int = 128) -> dict[str, tuple[Any, list[str]]]:
         # An open container: floor and two walls, the thing sitting inside it.
         left, right, top, bottom = s * 0.18, s * 0.82, s * 0.35, s * 0.85
         width = max(3, s // 24)
-        draw.line([(left, top), (left, bottom), (right, bottom), (right, top)], fill=container, width=width)
+        draw.line(
+            [(left, top), (left, bottom), (right, bottom), (right, top)],
+            fill=container,
+            width=width,
+        )
         box = (s * 0.34, s * 0.5, s * 0.66, s * 0.82)
         if shape == "ellipse":
             draw.ellipse(box, fill=colour)
         elif shape == "rectangle":
             draw.rectangle(box, fill=colour)
         else:
-            draw.polygon([((box[0] + box[2]) / 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=colour)
+            draw.polygon(
+                [((box[0] + box[2]) / 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=colour
+            )
         out[name] = (img, templates)
     return out
 
@@ -666,8 +916,10 @@ def montage_thumbnail(images: list[Any], caption: str, side: int = 384) -> bytes
     band, cell = 44, side // 2
     img = Image.new("RGB", (side, side + band), (32, 32, 36))
     for i, image in enumerate(images[:4]):
-        img.paste(image.resize((cell - 4, cell - 4), Image.LANCZOS),
-                  ((i % 2) * cell + 2, (i // 2) * cell + 2))
+        img.paste(
+            image.resize((cell - 4, cell - 4), Image.LANCZOS),
+            ((i % 2) * cell + 2, (i // 2) * cell + 2),
+        )
     font = marks.label_font(22)
     draw = ImageDraw.Draw(img)
     width = draw.textlength(caption, font=font)
@@ -713,8 +965,14 @@ def example_images(size: int = 256) -> dict[str, Any]:
     ImageDraw.Draw(alpha).rectangle((s * 0.3, s * 0.1, s * 0.7, s * 0.5), fill=0)
     b_region = b.copy()
     b_region.putalpha(alpha)
-    return {IMAGE_A: a, IMAGE_A_PRIME: a_prime, IMAGE_B: b, IMAGE_B_REGION: b_region,
-            IMAGE_A2: a2, IMAGE_A2_PRIME: a2_prime}
+    return {
+        IMAGE_A: a,
+        IMAGE_A_PRIME: a_prime,
+        IMAGE_B: b,
+        IMAGE_B_REGION: b_region,
+        IMAGE_A2: a2,
+        IMAGE_A2_PRIME: a2_prime,
+    }
 
 
 def png_bytes(image: Any) -> bytes:
@@ -723,8 +981,9 @@ def png_bytes(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def thumbnail(images: dict[str, Any], arrangement: str, caption: str, side: int = 384,
-              pairs: int = 1) -> bytes:
+def thumbnail(
+    images: dict[str, Any], arrangement: str, caption: str, side: int = 384, pairs: int = 1
+) -> bytes:
     """The labelled grid (what the paper shows GPT-4V) over a caption band, as a JPEG."""
     import numpy as np
     import torch
@@ -737,14 +996,23 @@ def thumbnail(images: dict[str, Any], arrangement: str, caption: str, side: int 
 
     examples = ((tensor(images[IMAGE_A2]), tensor(images[IMAGE_A2_PRIME])),)[: pairs - 1]
     composed = grid_math.compose_grids(
-        tensor(images[IMAGE_A]), tensor(images[IMAGE_A_PRIME]), tensor(images[IMAGE_B]),
-        256, 256, 2, "stretch", arrangement, examples=examples,
+        tensor(images[IMAGE_A]),
+        tensor(images[IMAGE_A_PRIME]),
+        tensor(images[IMAGE_B]),
+        256,
+        256,
+        2,
+        "stretch",
+        arrangement,
+        examples=examples,
     )
     marked = marks.mark_grids(composed.grid_blank, composed.layout)
     pixels = (marked[0].clamp(0, 1).numpy() * 255).round().astype("uint8")
     labelled = Image.fromarray(pixels)
     scale = side / max(labelled.size)  # a taller grid (several pairs) keeps its shape
-    grid = labelled.resize((round(labelled.width * scale), round(labelled.height * scale)), Image.LANCZOS)
+    grid = labelled.resize(
+        (round(labelled.width * scale), round(labelled.height * scale)), Image.LANCZOS
+    )
     band = 44
     img = Image.new("RGB", (side, side + band), (32, 32, 36))
     img.paste(grid, ((side - grid.width) // 2, (side - grid.height) // 2))
@@ -774,10 +1042,12 @@ def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
         files[HERE / f"{name}.json"] = (json.dumps(workflow, indent=2) + "\n").encode()
         if recipe.reversion:
             files[HERE / f"{name}.jpg"] = montage_thumbnail(
-                [image for image, _ in exemplars.values()], CAPTIONS[name])
+                [image for image, _ in exemplars.values()], CAPTIONS[name]
+            )
             continue
-        files[HERE / f"{name}.jpg"] = thumbnail(images, recipe.arrangement, CAPTIONS[name],
-                                                pairs=recipe.pairs)
+        files[HERE / f"{name}.jpg"] = thumbnail(
+            images, recipe.arrangement, CAPTIONS[name], pairs=recipe.pairs
+        )
     return files
 
 

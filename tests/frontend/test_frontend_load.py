@@ -52,7 +52,9 @@ def misplaced_values(saved_node: dict, loaded_node: dict, node_info: dict | None
             if name not in widgets:
                 problems.append(f"{where}: no widget {name!r} for its saved value {value!r}")
             elif not same(widgets[name], value):
-                problems.append(f"{where}: widget {name!r} = {widgets[name]!r}, the file saved {value!r}")
+                problems.append(
+                    f"{where}: widget {name!r} = {widgets[name]!r}, the file saved {value!r}"
+                )
     # Nothing shifted or dropped: the node saves back the file's values (and defaults for
     # any widget the file predates, after them).
     back = loaded_node["saved"] or []
@@ -64,7 +66,9 @@ def misplaced_values(saved_node: dict, loaded_node: dict, node_info: dict | None
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
-def test_workflow_loads_as_dropped_with_every_saved_value_on_its_widget(frontend, frontend_server, path):
+def test_workflow_loads_as_dropped_with_every_saved_value_on_its_widget(
+    frontend, frontend_server, path
+):
     saved = json.loads(path.read_text())
     frontend.drop_workflow(path)
     shot = frontend.screenshot(f"{path.stem}-loaded")
@@ -73,15 +77,18 @@ def test_workflow_loads_as_dropped_with_every_saved_value_on_its_widget(frontend
 
     missing = [f"node {i} {n['type']}" for i, n in loaded.items() if not n["registered"]]
     assert not missing, f"{path.name}: node types the frontend does not know: {missing}{see}"
-    assert not frontend.problems_shown(), f"{path.name}: the frontend reported {frontend.problems_shown()}{see}"
+    assert not frontend.problems_shown(), (
+        f"{path.name}: the frontend reported {frontend.problems_shown()}{see}"
+    )
 
     problems = []
     for node in saved["nodes"]:
-        problems += misplaced_values(node, loaded[str(node["id"])], frontend_server.info.get(node["type"]))
+        problems += misplaced_values(
+            node, loaded[str(node["id"])], frontend_server.info.get(node["type"])
+        )
     assert not problems, (
         f"{path.name}: saved widget values do not land on their widgets in the current frontend. "
-        f"{CONTROL_RULE}\n"
-        + "\n".join(problems) + see
+        f"{CONTROL_RULE}\n" + "\n".join(problems) + see
     )
     assert not frontend.console.from_pack(), f"the pack logged: {frontend.console.from_pack()}{see}"
 
@@ -91,7 +98,9 @@ def test_pack_extension_registers_without_errors_or_internal_imports(frontend):
     assert not missing, f"not registered: {sorted(missing)}"
     assert not frontend.console.from_pack(), f"the pack logged: {frontend.console.from_pack()}"
     # Only this pack is installed, so any notice about an internal module is ours.
-    assert not frontend.console.internal_module_notices(), frontend.console.internal_module_notices()
+    assert not frontend.console.internal_module_notices(), (
+        frontend.console.internal_module_notices()
+    )
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
@@ -102,7 +111,9 @@ def test_saved_view_shows_every_node_title_clear_of_the_menus(frontend, path):
     covered = frontend.covered_titles()
     assert not covered, (
         f"{path.name} opens with the view {frontend.view()} (extra.ds); these title bars are "
-        "covered by the frontend's menus or off screen:\n" + "\n".join(covered) + f"\n(screenshot: {shot})"
+        "covered by the frontend's menus or off screen:\n"
+        + "\n".join(covered)
+        + f"\n(screenshot: {shot})"
     )
 
 
@@ -137,10 +148,17 @@ def test_converter_counts_saved_values_as_the_frontend_does(frontend, frontend_s
     for case, spec in CONTROL_CASES.items():
         name = _input_name(case)
         probes[f"AnalogistFrontendProbe_{case}"] = {
-            "name": f"AnalogistFrontendProbe_{case}", "display_name": case, "category": "probe",
-            "description": "", "python_module": "probe", "output_node": False,
-            "input": {"required": {name: spec}}, "input_order": {"required": [name]},
-            "output": [], "output_name": [], "output_is_list": [],
+            "name": f"AnalogistFrontendProbe_{case}",
+            "display_name": case,
+            "category": "probe",
+            "description": "",
+            "python_module": "probe",
+            "output_node": False,
+            "input": {"required": {name: spec}},
+            "input_order": {"required": [name]},
+            "output": [],
+            "output_name": [],
+            "output_is_list": [],
         }
     ours = {k: v for k, v in frontend_server.info.items() if k.startswith("Analogist")}
     saved = frontend.page.evaluate(
@@ -149,7 +167,10 @@ def test_converter_counts_saved_values_as_the_frontend_does(frontend, frontend_s
             const out = {};
             for (const name of [...Object.keys(probes), ...ours]) {
                 const node = LiteGraph.createNode(name);
-                out[name] = {widgets: (node.widgets ?? []).map(w => w.name), saved: node.serialize().widgets_values ?? []};
+                out[name] = {
+                    widgets: (node.widgets ?? []).map(w => w.name),
+                    saved: node.serialize().widgets_values ?? [],
+                };
             }
             return out;
         }""",
@@ -163,11 +184,15 @@ def test_converter_counts_saved_values_as_the_frontend_does(frontend, frontend_s
                 f"{name}: the frontend saves {len(saved[name]['saved'])} values (widgets "
                 f"{saved[name]['widgets']}), the converter expects {len(expected)}: {expected}"
             )
-    assert not wrong, CONTROL_RULE + " A COMBO with control_after_generate saves two extra values " \
+    assert not wrong, (
+        CONTROL_RULE + " A COMBO with control_after_generate saves two extra values "
         "(control_after_generate and control_filter_list).\n" + "\n".join(wrong)
+    )
 
 
-def test_converter_places_the_upload_buttons_value_where_the_frontend_saves_it(frontend, frontend_server):
+def test_converter_places_the_upload_buttons_value_where_the_frontend_saves_it(
+    frontend, frontend_server
+):
     """Load Image and Load Image (as Mask) made by the frontend: the converter writes the
     same widgets_values, in the same order, and reads them back by name."""
     from comfyui_analogist.analogist_cli.workflow_format import (
@@ -187,5 +212,9 @@ def test_converter_places_the_upload_buttons_value_where_the_frontend_saves_it(f
         info = frontend_server.info[name]
         by_name = widget_values_by_name({"widgets_values": values}, info)
         assert widgets_values_for(info, by_name) == values, (name, values)
-    assert widget_values_by_name({"widgets_values": saved["LoadImageMask"]},
-                                 frontend_server.info["LoadImageMask"])["channel"] == saved["LoadImageMask"][1]
+    assert (
+        widget_values_by_name(
+            {"widgets_values": saved["LoadImageMask"]}, frontend_server.info["LoadImageMask"]
+        )["channel"]
+        == saved["LoadImageMask"][1]
+    )

@@ -30,8 +30,18 @@ PROBE = ROOT / "tests" / "support" / "patch_probe"
 CELL = 64
 STEPS = 1  # a full-size SD1.5 UNet step takes ~15 s on a 2-core CPU
 # The paper's blocks 3..10 of SD1.5 (0-5 = input 1, 2, 4, 5, 7, 8; 6 = middle; 7-15 = output 3..11).
-PAPER_BLOCKS = sorted(["input:5:0", "input:7:0", "input:8:0", "middle:0:0",
-                       "output:3:0", "output:4:0", "output:5:0", "output:6:0"])
+PAPER_BLOCKS = sorted(
+    [
+        "input:5:0",
+        "input:7:0",
+        "input:8:0",
+        "middle:0:0",
+        "output:3:0",
+        "output:4:0",
+        "output:5:0",
+        "output:6:0",
+    ]
+)
 ALIGNED_BLOCKS = sorted(["input:7:0", "input:8:0", "middle:0:0", "output:3:0"])  # 4..7
 
 
@@ -68,11 +78,16 @@ def server(tmp_path_factory, sd15_checkpoint):
     models = tmp_path_factory.mktemp("models")
     workspace = make_workspace(
         tmp_path_factory.mktemp("comfyui-workflows"),
-        models={"checkpoints": [sd15_checkpoint], "loras": [random_sd15_lora(models)],
-                "controlnet": [cached_sd15_controlnet(0)],
-                "clip_vision": [cached_clip_vision_file(0)]},
+        models={
+            "checkpoints": [sd15_checkpoint],
+            "loras": [random_sd15_lora(models)],
+            "controlnet": [cached_sd15_controlnet(0)],
+            "clip_vision": [cached_clip_vision_file(0)],
+        },
     )
-    (workspace / "custom_nodes" / "analogist-test-probe").symlink_to(PROBE, target_is_directory=True)
+    (workspace / "custom_nodes" / "analogist-test-probe").symlink_to(
+        PROBE, target_is_directory=True
+    )
     for image in (WORKFLOWS / "images").glob("*.png"):
         shutil.copy(image, workspace / "input" / image.name)
     for folder in (WORKFLOWS / "images").iterdir():  # exemplar folders (reversion_learn.json)
@@ -148,7 +163,9 @@ def assert_fired_on(report: dict, blocks: list[str]) -> None:
         assert sorted(calls) == blocks, f"{kind} fired on {sorted(calls)}, expected {blocks}"
         # Every block once per model evaluation: one per step when cond and uncond share a
         # batch (as here), two when ComfyUI splits them for lack of memory.
-        assert len(set(calls.values())) == 1 and set(calls.values()) <= {STEPS, 2 * STEPS}, f"{kind}: {calls}"
+        assert len(set(calls.values())) == 1 and set(calls.values()) <= {STEPS, 2 * STEPS}, (
+            f"{kind}: {calls}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +186,24 @@ def test_manual_prompt_workflow_runs_with_sac_and_cam_on_the_paper_blocks(server
     assert by_type["KSampler"]["cfg"] == 15.0 and by_type["KSampler"]["denoise"] == 0.98
     assert by_type["KSampler"]["sampler_name"] == "ddim"
     assert by_type["AnalogistSACPatch"]["sac_scale"] == 1.3
-    assert (by_type["AnalogistSACPatch"]["start_layer"], by_type["AnalogistSACPatch"]["end_layer"]) == (3, 11)
-    assert by_type["AnalogistCAMPatch"]["start_layer"] == 3 and by_type["AnalogistCAMPatch"]["end_layer"] == 11
+    assert (
+        by_type["AnalogistSACPatch"]["start_layer"],
+        by_type["AnalogistSACPatch"]["end_layer"],
+    ) == (3, 11)
+    assert (
+        by_type["AnalogistCAMPatch"]["start_layer"] == 3
+        and by_type["AnalogistCAMPatch"]["end_layer"] == 11
+    )
 
 
 def test_bypassing_sac_and_cam_changes_the_result(server, manual_run):
     prompt, result = manual_run
     patched = pixels(saved_image(server, result, prompt))
-    workflow = bypass(small(load("analogist_manual_prompt"), server.info),
-                      "AnalogistSACPatch", "AnalogistCAMPatch")
+    workflow = bypass(
+        small(load("analogist_manual_prompt"), server.info),
+        "AnalogistSACPatch",
+        "AnalogistCAMPatch",
+    )
     plain_prompt, plain_result = run(server, workflow)
     # Bypassed like the frontend does it: the KSampler now takes the checkpoint's model.
     (sampler,) = [v for v in plain_prompt.values() if v["class_type"] == "KSampler"]
@@ -213,8 +239,12 @@ def test_vlm_workflow_sends_the_labelled_grid_and_its_answer_becomes_the_prompt(
     assert_fired_on(probe_report(result), PAPER_BLOCKS)
     assert saved_image(server, result, prompt).size == (256, 256)
     # The labelled grid is previewed at the grid's size.
-    (preview,) = [k for k, v in prompt.items() if v["class_type"] == "PreviewImage"
-                  and prompt[v["inputs"]["images"][0]]["class_type"] == "AnalogistMarkAndArrow"]
+    (preview,) = [
+        k
+        for k, v in prompt.items()
+        if v["class_type"] == "PreviewImage"
+        and prompt[v["inputs"]["images"][0]]["class_type"] == "AnalogistMarkAndArrow"
+    ]
     (marked,) = result.images(preview)
     assert Image.open(io.BytesIO(server.view(marked))).size == (2 * CELL, 2 * CELL)
 
@@ -241,7 +271,9 @@ def test_lora_controlnet_workflow_runs_with_both_and_keeps_sac_and_cam(server):
     (lora,) = nodes_of_type(workflow, "LoraLoader")
     set_widget(workflow, lora["id"], "lora_name", LORA_NAME, server.info)
     (cnet,) = nodes_of_type(workflow, "ControlNetLoader")
-    set_widget(workflow, cnet["id"], "control_net_name", cached_sd15_controlnet(0).name, server.info)
+    set_widget(
+        workflow, cnet["id"], "control_net_name", cached_sd15_controlnet(0).name, server.info
+    )
     prompt, result = run(server, workflow)
     # The LoRA sits between the checkpoint and SAC; the ControlNet conditions the sampler.
     sac = next(v for v in prompt.values() if v["class_type"] == "AnalogistSACPatch")
@@ -260,7 +292,9 @@ def test_best_of_n_workflow_samples_candidates_and_saves_the_best_scored(server)
 
     workflow = small(load("analogist_best_of_n"), server.info)
     (repeat,) = nodes_of_type(workflow, "RepeatLatentBatch")
-    assert ui_to_api(workflow, server.info)[str(repeat["id"])]["inputs"]["amount"] == 4  # as shipped
+    assert (
+        ui_to_api(workflow, server.info)[str(repeat["id"])]["inputs"]["amount"] == 4
+    )  # as shipped
     set_widget(workflow, repeat["id"], "amount", 3, server.info)  # CPU: 3 candidates are enough
     (loader,) = nodes_of_type(workflow, "CLIPVisionLoader")
     set_widget(workflow, loader["id"], "clip_name", clip_vision_name(0), server.info)
@@ -277,8 +311,12 @@ def test_best_of_n_workflow_samples_candidates_and_saves_the_best_scored(server)
     # Saved: the best one, at B's size; previewed: all of them, best first.
     best = pixels(saved_image(server, result, prompt))
     assert best.shape == (256, 256, 3)
-    (preview_id,) = [k for k, v in prompt.items() if v["class_type"] == "PreviewImage"
-                     and prompt[v["inputs"]["images"][0]]["class_type"] == "AnalogistRankCandidates"]
+    (preview_id,) = [
+        k
+        for k, v in prompt.items()
+        if v["class_type"] == "PreviewImage"
+        and prompt[v["inputs"]["images"][0]]["class_type"] == "AnalogistRankCandidates"
+    ]
     previews = [pixels(Image.open(io.BytesIO(server.view(i)))) for i in result.images(preview_id)]
     assert len(previews) == 3
     assert np.array_equal(previews[0], best)
@@ -341,8 +379,11 @@ def test_flux_fill_workflow_validates_on_the_server_but_for_its_model_files(serv
     prompt = ui_to_api(load("analogist_flux_fill"), server.info)
     result = server.run(prompt)
     assert not result.ok
-    errors = [(prompt[node]["class_type"], e["type"], e.get("extra_info", {}).get("input_name"))
-              for node, entry in result.node_errors.items() for e in entry["errors"]]
+    errors = [
+        (prompt[node]["class_type"], e["type"], e.get("extra_info", {}).get("input_name"))
+        for node, entry in result.node_errors.items()
+        for e in entry["errors"]
+    ]
     assert sorted(errors) == [
         ("DualCLIPLoader", "value_not_in_list", "clip_name1"),
         ("DualCLIPLoader", "value_not_in_list", "clip_name2"),

@@ -19,14 +19,26 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"
 
 INFO = {
-    "Loader": {"input": {"required": {"ckpt_name": [["a.ckpt", "b.ckpt"]]}},
-               "output": ["MODEL", "CLIP"], "output_name": ["MODEL", "CLIP"]},
-    "Image": {"input": {"required": {"image": [["x.png"], {"image_upload": True}]}},
-              "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"]},
-    "Patch": {"input": {"required": {"model": ["MODEL"], "scale": ["FLOAT", {"default": 1.3}]}},
-              "output": ["MODEL"], "output_name": ["MODEL"]},
-    "Encode": {"input": {"required": {"text": ["STRING", {"multiline": True}], "clip": ["CLIP"]}},
-               "output": ["CONDITIONING"], "output_name": ["CONDITIONING"]},
+    "Loader": {
+        "input": {"required": {"ckpt_name": [["a.ckpt", "b.ckpt"]]}},
+        "output": ["MODEL", "CLIP"],
+        "output_name": ["MODEL", "CLIP"],
+    },
+    "Image": {
+        "input": {"required": {"image": [["x.png"], {"image_upload": True}]}},
+        "output": ["IMAGE", "MASK"],
+        "output_name": ["IMAGE", "MASK"],
+    },
+    "Patch": {
+        "input": {"required": {"model": ["MODEL"], "scale": ["FLOAT", {"default": 1.3}]}},
+        "output": ["MODEL"],
+        "output_name": ["MODEL"],
+    },
+    "Encode": {
+        "input": {"required": {"text": ["STRING", {"multiline": True}], "clip": ["CLIP"]}},
+        "output": ["CONDITIONING"],
+        "output_name": ["CONDITIONING"],
+    },
     "Sampler": {
         "input": {
             "required": {
@@ -36,34 +48,66 @@ INFO = {
                 "positive": ["CONDITIONING"],
                 "sampler_name": [["euler", "ddim"]],
             },
-            "optional": {"denoise": ["FLOAT", {"default": 1.0}],
-                         "extra": ["INT", {"forceInput": True}]},
+            "optional": {
+                "denoise": ["FLOAT", {"default": 1.0}],
+                "extra": ["INT", {"forceInput": True}],
+            },
         },
-        "output": ["LATENT"], "output_name": ["LATENT"],
+        "output": ["LATENT"],
+        "output_name": ["LATENT"],
     },
 }
 
 
 def node(id_, type_, widgets=None, inputs=(), outputs=(), mode=0):
-    return {"id": id_, "type": type_, "mode": mode, "widgets_values": widgets or [],
-            "inputs": [dict(i) for i in inputs], "outputs": [dict(o) for o in outputs]}
+    return {
+        "id": id_,
+        "type": type_,
+        "mode": mode,
+        "widgets_values": widgets or [],
+        "inputs": [dict(i) for i in inputs],
+        "outputs": [dict(o) for o in outputs],
+    }
 
 
 def graph(mode_patch=0):
     return {
         "nodes": [
-            node(1, "Loader", ["b.ckpt"], outputs=[{"name": "MODEL", "type": "MODEL", "links": [1]},
-                                                     {"name": "CLIP", "type": "CLIP", "links": [2]}]),
-            node(2, "Patch", [2.0], inputs=[{"name": "model", "type": "MODEL", "link": 1}],
-                 outputs=[{"name": "MODEL", "type": "MODEL", "links": [3]}], mode=mode_patch),
+            node(
+                1,
+                "Loader",
+                ["b.ckpt"],
+                outputs=[
+                    {"name": "MODEL", "type": "MODEL", "links": [1]},
+                    {"name": "CLIP", "type": "CLIP", "links": [2]},
+                ],
+            ),
+            node(
+                2,
+                "Patch",
+                [2.0],
+                inputs=[{"name": "model", "type": "MODEL", "link": 1}],
+                outputs=[{"name": "MODEL", "type": "MODEL", "links": [3]}],
+                mode=mode_patch,
+            ),
             node(3, "Encode", ["typed text"], inputs=[{"name": "clip", "type": "CLIP", "link": 2}]),
-            node(4, "Sampler", [7, "randomize", 3, "ddim", 0.5],
-                 inputs=[{"name": "model", "type": "MODEL", "link": 3},
-                         {"name": "positive", "type": "CONDITIONING", "link": 4}]),
+            node(
+                4,
+                "Sampler",
+                [7, "randomize", 3, "ddim", 0.5],
+                inputs=[
+                    {"name": "model", "type": "MODEL", "link": 3},
+                    {"name": "positive", "type": "CONDITIONING", "link": 4},
+                ],
+            ),
             node(5, "Note", ["read me"]),
         ],
-        "links": [[1, 1, 0, 2, 0, "MODEL"], [2, 1, 1, 3, 0, "CLIP"], [3, 2, 0, 4, 0, "MODEL"],
-                  [4, 3, 0, 4, 1, "CONDITIONING"]],
+        "links": [
+            [1, 1, 0, 2, 0, "MODEL"],
+            [2, 1, 1, 3, 0, "CLIP"],
+            [3, 2, 0, 4, 0, "MODEL"],
+            [4, 3, 0, 4, 1, "CONDITIONING"],
+        ],
         "version": 0.4,
     }
 
@@ -72,8 +116,14 @@ def test_widget_values_map_to_inputs_in_definition_order_skipping_the_seed_contr
     prompt = ui_to_api(graph(), INFO)
     assert prompt["4"] == {
         "class_type": "Sampler",
-        "inputs": {"seed": 7, "steps": 3, "sampler_name": "ddim", "denoise": 0.5,
-                   "model": ["2", 0], "positive": ["3", 0]},
+        "inputs": {
+            "seed": 7,
+            "steps": 3,
+            "sampler_name": "ddim",
+            "denoise": 0.5,
+            "model": ["2", 0],
+            "positive": ["3", 0],
+        },
     }
     assert prompt["1"]["inputs"] == {"ckpt_name": "b.ckpt"}
     assert "5" not in prompt, "Note nodes are frontend-only"
@@ -100,13 +150,32 @@ def test_a_muted_source_leaves_the_input_unconnected():
 
 def test_a_converted_widget_takes_the_linked_value_and_primitives_and_reroutes_resolve():
     wf = graph()
-    wf["nodes"].append(node(6, "PrimitiveNode", ["from primitive"],
-                            outputs=[{"name": "STRING", "type": "STRING", "links": [5]}]))
-    wf["nodes"].append(node(7, "Reroute", [], inputs=[{"name": "", "type": "*", "link": 6}],
-                            outputs=[{"name": "", "type": "CONDITIONING", "links": [7]}]))
-    wf["nodes"][2]["inputs"].append({"name": "text", "type": "STRING", "link": 5, "widget": {"name": "text"}})
+    wf["nodes"].append(
+        node(
+            6,
+            "PrimitiveNode",
+            ["from primitive"],
+            outputs=[{"name": "STRING", "type": "STRING", "links": [5]}],
+        )
+    )
+    wf["nodes"].append(
+        node(
+            7,
+            "Reroute",
+            [],
+            inputs=[{"name": "", "type": "*", "link": 6}],
+            outputs=[{"name": "", "type": "CONDITIONING", "links": [7]}],
+        )
+    )
+    wf["nodes"][2]["inputs"].append(
+        {"name": "text", "type": "STRING", "link": 5, "widget": {"name": "text"}}
+    )
     wf["nodes"][3]["inputs"][1]["link"] = 7
-    wf["links"] += [[5, 6, 0, 3, 1, "STRING"], [6, 3, 0, 7, 0, "CONDITIONING"], [7, 7, 0, 4, 1, "CONDITIONING"]]
+    wf["links"] += [
+        [5, 6, 0, 3, 1, "STRING"],
+        [6, 3, 0, 7, 0, "CONDITIONING"],
+        [7, 7, 0, 4, 1, "CONDITIONING"],
+    ]
     prompt = ui_to_api(wf, INFO)
     assert prompt["3"]["inputs"]["text"] == "from primitive"
     assert prompt["4"]["inputs"]["positive"] == ["3", 0]
@@ -136,21 +205,38 @@ def _builder():
 
 def test_shipped_workflows_images_and_thumbnails_are_what_the_generator_makes():
     if not os.environ.get("ANALOGIST_COMFYUI_HOST"):
-        pytest.skip("the shipped workflows are generated from ComfyUI 0.30.0's node definitions; "
-                    "this run's host is the 2024 one (its loading of them is tested in tests/host)")
+        pytest.skip(
+            "the shipped workflows are generated from ComfyUI 0.30.0's node definitions; "
+            "this run's host is the 2024 one (its loading of them is tested in tests/host)"
+        )
     builder = _builder()
     files = builder.render_all(builder.node_definitions())
-    stale = [str(p.relative_to(ROOT)) for p, data in files.items() if not builder.is_current(p, data)]
+    stale = [
+        str(p.relative_to(ROOT)) for p, data in files.items() if not builder.is_current(p, data)
+    ]
     assert not stale, f"run: .venv/bin/python workflows/build_workflows.py  (stale: {stale})"
     assert {p.name for p in files} >= {f"{name}.json" for name in builder.WORKFLOWS} | {
-        f"{name}.jpg" for name in builder.WORKFLOWS}
+        f"{name}.jpg" for name in builder.WORKFLOWS
+    }
 
 
-@pytest.mark.parametrize("name", ["analogist_manual_prompt", "analogist", "analogist_aligned_with_b",
-                                  "analogist_lora_controlnet", "analogist_best_of_n",
-                                  "analogist_sdxl", "analogist_region",
-                                  "analogist_two_examples", "analogist_flux_fill",
-                                  "analogist_exact_ddim", "reversion_learn", "reversion_generate"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "analogist_manual_prompt",
+        "analogist",
+        "analogist_aligned_with_b",
+        "analogist_lora_controlnet",
+        "analogist_best_of_n",
+        "analogist_sdxl",
+        "analogist_region",
+        "analogist_two_examples",
+        "analogist_flux_fill",
+        "analogist_exact_ddim",
+        "reversion_learn",
+        "reversion_generate",
+    ],
+)
 def test_shipped_workflow_links_connect_matching_types_and_carry_a_note(name):
     wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
     assert wf["version"] == 0.4
@@ -173,18 +259,47 @@ def test_runner_puts_the_users_inputs_into_the_manual_workflow(definitions, tmp_
     from comfyui_analogist.analogist_cli.graph import build_prompt
     from comfyui_analogist.analogist_cli.inputs import Settings
 
-    settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
-                        out=tmp_path, checkpoint="model.safetensors", prompt="a fox, best quality",
-                        steps=3, cell=128, seed=7, denoise=0.7)
-    prompt = build_prompt(settings, definitions, {"a": "ua.png", "a_prime": "ua2.png", "b": "ub.png"})
-    loads = {v["_meta"]["title"]: v["inputs"]["image"] for v in prompt.values() if v["class_type"] == "LoadImage"}
-    assert loads == {"A (example, before)": "ua.png", "A' (example, after)": "ua2.png", "B (to change)": "ub.png"}
+    settings = Settings(
+        a=tmp_path / "a.png",
+        a_prime=tmp_path / "a2.png",
+        b=[tmp_path / "b.png"],
+        out=tmp_path,
+        checkpoint="model.safetensors",
+        prompt="a fox, best quality",
+        steps=3,
+        cell=128,
+        seed=7,
+        denoise=0.7,
+    )
+    prompt = build_prompt(
+        settings, definitions, {"a": "ua.png", "a_prime": "ua2.png", "b": "ub.png"}
+    )
+    loads = {
+        v["_meta"]["title"]: v["inputs"]["image"]
+        for v in prompt.values()
+        if v["class_type"] == "LoadImage"
+    }
+    assert loads == {
+        "A (example, before)": "ua.png",
+        "A' (example, after)": "ua2.png",
+        "B (to change)": "ub.png",
+    }
     by_type = {v["class_type"]: v["inputs"] for v in prompt.values()}
     assert by_type["CheckpointLoaderSimple"]["ckpt_name"] == "model.safetensors"
-    assert (by_type["KSampler"]["steps"], by_type["KSampler"]["seed"], by_type["KSampler"]["denoise"]) == (3, 7, 0.7)
+    assert (
+        by_type["KSampler"]["steps"],
+        by_type["KSampler"]["seed"],
+        by_type["KSampler"]["denoise"],
+    ) == (3, 7, 0.7)
     assert by_type["KSampler"]["cfg"] == 15.0  # untouched paper value
-    assert by_type["AnalogistGridCompose"]["cell_width"] == 128 == by_type["AnalogistGridCompose"]["cell_height"]
-    texts = sorted(v["inputs"]["text"] for v in prompt.values() if v["class_type"] == "CLIPTextEncode")
+    assert (
+        by_type["AnalogistGridCompose"]["cell_width"]
+        == 128
+        == by_type["AnalogistGridCompose"]["cell_height"]
+    )
+    texts = sorted(
+        v["inputs"]["text"] for v in prompt.values() if v["class_type"] == "CLIPTextEncode"
+    )
     assert texts[1] == "a fox, best quality" and texts[0].startswith("Messy,")
 
 
@@ -192,16 +307,26 @@ def test_runner_points_the_vlm_workflow_at_the_chosen_server(definitions, tmp_pa
     from comfyui_analogist.analogist_cli.graph import build_prompt
     from comfyui_analogist.analogist_cli.inputs import Settings
 
-    settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
-                        out=tmp_path, checkpoint="m.ckpt", workflow="vlm",
-                        vlm_base_url="http://127.0.0.1:11434/v1", vlm_model="qwen2.5vl")
+    settings = Settings(
+        a=tmp_path / "a.png",
+        a_prime=tmp_path / "a2.png",
+        b=[tmp_path / "b.png"],
+        out=tmp_path,
+        checkpoint="m.ckpt",
+        workflow="vlm",
+        vlm_base_url="http://127.0.0.1:11434/v1",
+        vlm_model="qwen2.5vl",
+    )
     prompt = build_prompt(settings, definitions, {"a": "a.png", "a_prime": "a2.png", "b": "b.png"})
     (vlm_id,) = [k for k, v in prompt.items() if v["class_type"] == "AnalogistGPT4VPrompt"]
     assert prompt[vlm_id]["inputs"]["base_url"] == "http://127.0.0.1:11434/v1"
     assert prompt[vlm_id]["inputs"]["model"] == "qwen2.5vl"
     assert prompt[vlm_id]["inputs"]["suffix"] == ", best quality, extremely detailed"
-    assert [str(v["inputs"]["text"]) for v in prompt.values() if v["class_type"] == "CLIPTextEncode"
-            and isinstance(v["inputs"]["text"], list)] == [str([vlm_id, 0])]
+    assert [
+        str(v["inputs"]["text"])
+        for v in prompt.values()
+        if v["class_type"] == "CLIPTextEncode" and isinstance(v["inputs"]["text"], list)
+    ] == [str([vlm_id, 0])]
 
 
 def test_region_workflow_feeds_bs_own_mask_to_b_region_and_cam_keeps_text_in_it(definitions):
@@ -223,7 +348,9 @@ def test_region_workflow_feeds_bs_own_mask_to_b_region_and_cam_keeps_text_in_it(
     assert painted.mode == "RGBA" and painted.convert("RGB").tobytes() == b.convert("RGB").tobytes()
     assert 0 < painted.getchannel("A").histogram()[0] < 256 * 256 // 2
     # The other workflows leave the region out, and CAM as the paper has it.
-    plain = ui_to_api(json.loads((WORKFLOWS / "analogist_manual_prompt.json").read_text()), definitions)
+    plain = ui_to_api(
+        json.loads((WORKFLOWS / "analogist_manual_prompt.json").read_text()), definitions
+    )
     by_type = {v["class_type"]: v["inputs"] for v in plain.values()}
     assert "b_region" not in by_type["AnalogistGridCompose"] and "LoadImageMask" not in by_type
     assert by_type["AnalogistCAMPatch"]["text_only_in_region"] is False
@@ -234,8 +361,15 @@ def test_runner_puts_the_b_region_mask_on_grid_compose(definitions, tmp_path, wo
     from comfyui_analogist.analogist_cli.graph import build_prompt
     from comfyui_analogist.analogist_cli.inputs import Settings
 
-    settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "a2.png", b=[tmp_path / "b.png"],
-                        out=tmp_path, checkpoint="m.ckpt", workflow=workflow, b_region=tmp_path / "r.png")
+    settings = Settings(
+        a=tmp_path / "a.png",
+        a_prime=tmp_path / "a2.png",
+        b=[tmp_path / "b.png"],
+        out=tmp_path,
+        checkpoint="m.ckpt",
+        workflow=workflow,
+        b_region=tmp_path / "r.png",
+    )
     images = {"a": "a.png", "a_prime": "a2.png", "b": "b.png"}
     without = build_prompt(settings, definitions, images)
     prompt = build_prompt(settings, definitions, {**images, "b_region": "region_1.png"})
@@ -251,12 +385,27 @@ def test_runner_chains_example_pairs_into_grid_compose_and_the_vlm(definitions, 
     from comfyui_analogist.analogist_cli.graph import build_prompt
     from comfyui_analogist.analogist_cli.inputs import Settings
 
-    images = {"a": "a.png", "a_prime": "ap.png", "b": "b.png", "a2": "x2.png", "a2_prime": "x2p.png",
-              "a3": "x3.png", "a3_prime": "x3p.png"}
-    settings = Settings(a=tmp_path / "a.png", a_prime=tmp_path / "ap.png", b=[tmp_path / "b.png"],
-                        out=tmp_path, checkpoint="m.ckpt", workflow="vlm",
-                        examples=[(tmp_path / "x2.png", tmp_path / "x2p.png"),
-                                  (tmp_path / "x3.png", tmp_path / "x3p.png")])
+    images = {
+        "a": "a.png",
+        "a_prime": "ap.png",
+        "b": "b.png",
+        "a2": "x2.png",
+        "a2_prime": "x2p.png",
+        "a3": "x3.png",
+        "a3_prime": "x3p.png",
+    }
+    settings = Settings(
+        a=tmp_path / "a.png",
+        a_prime=tmp_path / "ap.png",
+        b=[tmp_path / "b.png"],
+        out=tmp_path,
+        checkpoint="m.ckpt",
+        workflow="vlm",
+        examples=[
+            (tmp_path / "x2.png", tmp_path / "x2p.png"),
+            (tmp_path / "x3.png", tmp_path / "x3p.png"),
+        ],
+    )
     prompt = build_prompt(settings, definitions, images)
     (compose_id,) = [k for k, v in prompt.items() if v["class_type"] == "AnalogistGridCompose"]
     # Follow the chain back from Grid Compose: pair 3's node, then pair 2's, then nothing.
@@ -265,15 +414,26 @@ def test_runner_chains_example_pairs_into_grid_compose_and_the_vlm(definitions, 
     while link is not None:
         pair = prompt[link[0]]
         assert pair["class_type"] == "AnalogistExamplePair"
-        seen.append(tuple(prompt[pair["inputs"][r][0]]["inputs"]["image"] for r in ("a", "a_prime")))
+        seen.append(
+            tuple(prompt[pair["inputs"][r][0]]["inputs"]["image"] for r in ("a", "a_prime"))
+        )
         link = pair["inputs"].get("examples")
     assert seen == [("x3.png", "x3p.png"), ("x2.png", "x2p.png")]
     (vlm,) = [v for v in prompt.values() if v["class_type"] == "AnalogistGPT4VPrompt"]
     assert vlm["inputs"]["layout"] == [compose_id, 3]
     assert definitions["AnalogistGridCompose"]["output"][3] == "ANALOGIST_LAYOUT"
     # Without --example the prompt has no Example Pair and no examples input.
-    plain = build_prompt(Settings(a=tmp_path / "a.png", a_prime=tmp_path / "ap.png", b=[tmp_path / "b.png"],
-                                  out=tmp_path, checkpoint="m.ckpt"), definitions, images)
+    plain = build_prompt(
+        Settings(
+            a=tmp_path / "a.png",
+            a_prime=tmp_path / "ap.png",
+            b=[tmp_path / "b.png"],
+            out=tmp_path,
+            checkpoint="m.ckpt",
+        ),
+        definitions,
+        images,
+    )
     assert not [v for v in plain.values() if v["class_type"] == "AnalogistExamplePair"]
 
 
@@ -281,18 +441,50 @@ def test_the_upload_buttons_value_is_saved_after_all_widgets_and_read_from_eithe
     """Load Image (as Mask): the frontend saves image, channel, then the upload button's
     "image" (tests/frontend checks the positions against the real frontend); files from
     older frontends have it right after the image."""
-    info = {"input": {"required": {"image": [["m.png", "n.png"], {"image_upload": True}],
-                                   "channel": [["alpha", "red", "green", "blue"]]}},
-            "output": ["MASK"], "output_name": ["MASK"]}
-    assert widgets_values_for(info, {"image": "n.png", "channel": "red"}) == ["n.png", "red", "image"]
+    info = {
+        "input": {
+            "required": {
+                "image": [["m.png", "n.png"], {"image_upload": True}],
+                "channel": [["alpha", "red", "green", "blue"]],
+            }
+        },
+        "output": ["MASK"],
+        "output_name": ["MASK"],
+    }
+    assert widgets_values_for(info, {"image": "n.png", "channel": "red"}) == [
+        "n.png",
+        "red",
+        "image",
+    ]
     for saved in (["n.png", "red", "image"], ["n.png", "image", "red"]):
-        assert widget_values_by_name({"widgets_values": saved}, info) == {"image": "n.png", "channel": "red"}
+        assert widget_values_by_name({"widgets_values": saved}, info) == {
+            "image": "n.png",
+            "channel": "red",
+        }
     # A next widget whose value happens to read "image" is still that widget's value.
-    text = {"input": {"required": {"image": [["m.png"], {"image_upload": True}], "label": ["STRING", {}]}},
-            "output": [], "output_name": []}
+    text = {
+        "input": {
+            "required": {"image": [["m.png"], {"image_upload": True}], "label": ["STRING", {}]}
+        },
+        "output": [],
+        "output_name": [],
+    }
     assert widget_values_by_name({"widgets_values": ["m.png", "image", "image"]}, text) == {
-        "image": "m.png", "label": "image"}
-    wf = {"nodes": [{"id": 1, "type": "Mask", "mode": 0, "inputs": [], "outputs": [],
-                     "widgets_values": ["m.png", "alpha", "image"]}], "links": []}
+        "image": "m.png",
+        "label": "image",
+    }
+    wf = {
+        "nodes": [
+            {
+                "id": 1,
+                "type": "Mask",
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "widgets_values": ["m.png", "alpha", "image"],
+            }
+        ],
+        "links": [],
+    }
     set_widget(wf, 1, "channel", "green", {"Mask": info})
     assert wf["nodes"][0]["widgets_values"] == ["m.png", "green", "image"]
