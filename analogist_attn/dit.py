@@ -13,7 +13,7 @@ The edits (docs/design.md, "DiT inpainting models"):
 * CAM: rows of image tokens in A, A' and B get ``-inf`` on every text key (they take
   nothing from the text); B' rows and text rows are unchanged. With "text only in the
   region" the B' rows outside the region of interest are silenced as well.
-* Several example pairs (DESIGN.md, "Several example pairs"): each A'_k clones from A_k
+* Several example pairs (docs/design.md, "Several example pairs (K-shot)"): each A'_k clones from A_k
   with keys B' (from B); B' clones from B with keys every A'_k (from every A_k); CAM
   silences every A_k, A'_k and B.
 

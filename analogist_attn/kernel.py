@@ -6,7 +6,8 @@ Every SAC row set (the rows of an A'_k, or of B') attends over two disjoint key 
 * the *cloned* keys, with the logits ``s * q_source . k_source`` (the source row's query,
   the source region's keys) and the cloned keys' own values.
 
-(DESIGN.md, "Doing it fast" and "Several example pairs".) The softmax over the union is
+(docs/design.md, "Computing it without the N x N matrix" and "Several example pairs
+(K-shot)".) The softmax over the union is
 computed without the N x N logit matrix, two ways:
 
 * **log-sum-exp merge** where the fused kernel returns each row's log-sum-exp (PyTorch's

@@ -131,7 +131,7 @@ def joint_reference(
     cam: bool = False,
     quiet_rows: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Joint attention edited as DESIGN.md says, ``q, k, v`` ``[B, H, L, D]`` (rotary
+    """Joint attention edited as docs/design.md, "DiT inpainting models", says, ``q, k, v`` ``[B, H, L, D]`` (rotary
     applied) -> ``[B, L, H, D]``, computed in float64.
 
     ``regions``: ``a, a_prime[, a2, a2_prime, ...], b, b_prime`` (K example pairs). SAC,

@@ -112,7 +112,7 @@ def test_half_precision_on_cpu_stays_close_to_the_float64_definitions():
 @pytest.mark.parametrize("pairs", [2, 3])
 @pytest.mark.parametrize(("sac", "cam"), [(1.3, False), (None, True), (1.3, True)])
 def test_several_example_pairs_equal_the_k_shot_definition(use_lse, arrangement, pairs, sac, cam):
-    """DESIGN.md "Several example pairs": each A'_k clones from A_k (keys B'), B' from B
+    """docs/design.md, "Several example pairs (K-shot)": each A'_k clones from A_k (keys B'), B' from B
     with keys every A'_k; CAM silences the text for every A_k, A'_k and B."""
     layout = make_layout(64, 64, 2, arrangement, pairs=pairs)
     q, k, v, latent = qkv(layout, seed=pairs)

@@ -464,7 +464,7 @@ def route(request, monkeypatch):
 
 @pytest.mark.parametrize("pairs", [2, 3])
 def test_several_example_pairs_on_flux_equal_the_k_shot_definition(flux, pairs, route):
-    """DESIGN.md "Several example pairs" on Flux: K example rows over B | B', SAC and CAM on
+    """docs/design.md, "Several example pairs (K-shot)", on Flux: K example rows over B | B', SAC and CAM on
     every block, exact against the naive K-shot joint attention."""
     layout = compose(pairs)
     assert layout.pairs == pairs
@@ -505,7 +505,7 @@ def quiet_rows(layout, masks, batch, chunks, latent, text=TEXT):
 
 @pytest.mark.parametrize("with_sac", [False, True], ids=["CAM", "SAC + CAM"])
 def test_cam_text_only_in_the_region_on_flux_equals_the_definition(flux, with_sac, route):
-    """DESIGN.md "Region of interest on B": only the B' tokens inside the region keep the
+    """docs/design.md, "Region of interest on B": only the B' tokens inside the region keep the
     text; two grids with different regions, each entry of the batch its own grid."""
     masks = torch.cat([region_box(0, 0, 40, 30), region_box(80, 4, 94, 60)])
     layout = compose(regions=masks, bs=(5, 6))
