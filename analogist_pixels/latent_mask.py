@@ -37,13 +37,20 @@ def b_prime_cell_latent(
 
 def mask_mismatch(layout: GridLayout, mask: torch.Tensor) -> str | None:
     """``None`` when every latent mask in ``mask`` ([batch, height, width], 1 = inpaint) is
-    the layout's B' cell (up to one latent pixel at its edge); else what differs."""
+    the layout's B' cell (up to one latent pixel at its edge), or, for a layout with a
+    region of interest on B, lies inside that cell; else what differs."""
     mask = mask.detach().to("cpu", torch.float32)
     height, width = mask.shape[-2:]
     inside, sure = b_prime_cell_latent(layout, height, width)
+    # With a region of interest on B (Grid Compose's b_region) the mask is that region,
+    # somewhere inside the B' cell: it must not reach outside the cell, nor be empty.
+    has_region = bool(getattr(layout, "b_regions", ()))
     for index, one in enumerate(mask.reshape(-1, height, width)):
         painted = one > 0.5
-        wrong = (painted != inside) & sure
+        if has_region:
+            wrong = (painted & ~inside & sure) | (~painted.any() & inside)
+        else:
+            wrong = (painted != inside) & sure
         if bool(wrong.any()):
             return (
                 f"the sampled inpainting mask (latent {width}x{height}, entry {index}) "

@@ -80,18 +80,18 @@ def _tip(text: str) -> dict:
 
 
 class AnalogistReVersionLearn:
-    """Train the relation token <R> (ReVersion) and save it as an embedding."""
+    """Train the relation token R (ReVersion) and save it as an embedding."""
 
     DESCRIPTION = (
-        "ReVersion: learns one word, <R>, for the relation that 4-10 exemplar images share "
+        "ReVersion: learns one word (the paper's R) for the relation that 4-10 exemplar images share "
         "(painted on, carved by, inside, shakes hands with...). Give the images (an IMAGE batch "
         "or a folder in your input folder with text.json) and caption templates with {} where "
-        "the relation goes ('cat {} stone'). Trains only <R> on the loaded SD1.5 model and "
-        "saves it into models/embeddings as <name>.safetensors; then type 'a dog "
-        "embedding:<name> a wall' in any prompt. The defaults are the paper's (3000 steps: "
+        "the relation goes ('cat {} stone'). Trains only that word on the loaded SD1.5 model and "
+        "saves it into models/embeddings as NAME.safetensors; then type 'a dog "
+        "embedding:NAME a wall' in any prompt. The defaults are the paper's (3000 steps: "
         "hours on a GPU). Saves intermediate embeddings every 'save every' steps into "
-        "<name>-training/; cancelling keeps them, and queueing again with the same name and "
-        "settings resumes."
+        "NAME-training/; cancelling keeps them, and queueing again with the same name and "
+        "settings resumes. (NAME: the name input.)"
     )
     CATEGORY = CATEGORY
     FUNCTION = "learn"
@@ -99,7 +99,7 @@ class AnalogistReVersionLearn:
     RETURN_TYPES = ("STRING", "IMAGE")
     RETURN_NAMES = ("relation_text", "loss_curve")
     OUTPUT_TOOLTIPS = (
-        "What to type in a prompt for the learned relation: embedding:<name>",
+        "What to type in a prompt for the learned relation: embedding:NAME (NAME: the name input)",
         "The mean training loss per optimizer step",
     )
 
@@ -114,7 +114,7 @@ class AnalogistReVersionLearn:
                 ),
                 "clip": (
                     "CLIP",
-                    _tip("The SD1.5 checkpoint's CLIP; <R> is a new row of its word table."),
+                    _tip("The SD1.5 checkpoint's CLIP; R is a new row of its word table."),
                 ),
                 "vae": (
                     "VAE",
@@ -125,7 +125,7 @@ class AnalogistReVersionLearn:
                     {
                         "default": "my_relation",
                         "tooltip": "Name of the embedding to create "
-                        "(models/embeddings/<name>.safetensors). An existing name is refused, never overwritten.",
+                        "(models/embeddings/NAME.safetensors). An existing name is refused, never overwritten.",
                     },
                 ),
                 "captions": (
@@ -210,7 +210,7 @@ class AnalogistReVersionLearn:
                         "min": 0.0,
                         "max": 1.0,
                         "step": 1e-3,
-                        "tooltip": "AdamW weight decay on <R> (paper: 0.01).",
+                        "tooltip": "AdamW weight decay on R (paper: 0.01).",
                     },
                 ),
                 "steer_weight": (
@@ -220,9 +220,9 @@ class AnalogistReVersionLearn:
                         "min": 0.0,
                         "max": 10.0,
                         "step": 1e-3,
-                        "tooltip": "Weight of the relation-steering loss that pulls <R> towards "
+                        "tooltip": "Weight of the relation-steering loss that pulls R towards "
                         "prepositions and away from object words (paper: 0.01). Raise it when "
-                        "<R> copies objects or looks instead of the relation.",
+                        "R copies objects or looks instead of the relation.",
                     },
                 ),
                 "num_positives": (
@@ -286,7 +286,7 @@ class AnalogistReVersionLearn:
                     "STRING",
                     {
                         "default": d.initializer_token,
-                        "tooltip": "The one-token word <R> starts from (paper: 'and').",
+                        "tooltip": "The one-token word R starts from (paper: 'and').",
                     },
                 ),
                 "seed": (
@@ -312,7 +312,7 @@ class AnalogistReVersionLearn:
                     {
                         "default": False,
                         "tooltip": "Also write the official "
-                        "learned_embeds.bin ({'<R>': vector}) into <name>-training/.",
+                        "learned_embeds.bin (the official ReVersion format) into NAME-training/.",
                     },
                 ),
             },

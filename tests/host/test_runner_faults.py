@@ -291,8 +291,10 @@ def test_two_runs_on_one_server_each_use_their_own_inputs(tmp_path, idle_server)
             if node["class_type"] == "LoadImage" and node.get("_meta", {}).get(
                 "title", ""
             ).startswith("A ("):
-                used.add((idle_server.workspace / "input" / node["inputs"]["image"]).read_bytes())
-    assert {a.read_bytes(), flipped.read_bytes()} <= used
+                uploaded = idle_server.workspace / "input" / node["inputs"]["image"]
+                used.add(Image.open(uploaded).convert("RGB").tobytes())
+    # The runner uploads what a viewer shows (8-bit RGB PNG): compare pixels, not files.
+    assert {Image.open(p).convert("RGB").tobytes() for p in (a, flipped)} <= used
 
 
 def test_a_failed_embedded_run_keeps_comfyui_log_and_says_where(tmp_path, sd15_checkpoint):

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from comfyui_analogist.analogist_pixels import grid as grid_math
 from comfyui_analogist.analogist_pixels import region as region_math
 from comfyui_analogist.analogist_pixels.layout import ARRANGEMENTS, FITS, GridLayout
@@ -337,3 +338,20 @@ def test_region_with_several_example_pairs_lands_in_the_last_rows_b_prime(arrang
     out, _ = crop(result, layout, grid_math.SIZE_ORIGINAL, 2)
     outside = torch.from_numpy(~dilate(region[0].numpy() >= 0.5, 2))
     assert torch.equal(out[0][outside], image(B)[0][outside])
+
+
+def test_the_layout_check_accepts_a_region_mask_inside_b_prime_and_refuses_it_elsewhere():
+    """SAC/CAM's check of the sampled mask (issue 23): with a region of interest the
+    inpainting mask is the region, inside the B' cell, not the whole cell."""
+    from comfyui_analogist.analogist_pixels.latent_mask import mask_mismatch
+
+    outputs = composed(box(300, 200, 40, 30, 160, 120))
+    mask, layout = outputs[2], outputs[3]
+    assert len(layout.b_regions) == 1
+    h, w = mask.shape[-2] // 8, mask.shape[-1] // 8
+    latent = F.interpolate(mask[:, None].float(), size=(h, w), mode="bilinear")[:, 0].round()
+    assert float(latent.sum()) < (h // 2) * (w // 2)  # the region, not the whole B' cell
+    assert mask_mismatch(layout, latent) is None
+    moved = torch.roll(latent, shifts=-(w // 2), dims=-1)  # the same region in B's cell
+    assert "B' cell" in (mask_mismatch(layout, moved) or "")
+    assert mask_mismatch(layout, torch.zeros_like(latent)) is not None
