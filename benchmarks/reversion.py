@@ -20,34 +20,22 @@ This is a script, not a test: pytest only collects ``tests/``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from common import configure_comfy, register_pack
+
 ROOT = Path(__file__).resolve().parents[1]
-PACK_NAME = "comfyui_analogist"
 
 
 def setup() -> None:
-    tree = os.environ.get("ANALOGIST_COMFYUI_HOST")
-    if tree and tree not in sys.path:
-        sys.path.append(tree)
-    from comfy import options
-
-    options.enable_args_parsing()
-    saved, sys.argv = sys.argv, [sys.argv[0], "--cpu", "--use-pytorch-cross-attention"]
-    try:
-        import comfy.cli_args  # noqa: F401
-    finally:
-        sys.argv = saved
-    if PACK_NAME not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-        )
-        sys.modules[PACK_NAME] = importlib.util.module_from_spec(spec)
+    """ComfyUI on the CPU with PyTorch attention, and the pack imported the one way
+    (``analogist.import_pack``, through ``common.register_pack``)."""
+    configure_comfy("cpu", "pytorch")
+    register_pack()
     sys.path.insert(0, str(ROOT / "tests"))
 
 
