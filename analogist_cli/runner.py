@@ -266,10 +266,18 @@ def write_atomic(target: Path, data: bytes) -> None:
 
 
 def save_inputs(settings: Settings, job: Job, stem: str) -> None:
-    """A, A', B beside B' as ``<stem>_a``, ``<stem>_a_prime``, ``<stem>_b`` (their own
-    formats), so ``python -m analogist score`` can read the folder."""
-    for role, path in (("a", settings.a), ("a_prime", settings.a_prime), ("b", job.b)):
-        write_atomic(settings.out / f"{stem}_{role}{path.suffix.lower()}", path.read_bytes())
+    """A, A', B beside B' as ``<stem>_a.png``, ``<stem>_a_prime.png``, ``<stem>_b.png``, so
+    ``python -m analogist score`` can read the folder.
+
+    Saved as what was sampled: the PNGs the runner uploads (EXIF orientation applied, 8-bit
+    RGB), not the files' bytes; an EXIF-rotated B copied as is would stand sideways beside
+    its upright B' (issue 23)."""
+    for role, path, flag in (
+        ("a", settings.a, "--a"),
+        ("a_prime", settings.a_prime, "--a-prime"),
+        ("b", job.b, "--b"),
+    ):
+        write_atomic(settings.out / f"{stem}_{role}.png", upload_bytes(path, flag))
 
 
 class Progress:
