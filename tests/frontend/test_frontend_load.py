@@ -21,7 +21,8 @@ from comfyui_analogist.analogist_cli.workflow_format import widget_values_by_nam
 pytestmark = [pytest.mark.frontend, pytest.mark.host]
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW_FILES = sorted((ROOT / "workflows").glob("*.json"))
+WORKFLOWS = ROOT / "workflows"
+WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.json"))
 EXTENSIONS = ("Analogist.GPT4VPrompt", "Analogist.RankCandidates", "Analogist.ReVersionLearn")
 CONTROL_RULE = (
     "This frontend adds a control_after_generate widget (one saved value) after an INT "
@@ -91,6 +92,24 @@ def test_workflow_loads_as_dropped_with_every_saved_value_on_its_widget(
         f"{CONTROL_RULE}\n" + "\n".join(problems) + see
     )
     assert not frontend.console.from_pack(), f"the pack logged: {frontend.console.from_pack()}{see}"
+
+
+def test_api_key_env_shows_as_unused_and_keeps_an_old_workflows_value(frontend):
+    """Issue 22: the dead api_key_env box must not look like the place for a key (the
+    frontend shows the input's display_name as its label), yet a saved workflow's value
+    still lands on it."""
+    frontend.drop_workflow(WORKFLOWS / "analogist.json")
+    widget = frontend.page.evaluate(
+        """() => {
+            const node = app.rootGraph.nodes.find(n => n.type === 'AnalogistGPT4VPrompt');
+            const w = node.widgets.find(w => w.name === 'api_key_env');
+            return {label: w.label ?? null, value: w.value, title: node.title};
+        }"""
+    )
+    saved = json.loads((WORKFLOWS / "analogist.json").read_text())
+    (vlm,) = [n for n in saved["nodes"] if n["type"] == "AnalogistGPT4VPrompt"]
+    assert widget["label"] and "unused" in widget["label"], widget
+    assert widget["value"] in vlm["widgets_values"], (widget, vlm["widgets_values"])
 
 
 def test_pack_extension_registers_without_errors_or_internal_imports(frontend):
