@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..analogist_pixels.image_files import ImageFileError, upload_bytes
 from .checkpoints import DOWNLOAD_HINT
 from .comfy_api import ComfyClient, ServerError, printable
 from .embedded import EmbeddedFailed, embedded_comfyui
 from .graph import build_prompt, load_workflow
-from .image_files import ImageFileError, upload_bytes
 from .inputs import InputError, Settings, make_out
 from .workflow_format import VIRTUAL_TYPES, WorkflowError
 
@@ -55,7 +55,7 @@ class Outcome:
 
 def upload(client: ComfyClient, path: Path, name: str, role: str, *, mask: bool = False) -> str:
     """``path`` on the server as the plain 8-bit RGB PNG Load Image reads the same way on
-    every host (see :mod:`.image_files`); ``name`` without suffix."""
+    every host (see :mod:`analogist_pixels.image_files`); ``name`` without suffix."""
     try:
         data = upload_bytes(path, role, mask=mask)
     except ImageFileError as exc:

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from comfyui_analogist.analogist_cli.image_files import (
+from comfyui_analogist.analogist_cli.main import main
+from comfyui_analogist.analogist_pixels.image_files import (
     ImageFileError,
     check_image_file,
     upload_bytes,
 )
-from comfyui_analogist.analogist_cli.main import main
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
