@@ -94,22 +94,33 @@ def test_workflow_loads_as_dropped_with_every_saved_value_on_its_widget(
     assert not frontend.console.from_pack(), f"the pack logged: {frontend.console.from_pack()}{see}"
 
 
-def test_api_key_env_shows_as_unused_and_keeps_an_old_workflows_value(frontend):
+def test_api_key_env_shows_as_unused_and_keeps_an_old_workflows_value(
+    frontend, frontend_server, tmp_path
+):
     """Issue 22: the dead api_key_env box must not look like the place for a key (the
-    frontend shows the input's display_name as its label), yet a saved workflow's value
-    still lands on it."""
-    frontend.drop_workflow(WORKFLOWS / "analogist.json")
-    widget = frontend.page.evaluate(
+    frontend shows the input's display_name as its label), yet an older workflow's value
+    (OPENAI_API_KEY, the old default) still lands on it and the rest keep their places."""
+    from comfyui_analogist.analogist_cli.workflow_format import set_widget
+
+    workflow = json.loads((WORKFLOWS / "analogist.json").read_text())
+    (vlm,) = [n for n in workflow["nodes"] if n["type"] == "AnalogistGPT4VPrompt"]
+    info = frontend_server.info["AnalogistGPT4VPrompt"]
+    set_widget(workflow, vlm["id"], "api_key_env", "OPENAI_API_KEY", frontend_server.info)
+    old = tmp_path / "analogist_old.json"
+    old.write_text(json.dumps(workflow))
+    frontend.drop_workflow(old)
+    widgets = frontend.page.evaluate(
         """() => {
             const node = app.rootGraph.nodes.find(n => n.type === 'AnalogistGPT4VPrompt');
-            const w = node.widgets.find(w => w.name === 'api_key_env');
-            return {label: w.label ?? null, value: w.value, title: node.title};
+            return node.widgets.map(w => ({name: w.name, label: w.label ?? null, value: w.value}));
         }"""
     )
-    saved = json.loads((WORKFLOWS / "analogist.json").read_text())
-    (vlm,) = [n for n in saved["nodes"] if n["type"] == "AnalogistGPT4VPrompt"]
-    assert widget["label"] and "unused" in widget["label"], widget
-    assert widget["value"] in vlm["widgets_values"], (widget, vlm["widgets_values"])
+    by_name = {w["name"]: w for w in widgets}
+    assert "unused" in (by_name["api_key_env"]["label"] or ""), by_name["api_key_env"]
+    for name, value in widget_values_by_name(vlm, info).items():
+        if name in by_name:
+            assert by_name[name]["value"] == value, (name, by_name[name], value)
+    assert by_name["api_key_env"]["value"] == "OPENAI_API_KEY"
 
 
 def test_pack_extension_registers_without_errors_or_internal_imports(frontend):
