@@ -11,8 +11,9 @@ latents, whatever the weights: in that latent the B' cell matches the B cell, an
 other. A layout whose B cell is not the one that matches B' belongs to another grid.
 
 No VAE is needed and no model kind assumed (SD, SDXL, Flux latents alike). When nothing
-can be told (an empty latent for text-to-image, a B' that matches no cell because it was
-greyed by VAE Encode (for Inpainting), A' and B the same picture) nothing is refused.
+can be told (an empty latent for text-to-image, a B' greyed by VAE Encode (for Inpainting),
+A' and B the same picture, a B' no more a copy of one cell than of another) nothing is
+refused: a wrong refusal would stop a right workflow.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ from .layout import GridLayout
 # count as "matches"; the copy matches ~10x better than a different picture (random or
 # real VAE weights), so a factor 2 leaves margin for VAE edge effects and similar cells.
 CLEAR_FACTOR = 2.0
+# ...and nearer to it than this fraction of that cell's own distance to the layout's B:
+# a copy is (away from the edges) the same latent; a B' that is merely more like one cell
+# than another (greyed, say, while A' is a pale sketch) is not a copy of anything.
+COPY_FRACTION = 0.35
+# A B' whose latent varies less than this fraction of the most detailed cell's was blanked
+# before encoding (VAE Encode (for Inpainting) greys it) or the latent is empty.
+BLANK_FRACTION = 0.1
 # Latent pixels left out along each cell edge (at least 1, an eighth of the cell for large
 # cells): there a VAE's receptive field sees the neighbouring cells, which differ between
 # B and B'.
@@ -48,26 +56,35 @@ def _cell(latent: torch.Tensor, layout: GridLayout, name: str) -> torch.Tensor |
 
 def start_latent_mismatch(layout: GridLayout, latent: torch.Tensor) -> str | None:
     """``None`` when the latent ([batch, channels, height, width], the grid's proportions)
-    agrees with the layout, or cannot tell; else what is wrong, in the layout's words."""
+    agrees with the layout, or cannot tell; else what is wrong, in the layout's words.
+
+    Refused only when B' is clearly a copy of another cell: nearer to it than
+    ``CLEAR_FACTOR`` times to the layout's B, and nearer to it than ``COPY_FRACTION`` of
+    that cell's own distance to the layout's B. A B' with (nearly) no detail of its own,
+    greyed or blanked before encoding (VAE Encode (for Inpainting)), is not compared."""
     latent = latent.detach().float()
     b_prime = _cell(latent, layout, "b_prime")
     if b_prime is None:
         return None
-    others = [name for name in layout.region_names if name != "b_prime"]
-    distances: dict[str, torch.Tensor] = {}
-    for name in others:
+    names = [name for name in layout.region_names if name != "b_prime"]
+    cells: dict[str, torch.Tensor] = {}
+    for name in names:
         cell = _cell(latent, layout, name)
         if cell is None or cell.shape != b_prime.shape:
             return None
-        distances[name] = (cell - b_prime).abs().mean(dim=(1, 2, 3))  # per grid
-    scale = latent.std(dim=(1, 2, 3))
+        cells[name] = cell
     for index in range(latent.shape[0]):
-        if not float(scale[index]) > 0.0:
-            continue  # an empty latent (text-to-image): nothing to compare
-        own = float(distances["b"][index])
-        best = min(others, key=lambda n: float(distances[n][index]))
-        if best == "b" or float(distances[best][index]) * CLEAR_FACTOR >= own:
+        mine = b_prime[index]
+        detail = [float(cells[n][index].std(dim=(1, 2)).mean()) for n in names]
+        if not float(mine.std(dim=(1, 2)).mean()) > BLANK_FRACTION * max(detail, default=0.0):
+            continue  # an empty latent, or a B' greyed before encoding: nothing to compare
+        near = {n: float((cells[n][index] - mine).abs().mean()) for n in names}
+        best = min(names, key=near.__getitem__)
+        if best == "b" or near[best] * CLEAR_FACTOR >= near["b"]:
             continue  # B' matches the layout's B, or no cell clearly
+        apart = float((cells[best][index] - cells["b"][index]).abs().mean())
+        if near[best] >= COPY_FRACTION * apart:
+            continue  # B' is not a copy of that cell either: cannot tell
         return (
             f"in the latent the sampler starts from (grid {index}), B' is a copy of the cell "
             f"this layout calls {layout.label(best)}, not of its {layout.label('b')}: the grid "

@@ -261,3 +261,24 @@ def test_start_latent_rule_against_a_naive_cell_comparison(encode):
         ).layout
         assert "calls A'" in start_latent_mismatch(swapped, latent)
         assert start_latent_mismatch(swapped, torch.zeros_like(latent)) is None
+
+
+def test_a_b_prime_greyed_before_encoding_is_never_refused(encode):
+    """VAE Encode (for Inpainting) greys B' before encoding: then B' is a copy of nothing,
+    even when A' is itself a flat grey picture (B' then matches A' best): no refusal,
+    whatever the layout, since a wrong refusal would stop a right workflow."""
+    from comfyui_analogist.analogist_pixels.grid import compose_grids
+    from comfyui_analogist.analogist_pixels.start_latent import start_latent_mismatch
+
+    composed = real_grid(ARRANGEMENT_DEFAULT)
+    mask = composed.mask[..., None]
+    greyed = composed.grid * (1.0 - mask) + 0.5 * mask  # as VAEEncodeForInpaint does
+    for layout in (composed.layout, real_grid(ARRANGEMENT_ALIGNED).layout):
+        assert start_latent_mismatch(layout, encode(greyed)) is None
+    flat = torch.full((1, 80, 96, 3), 0.5)
+    grey_a_prime = compose_grids(
+        composed.grid[:, :64, :64], flat, composed.grid[:, 64:, :64], 64, 64, 2, "stretch"
+    )
+    mask = grey_a_prime.mask[..., None]
+    greyed = grey_a_prime.grid * (1.0 - mask) + 0.5 * mask
+    assert start_latent_mismatch(grey_a_prime.layout, encode(greyed)) is None
