@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .image_files import ImageFileError, check_image_file
+from ..analogist_pixels.image_files import ImageFileError, check_image_file
 
 # -- several example pairs (--example A2 A2') -------------------------------------------------
 # Grid Compose's own a, a_prime are pair 1; with 4 pairs at most (analogist_pixels.layout's

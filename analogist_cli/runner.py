@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..analogist_pixels.image_files import ImageFileError, upload_bytes
 from .checkpoints import DOWNLOAD_HINT
 from .comfy_api import ComfyClient, ServerError, printable
 from .embedded import EmbeddedFailed, embedded_comfyui
 from .graph import build_prompt, load_workflow
-from .image_files import ImageFileError, upload_bytes
 from .inputs import InputError, Settings, make_out
 from .workflow_format import VIRTUAL_TYPES, WorkflowError
 
@@ -55,7 +55,7 @@ class Outcome:
 
 def upload(client: ComfyClient, path: Path, name: str, role: str, *, mask: bool = False) -> str:
     """``path`` on the server as the plain 8-bit RGB PNG Load Image reads the same way on
-    every host (see :mod:`.image_files`); ``name`` without suffix."""
+    every host (see :mod:`analogist_pixels.image_files`); ``name`` without suffix."""
     try:
         data = upload_bytes(path, role, mask=mask)
     except ImageFileError as exc:
@@ -266,10 +266,18 @@ def write_atomic(target: Path, data: bytes) -> None:
 
 
 def save_inputs(settings: Settings, job: Job, stem: str) -> None:
-    """A, A', B beside B' as ``<stem>_a``, ``<stem>_a_prime``, ``<stem>_b`` (their own
-    formats), so ``python -m analogist score`` can read the folder."""
-    for role, path in (("a", settings.a), ("a_prime", settings.a_prime), ("b", job.b)):
-        write_atomic(settings.out / f"{stem}_{role}{path.suffix.lower()}", path.read_bytes())
+    """A, A', B beside B' as ``<stem>_a.png``, ``<stem>_a_prime.png``, ``<stem>_b.png``, so
+    ``python -m analogist score`` can read the folder.
+
+    Saved as what was sampled: the PNGs the runner uploads (EXIF orientation applied, 8-bit
+    RGB), not the files' bytes; an EXIF-rotated B copied as is would stand sideways beside
+    its upright B' (issue 23)."""
+    for role, path, flag in (
+        ("a", settings.a, "--a"),
+        ("a_prime", settings.a_prime, "--a-prime"),
+        ("b", job.b, "--b"),
+    ):
+        write_atomic(settings.out / f"{stem}_{role}.png", upload_bytes(path, flag))
 
 
 class Progress:

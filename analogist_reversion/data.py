@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .text import check_templates
 
@@ -97,7 +97,8 @@ def exemplars_from_folder(folder: Path, resolution: int) -> list[Exemplar]:
     out = []
     for path in images:
         with Image.open(path) as image:
-            pixels = prepare_pixels(image, resolution)
+            # As a viewer shows it (and ComfyUI's Load Image loads it): EXIF orientation applied.
+            pixels = prepare_pixels(ImageOps.exif_transpose(image), resolution)
         out.append(Exemplar(path.name, pixels, tuple(mapping[path.name])))
     return out
 

@@ -251,9 +251,14 @@ def check_env_name(env_name: str) -> str:
         return ""
     if not _ENV_NAME.match(name) or _looks_like_key(name):
         raise VLMError(
-            "api_key_env must be the NAME of an environment variable (like OPENAI_API_KEY), "
-            "not the key itself. The value given is not shown because it may be a secret: "
-            "clear that field, since it is saved in the workflow and in every image's metadata."
+            "api_key_env holds what looks like an API key: clear that field (it is unused, "
+            "and whatever it holds is saved in the workflow and in every image's metadata; "
+            "the value is not shown because it may be a secret). A key never goes into a "
+            "workflow: OpenAI's goes in the environment variable OPENAI_API_KEY or in "
+            "ComfyUI/user/__analogist/openai_api_key.txt, another server's in "
+            "ComfyUI/user/__analogist/vlm_keys.conf (a line like "
+            "`http://127.0.0.1:8000 = env:MY_KEY`). api_key_env may only be empty or the "
+            "NAME of an environment variable (like OPENAI_API_KEY)."
         )
     return name
 

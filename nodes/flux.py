@@ -38,6 +38,7 @@ from ..analogist_attn import defaults
 from ..analogist_attn.dit import joint_attention, joint_regions
 from ..analogist_attn.geometry import PX_PER_LATENT, RegionTokensInside, latent_fits_grid
 from ..analogist_pixels.layout import GridLayout, check_layout
+from .layout_check import install_layout_check
 
 log = logging.getLogger("analogist")
 
@@ -464,4 +465,5 @@ def patch_flux(
     patched.add_wrapper_with_key(
         WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, FluxCallCapture(override.layers, names)
     )
+    install_layout_check(patched, node, layout, mask=False)  # the start latent's cells
     return patched

@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..analogist_pixels.grid import check_image
+from ..analogist_pixels.image_files import ImageFileError, check_image_file
 from ..analogist_reversion.comfy_parts import ModelKindError, check_host, comfy_parts
 from ..analogist_reversion.data import ExemplarError, exemplars_from_folder, exemplars_from_images
 from ..analogist_reversion.embeddings import EmbeddingNameError, check_name
@@ -48,20 +50,47 @@ def embeddings_folders() -> list[Path]:
 
 
 def exemplar_folder(folder: str) -> Path:
-    """``folder`` inside ComfyUI's input folder; refuses anything outside it."""
+    """``folder`` inside ComfyUI's input folder; refuses anything outside it (``..``, an
+    absolute path, a link leading out) and the input folder itself."""
     root = Path(folder_paths().get_input_directory()).resolve()
-    path = (root / folder.strip()).resolve()
-    if path != root and root not in path.parents:
+    given = folder.strip()
+    path = (root / given).resolve()
+    if path == root or root not in path.parents:
+        where = (
+            "is ComfyUI's input folder itself"
+            if path == root
+            else "is outside ComfyUI's input folder"
+        )
         raise ReVersionInputError(
-            f"folder: {folder!r} is outside ComfyUI's input folder ({root}); put the exemplar folder "
+            f"folder: {folder!r} {where} ({root}); put the exemplar folder "
             "(images + text.json) inside it and give its name relative to it, e.g. painted_on"
         )
     if not path.is_dir():
         raise ReVersionInputError(
             f"folder: {folder!r} is not a folder inside ComfyUI's input folder ({root}); create "
-            f"{root / folder.strip()} with the images and text.json"
+            f"{root / given} with the images and text.json"
         )
     return path
+
+
+def check_exemplar_files(path: Path) -> None:
+    """Every image in the exemplar folder is one the trainer reads as a viewer shows it: the
+    checks (and words) of the runner's image files, so no 16-bit picture turns white, no
+    animation loses frames and no transparent pixel shows what hides under it."""
+    from ..analogist_reversion.data import IMAGE_SUFFIXES
+
+    for file in sorted(path.iterdir()):
+        if not (file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES):
+            continue
+        try:
+            check_image_file(file, f"folder {path.name}")
+        except ImageFileError as exc:
+            raise ReVersionInputError(str(exc)) from None
+        except (OSError, ValueError) as exc:
+            raise ReVersionInputError(
+                f"folder {path.name}: {file.name} cannot be read as an image ({exc}); replace it "
+                "with a PNG or JPEG, or remove it"
+            ) from None
 
 
 def _send_text(text: str, node_id: str | None) -> None:
@@ -423,12 +452,18 @@ class AnalogistReVersionLearn:
                 "give the exemplars once: either connect images (with captions) or name a folder, not both"
             )
         if folder:
-            return exemplars_from_folder(exemplar_folder(folder), resolution)
+            path = exemplar_folder(folder)
+            check_exemplar_files(path)
+            return exemplars_from_folder(path, resolution)
         if images is None:
             raise ReVersionInputError(
                 "no exemplars: connect an IMAGE batch to 'images' (and write captions) or name a folder "
                 "inside ComfyUI's input folder"
             )
+        try:  # the check Grid Compose makes: NaN, 0..255 and -1..1 batches are refused
+            check_image(images, "images")
+        except (TypeError, ValueError) as exc:
+            raise ReVersionInputError(str(exc)) from None
         return exemplars_from_images(images, captions or "", resolution)
 
 

@@ -30,7 +30,28 @@ from ..analogist_pixels.layout import ARRANGEMENT_ALIGNED, LAYOUT_TYPE, check_la
 log = logging.getLogger("analogist.gpt4v")
 
 NODE_ID = "AnalogistGPT4VPrompt"
-DISPLAY_NAME = "Analogist GPT-4V Prompt"
+# Short enough for the node library not to cut it; "GPT-4V" undersold a node that works with
+# any OpenAI-compatible server (Ollama, LM Studio, vLLM). The id stays AnalogistGPT4VPrompt.
+DISPLAY_NAME = "Analogist Vision Prompt"
+# ComfyUI 0.30 (server.py: info["search_aliases"]) lets the node search find these.
+SEARCH_ALIASES = [
+    "gpt-4v",
+    "gpt4v",
+    "gpt-4o",
+    "ollama",
+    "lm studio",
+    "vllm",
+    "vision language",
+    "vlm",
+    "caption",
+    "prompt from image",
+    "image to prompt",
+    "analogy prompt",
+]
+# api_key_env: kept (name and place) so saved workflows load; it reads nothing. New nodes
+# get it empty, and the frontend (1.x: an input's "display_name") labels it as unused. It
+# stays visible: an old workflow's pasted key must be findable to be cleared.
+API_KEY_ENV_LABEL = "api_key_env (unused: no keys here)"
 # Where key bindings, key files and the cache live, under ComfyUI's user directory. The
 # "__" prefix makes it a ComfyUI "system user" folder, which the server never serves.
 USER_SUBDIR = "__analogist"
@@ -43,7 +64,7 @@ TIMEOUT_MIN, TIMEOUT_MAX = 1.0, 600.0
 OPENAI_PROBLEM = vlm.openai_problem()
 if OPENAI_PROBLEM is not None:
     log.warning(
-        "[Analogist] the GPT-4V Prompt node is disabled: the openai package is not "
+        "[Analogist] the Vision Prompt (GPT-4V) node is disabled: the openai package is not "
         "available (%s). Install it with: pip install openai",
         OPENAI_PROBLEM,
     )
@@ -86,7 +107,7 @@ def image_to_uint8(image: Any) -> np.ndarray:
         )
     if image.shape[0] > 1:
         log.warning(
-            "[Analogist] GPT-4V Prompt got a batch of %d grids; only the first is "
+            "[Analogist] Vision Prompt got a batch of %d grids; only the first is "
             "sent to the model",
             image.shape[0],
         )
@@ -149,6 +170,7 @@ def _instruction_for_layout(instruction: str, layout: Any) -> str:
 
 class AnalogistGPT4VPrompt:
     DESCRIPTION = DESCRIPTION
+    SEARCH_ALIASES = SEARCH_ALIASES
     CATEGORY = "Analogist"
     FUNCTION = "ask"
     RETURN_TYPES = ("STRING", "STRING")
@@ -257,13 +279,16 @@ class AnalogistGPT4VPrompt:
                 "api_key_env": (
                     "STRING",
                     {
-                        "default": vlm.DEFAULT_KEY_ENV,
+                        "default": "",
                         "dynamicPrompts": False,
-                        "tooltip": "Kept so saved workflows load; it no longer "
-                        "chooses a key (a shared workflow could use it to send any "
-                        "of your variables anywhere). Keys are bound to servers on "
-                        "your side: ComfyUI/user/__analogist/vlm_keys.conf or "
-                        "ANALOGIST_VLM_KEYS. Never put a key here.",
+                        "display_name": API_KEY_ENV_LABEL,
+                        "tooltip": "Unused: leave it empty. Never type an API key here: "
+                        "it would be saved in the workflow and in every image. Keys "
+                        "stay on your side: OpenAI's in the OPENAI_API_KEY environment "
+                        "variable or ComfyUI/user/__analogist/openai_api_key.txt; "
+                        "another server's in ComfyUI/user/__analogist/vlm_keys.conf "
+                        "(e.g. http://127.0.0.1:8000 = env:MY_KEY). This input only "
+                        "stays so older workflows load; a workflow cannot choose a key.",
                     },
                 ),
                 "timeout": (
@@ -323,7 +348,7 @@ class AnalogistGPT4VPrompt:
         suffix: str,
         base_url: str,
         seed: int,
-        api_key_env: str = vlm.DEFAULT_KEY_ENV,
+        api_key_env: str = "",
         timeout: float = 60.0,
         layout: Any = None,
     ) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from comfyui_analogist.analogist_cli.workflow_format import widget_values_by_nam
 pytestmark = [pytest.mark.frontend, pytest.mark.host]
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW_FILES = sorted((ROOT / "workflows").glob("*.json"))
+WORKFLOWS = ROOT / "workflows"
+WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.json"))
 EXTENSIONS = ("Analogist.GPT4VPrompt", "Analogist.RankCandidates", "Analogist.ReVersionLearn")
 CONTROL_RULE = (
     "This frontend adds a control_after_generate widget (one saved value) after an INT "
@@ -91,6 +92,35 @@ def test_workflow_loads_as_dropped_with_every_saved_value_on_its_widget(
         f"{CONTROL_RULE}\n" + "\n".join(problems) + see
     )
     assert not frontend.console.from_pack(), f"the pack logged: {frontend.console.from_pack()}{see}"
+
+
+def test_api_key_env_shows_as_unused_and_keeps_an_old_workflows_value(
+    frontend, frontend_server, tmp_path
+):
+    """Issue 22: the dead api_key_env box must not look like the place for a key (the
+    frontend shows the input's display_name as its label), yet an older workflow's value
+    (OPENAI_API_KEY, the old default) still lands on it and the rest keep their places."""
+    from comfyui_analogist.analogist_cli.workflow_format import set_widget
+
+    workflow = json.loads((WORKFLOWS / "analogist.json").read_text())
+    (vlm,) = [n for n in workflow["nodes"] if n["type"] == "AnalogistGPT4VPrompt"]
+    info = frontend_server.info["AnalogistGPT4VPrompt"]
+    set_widget(workflow, vlm["id"], "api_key_env", "OPENAI_API_KEY", frontend_server.info)
+    old = tmp_path / "analogist_old.json"
+    old.write_text(json.dumps(workflow))
+    frontend.drop_workflow(old)
+    widgets = frontend.page.evaluate(
+        """() => {
+            const node = app.rootGraph.nodes.find(n => n.type === 'AnalogistGPT4VPrompt');
+            return node.widgets.map(w => ({name: w.name, label: w.label ?? null, value: w.value}));
+        }"""
+    )
+    by_name = {w["name"]: w for w in widgets}
+    assert "unused" in (by_name["api_key_env"]["label"] or ""), by_name["api_key_env"]
+    for name, value in widget_values_by_name(vlm, info).items():
+        if name in by_name:
+            assert by_name[name]["value"] == value, (name, by_name[name], value)
+    assert by_name["api_key_env"]["value"] == "OPENAI_API_KEY"
 
 
 def test_pack_extension_registers_without_errors_or_internal_imports(frontend):

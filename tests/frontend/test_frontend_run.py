@@ -139,4 +139,20 @@ def test_gpt4v_node_run_against_a_local_server_shows_the_returned_prompt(
         vlm,
     )
     assert expected not in saved and "vlm_answer" not in queued, (saved, queued)
+    # ...and that comes back with its workflow tab (issue 22: it vanished after a switch).
+    frontend.page.evaluate("() => app.extensionManager.command.execute('Comfy.NewBlankWorkflow')")
+    frontend.wait_for("() => (app.rootGraph.nodes.length === 0) || null", timeout_s=60)
+    frontend.page.evaluate(
+        "() => app.extensionManager.command.execute('Workspace.PreviousOpenedWorkflow')"
+    )
+    back = frontend.wait_for(
+        """([id, text]) => {
+            const node = app.rootGraph.getNodeById(id);
+            const w = node?.widgets?.find(w => w.name === 'vlm_answer');
+            return w && w.value === text ? (w.inputEl ?? w.element)?.value ?? null : null;
+        }""",
+        arg=[vlm, expected],
+        timeout_s=60,
+    )
+    assert back == expected, f"{back} ({frontend.screenshot('gpt4v-tab-back')})"
     assert not frontend.console.from_pack(), frontend.console.from_pack()

@@ -277,3 +277,47 @@ def test_credentials_in_base_url_are_refused_before_history_log_or_image(rig):
     assert set((rig.workspace / "output").rglob("*.png")) == before_images
     assert password not in server.log_text()
     assert password not in json.dumps(server.history())
+
+
+def _errors_by_input(result) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for error in result.node_errors.get("7", {}).get("errors", []):
+        found.setdefault(error["extra_info"]["input_name"], []).append(error["details"])
+    return found
+
+
+def test_a_key_pasted_into_api_key_env_is_refused_naming_that_input_and_where_keys_go(rig):
+    """Issue 22: the refusal names api_key_env (not base_url) and says where a key goes;
+    issue 23: nothing is queued, and the key is in no answer, history or log."""
+    server, chat = rig.server, rig.chat
+    pasted = make_secret("sk-proj-")
+    before = chat.count
+    result = server.run(vlm_prompt(chat.base_url, pasted, seed=400))
+    assert not result.ok and result.node_errors, result.error_text()
+    errors = _errors_by_input(result)
+    (message,) = errors["api_key_env"]
+    assert message.startswith("api_key_env - api_key_env holds what looks like an API key")
+    assert "OPENAI_API_KEY" in message and "openai_api_key.txt" in message
+    assert "vlm_keys.conf" in message and "base_url" not in message.split(" - ", 1)[1]
+    assert pasted not in json.dumps(result.node_errors)
+    assert chat.count == before
+    assert pasted not in server.log_text() and pasted not in json.dumps(server.history())
+
+
+def test_base_url_refusal_is_about_base_url(rig):
+    server, foreign = rig.server, rig.foreign
+    result = server.run(vlm_prompt(f"http://127.0.0.1:{foreign.port}/v1?key=x", "", seed=401))
+    assert not result.ok
+    errors = _errors_by_input(result)
+    (message,) = errors["base_url"]
+    assert "must not carry credentials" in message and "api_key_env" not in message
+
+
+def test_the_vision_prompt_node_is_found_by_what_artists_search_for(rig):
+    info = rig.server.object_info()["AnalogistGPT4VPrompt"]
+    assert info["display_name"] == "Analogist Vision Prompt"
+    assert info["input"]["required"]["api_key_env"][1]["default"] == ""
+    if "search_aliases" not in info:
+        pytest.skip("this ComfyUI's /object_info has no search_aliases (0.30.0 has)")
+    for phrase in ("gpt-4v", "ollama", "lm studio", "vision language", "prompt from image"):
+        assert phrase in info["search_aliases"], phrase

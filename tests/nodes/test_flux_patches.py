@@ -11,7 +11,9 @@ and CAM's "text only in the region". ComfyUI 0.0.1 has no Flux: these tests skip
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from comfyui_analogist.analogist_attn import kernel
@@ -546,3 +548,60 @@ def test_uncond_only_on_flux_warns_that_cfg_1_has_no_uncond_pass(flux, layout, c
     with caplog.at_level(logging.WARNING, logger="analogist"):
         sac(flux, layout, passes=PASSES[1])
     assert "cfg is above 1" not in caplog.text
+
+
+def test_a_one_pair_layout_of_the_other_arrangement_is_refused_on_flux_too(flux):
+    """Issue 23: on Flux, too, the latent the sampler starts from must have B' copied from
+    the layout's B cell. Flux's start latent here: the random SD test VAE's encoding of
+    Grid Compose's grid, its 4 channels repeated to Flux's 16 (the check assumes no VAE)."""
+    import comfy.sample
+    import comfy.sd
+    from comfyui_analogist.analogist_pixels.grid import compose_grids
+    from PIL import Image
+    from support.sd15 import _vae_state_dict
+
+    vae = comfy.sd.VAE(sd=_vae_state_dict(1, torch.float32))
+    folder = Path(__file__).resolve().parents[2] / "workflows" / "images"
+
+    def image(name):
+        pixels = Image.open(folder / f"analogist_example_{name}.png").convert("RGB")
+        return torch.from_numpy(np.asarray(pixels, np.float32) / 255.0)[None]
+
+    def grid(arrangement):
+        return compose_grids(
+            image("a"), image("a_prime"), image("b"), 64, 64, 2, "stretch", arrangement
+        )
+
+    sampled, other = grid(ARRANGEMENT_DEFAULT), grid(ARRANGEMENT_ALIGNED)
+    latent = vae.encode(sampled.grid).detach().float().repeat(1, 4, 1, 1)  # [1, 16, 16, 16]
+    gen = torch.Generator().manual_seed(1)
+
+    def run(layout):
+        extra = {
+            "concat_latent_image": latent,
+            "concat_mask": sampled.mask[:, None],
+            "guidance": 30.0,
+            "pooled_output": torch.randn(1, tiny.POOLED_DIM, generator=gen),
+        }
+        cond = [[torch.randn(1, TEXT, tiny.TEXT_DIM, generator=gen), extra]]
+        model = cam(sac(flux, layout, 0, 2), layout, 3, 5)
+        return comfy.sample.sample(
+            model,
+            torch.randn(latent.shape, generator=gen),
+            1,
+            1.0,
+            "euler",
+            "normal",
+            cond,
+            cond,
+            latent,
+            denoise=0.9,
+            disable_pbar=True,
+            seed=1,
+        )
+
+    with pytest.raises(
+        ValueError, match="B' is a copy of the cell this layout calls A', not of its B"
+    ):
+        run(other.layout)
+    assert torch.isfinite(run(sampled.layout)).all()

@@ -90,7 +90,10 @@ def run(server, image, **changes):
 
 def test_node_is_registered_with_a_tooltip_on_every_input_and_output():
     assert gpt4v.NODE_CLASS_MAPPINGS == {"AnalogistGPT4VPrompt": gpt4v.AnalogistGPT4VPrompt}
-    assert gpt4v.NODE_DISPLAY_NAME_MAPPINGS["AnalogistGPT4VPrompt"] == "Analogist GPT-4V Prompt"
+    # A name the node library shows whole (it cuts past ~28 characters) that does not sell
+    # the node as OpenAI-only; the id stays, so saved workflows load.
+    assert gpt4v.NODE_DISPLAY_NAME_MAPPINGS["AnalogistGPT4VPrompt"] == "Analogist Vision Prompt"
+    assert len(gpt4v.NODE_DISPLAY_NAME_MAPPINGS["AnalogistGPT4VPrompt"]) <= 28
     node = gpt4v.AnalogistGPT4VPrompt
     required = node.INPUT_TYPES()["required"]
     assert list(required) == [
@@ -114,7 +117,13 @@ def test_node_is_registered_with_a_tooltip_on_every_input_and_output():
     assert required["num_prompts"][1]["default"] == 1 and required["max_words"][1]["default"] == 5
     assert required["suffix"][1]["default"] == ", best quality, extremely detailed"
     assert required["base_url"][1]["default"] == ""
-    assert required["api_key_env"][1]["default"] == "OPENAI_API_KEY"
+    # api_key_env stays (name and place) for saved workflows, but no longer looks like the
+    # place for a key: empty by default, labelled unused, its tooltip says where keys go.
+    key_env = required["api_key_env"][1]
+    assert key_env["default"] == ""
+    assert "unused" in key_env["display_name"] and "api_key_env" in key_env["display_name"]
+    assert "Never type an API key here" in key_env["tooltip"]
+    assert "vlm_keys.conf" in key_env["tooltip"] and "openai_api_key.txt" in key_env["tooltip"]
     assert "{request}" in required["instruction"][1]["tooltip"]
     # Braces in the instruction must reach Python untouched by the frontend's {a|b} syntax.
     assert all(
@@ -437,7 +446,7 @@ def test_the_pack_loads_without_openai():
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[-2] == "Analogist GPT-4V Prompt (disabled: openai missing)"
+    assert lines[-2] == "Analogist Vision Prompt (disabled: openai missing)"
     assert lines[-1] == "False"
     assert "pip install openai" in done.stderr
 

@@ -106,3 +106,125 @@ def test_training_is_refused_exactly_where_the_host_cannot_backpropagate():
             check_host()
     else:
         check_host()
+
+
+# --------------------------------------------------------------------------- bad input (issue 23)
+
+
+@pytest.fixture
+def input_dir(tmp_path):
+    """ComfyUI's input folder set to a fresh folder for the test (the host's own setter)."""
+    paths = node.folder_paths()
+    before = paths.get_input_directory()
+    folder = tmp_path / "input"
+    folder.mkdir()
+    paths.set_input_directory(str(folder))
+    yield folder
+    paths.set_input_directory(before)
+
+
+def learn(**changes):
+    inputs = dict(
+        model=None, clip=None, vae=None, name="painted_on", captions="cat {} stone", steps=10
+    )
+    inputs.update(changes)
+    return node.AnalogistReVersionLearn().learn(**inputs)
+
+
+@pytest.mark.parametrize(
+    "images, says",
+    [
+        ("nan", "NaN or infinite"),
+        ("0..255", "looks like a 0..255 image"),
+        ("-1..1", "looks like a -1..1 image"),
+        ("empty", "is empty"),
+        ("latent", "has 8 channels"),
+    ],
+)
+def test_a_broken_image_batch_is_refused_naming_images_before_training(images, says):
+    import torch
+
+    batch = {
+        "nan": torch.full((2, 16, 16, 3), float("nan")),
+        "0..255": torch.rand(2, 16, 16, 3) * 255.0,
+        "-1..1": torch.rand(2, 16, 16, 3) * 2.0 - 1.0,
+        "empty": torch.zeros(0, 16, 16, 3),
+        "latent": torch.rand(2, 16, 16, 8),
+    }[images]
+    with pytest.raises(node.ReVersionInputError, match=says) as info:
+        learn(images=batch)
+    assert str(info.value).startswith("images ")
+
+
+def test_an_empty_or_missing_folder_under_input_is_refused_with_what_to_put_there(input_dir):
+    (input_dir / "empty").mkdir()
+    with pytest.raises(node.ReVersionInputError, match="holds no images") as info:
+        learn(folder="empty")
+    assert "text.json" in str(info.value)
+    with pytest.raises(node.ReVersionInputError, match="is not a folder inside") as info:
+        learn(folder="missing")
+    assert str(input_dir / "missing") in str(info.value)
+    (input_dir / "a_file").write_text("x")
+    with pytest.raises(node.ReVersionInputError, match="is not a folder inside"):
+        learn(folder="a_file")
+
+
+@pytest.mark.parametrize("folder", ["..", "../elsewhere", "/etc", ".", "sub/../..", "link_out"])
+def test_a_folder_escaping_the_input_folder_is_refused(input_dir, tmp_path, folder):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (input_dir / "sub").mkdir()
+    (input_dir / "link_out").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(node.ReVersionInputError, match="input folder") as info:
+        learn(folder=folder)
+    message = str(info.value)
+    assert message.startswith("folder: ") and "relative to it" in message
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "../../models/checkpoints/x", "a\\b", "/tmp/x", ""])
+def test_an_embedding_name_with_path_separators_is_refused(input_dir, name):
+    import torch
+
+    with pytest.raises(node.ReVersionInputError, match="not usable as an embedding name"):
+        learn(name=name, images=torch.rand(2, 16, 16, 3))
+
+
+def test_exemplar_files_the_trainer_would_read_wrong_are_refused(input_dir):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    folder = input_dir / "relation"
+    folder.mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(folder / "one.png")
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(folder / "two.png")  # 16-bit
+    (folder / "text.json").write_text(
+        json.dumps({"one.png": ["cat {} stone"], "two.png": ["a {} b"]})
+    )
+    with pytest.raises(node.ReVersionInputError, match="16-bit") as info:
+        learn(folder="relation")
+    assert "two.png" in str(info.value) and "8-bit" in str(info.value)
+    (folder / "two.png").write_bytes(b"not an image")
+    with pytest.raises(node.ReVersionInputError, match="cannot be read as an image"):
+        learn(folder="relation")
+
+
+def test_an_exif_rotated_exemplar_is_trained_upright(input_dir):
+    import json
+
+    from comfyui_analogist.analogist_reversion.data import exemplars_from_folder
+    from PIL import Image
+
+    folder = input_dir / "rotated"
+    folder.mkdir()
+    upright = Image.new("RGB", (20, 40), (250, 250, 250))
+    upright.paste((10, 10, 10), (0, 0, 20, 10))  # dark band at the top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: a viewer turns it back upright
+    upright.rotate(90, expand=True).save(folder / "r.png", exif=exif.tobytes())
+    (folder / "text.json").write_text(json.dumps({"r.png": ["cat {} stone"]}))
+    node.check_exemplar_files(folder)
+    (exemplar,) = exemplars_from_folder(folder, 64)
+    rows = exemplar.pixels.mean(dim=(0, 2)).numpy()  # [-1, 1] per row
+    assert rows[:8].mean() < -0.5 and rows[-16:].mean() > 0.5, rows

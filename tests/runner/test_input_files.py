@@ -11,14 +11,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from comfyui_analogist.analogist_cli.image_files import (
+from comfyui_analogist.analogist_cli.main import main
+from comfyui_analogist.analogist_pixels.image_files import (
     ImageFileError,
     check_image_file,
     upload_bytes,
 )
-from comfyui_analogist.analogist_cli.main import main
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,3 +220,28 @@ def test_a_region_mask_may_be_transparent_and_keeps_its_red_channel(tmp_path):
     assert torch.equal(
         host_load_image(out, "m.png")[..., 0], host_load_image(out, "orig.png")[..., 0]
     )
+
+
+def test_saved_inputs_are_what_was_sampled_an_exif_rotated_b_stands_upright(tmp_path):
+    """The runner saves A, A', B beside B' for ``score``: an EXIF-rotated B is saved as the
+    nodes saw it (upright, 20x40), not as its stored bytes (40x20, sideways)."""
+    from comfyui_analogist.analogist_cli.inputs import Settings
+    from comfyui_analogist.analogist_cli.runner import Job, save_inputs
+
+    source = tmp_path / "source"
+    source.mkdir()
+    b = exif_rotated_jpeg(source / "b.jpg")
+    a = source / "a.png"
+    two_colour((24, 16)).save(a)
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = Settings(a=a, a_prime=a, b=[b], out=out, checkpoint="x")
+    save_inputs(settings, Job(b, 0), "job")
+    assert sorted(p.name for p in out.iterdir()) == ["job_a.png", "job_a_prime.png", "job_b.png"]
+    sampled = host_load_image(source, "b.jpg")  # what Load Image gave the sampler
+    saved = host_load_image(out, "job_b.png")
+    assert saved.shape == sampled.shape == (1, 40, 20, 3)
+    assert (saved - sampled).abs().mean().item() <= 3 / 255  # JPEG decoders a few levels apart
+    with Image.open(out / "job_b.png") as shown:
+        assert shown.size == (20, 40) and "exif" not in shown.info
+    assert np.array_equal(np.asarray(Image.open(out / "job_a.png")), np.asarray(Image.open(a)))

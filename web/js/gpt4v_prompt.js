@@ -1,4 +1,4 @@
-// Analogist GPT-4V Prompt: show the model's prompts on the node after it runs.
+// Analogist Vision Prompt (id AnalogistGPT4VPrompt): show the model's prompts on the node after it runs.
 // (The display itself: text_display.js.)
 import { registerTextDisplay } from "./text_display.js";
 
@@ -8,5 +8,5 @@ registerTextDisplay({
   widgetName: "vlm_answer",
   placeholder: "prompt from the vision model (after a run)",
   label: "Prompt written by the vision model",
-  what: "GPT-4V prompts",
+  what: "vision model's prompts",
 });

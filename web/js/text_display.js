@@ -56,6 +56,22 @@ function displayWidget(node, spec) {
   return widget;
 }
 
+function show(node, spec, message) {
+  const widget = displayWidget(node, spec);
+  const lines = linesOf(message);
+  widget.value = widget.inputEl ? lines.join("\n") : lines.join(" | ");
+  node.setDirtyCanvas?.(true, true);
+}
+
+// A node locator id is "<node id>" in the root graph, "<subgraph id>:<node id>" inside one.
+function nodeAt(locator) {
+  const root = app.rootGraph ?? app.graph;
+  const parts = String(locator).split(":");
+  if (parts.length === 1) return root?.getNodeById?.(parts[0]) ?? root?.getNodeById?.(Number(parts[0]));
+  const graph = root?.subgraphs?.get?.(parts[parts.length - 2]);
+  return graph?.getNodeById?.(parts[parts.length - 1]) ?? graph?.getNodeById?.(Number(parts[parts.length - 1]));
+}
+
 /**
  * Register an extension that shows `nodeId`'s {"ui": {"text": [...]}} on the node.
  * spec: {extension, nodeId, widgetName, placeholder, label, what}
@@ -63,16 +79,28 @@ function displayWidget(node, spec) {
 export function registerTextDisplay(spec) {
   app.registerExtension({
     name: spec.extension,
+    // The frontend (1.x) keeps each workflow tab's outputs and hands them back here when a
+    // tab is shown again (and when a past run is opened from the queue): the display is
+    // rebuilt from them, so the answer comes back with its tab and is still never saved.
+    onNodeOutputsUpdated(outputs) {
+      for (const [locator, message] of Object.entries(outputs ?? {})) {
+        if (message?.text == null) continue;
+        try {
+          const node = nodeAt(locator);
+          if (node?.constructor?.comfyClass !== spec.nodeId && node?.type !== spec.nodeId) continue;
+          show(node, spec, message);
+        } catch (error) {
+          console.warn(`[Analogist] could not show the ${spec.what} again`, error);
+        }
+      }
+    },
     async beforeRegisterNodeDef(nodeType, nodeData) {
       if (nodeData?.name !== spec.nodeId) return;
       const onExecuted = nodeType.prototype.onExecuted;
       nodeType.prototype.onExecuted = function (message) {
         const result = onExecuted?.apply(this, arguments);
         try {
-          const widget = displayWidget(this, spec);
-          const lines = linesOf(message);
-          widget.value = widget.inputEl ? lines.join("\n") : lines.join(" | ");
-          this.setDirtyCanvas?.(true, true);
+          show(this, spec, message);
         } catch (error) {
           console.warn(`[Analogist] could not show the ${spec.what}`, error);
         }

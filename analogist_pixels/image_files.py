@@ -1,4 +1,5 @@
-"""The user's image files as ComfyUI's Load Image will see them (issue 23).
+"""The user's image files as ComfyUI's Load Image will see them (issue 23); used by the
+headless runner (its uploads) and the ReVersion node (its exemplar folders).
 
 Load Image keeps every frame of an animated file, turns the pixels of a 16/32-bit or float
 image to white (Pillow's ``convert("RGB")`` clips them at 255), drops the alpha channel
