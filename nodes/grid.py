@@ -417,8 +417,8 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
-    "AnalogistGridCompose": "Analogist Grid Compose (A, A', B -> grid)",
-    "AnalogistExamplePair": "Analogist Example Pair (one more A -> A')",
-    "AnalogistMarkAndArrow": "Analogist Mark and Arrow (labels for the VLM)",
-    "AnalogistGridCrop": "Analogist Grid Crop (B' out of the grid)",
+    "AnalogistGridCompose": "Analogist Grid Compose",
+    "AnalogistExamplePair": "Analogist Example Pair",
+    "AnalogistMarkAndArrow": "Analogist Mark and Arrow",
+    "AnalogistGridCrop": "Analogist Grid Crop",
 }
