@@ -151,6 +151,10 @@ class AnalogistGridCompose:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cell_width=None, cell_height=None, border=None) -> bool | str:
+        return check_grid_settings(cell_width, cell_height, border)
+
     def compose(
         self,
         a: torch.Tensor,
@@ -402,6 +406,32 @@ class AnalogistGridCrop:
         if region_math.has_region(layout):
             b_prime = region_math.composite_over_b(b_prime, layout, output_size, feather)
         return (b_prime, grid_math.strip(grid, layout))
+
+
+def check_grid_settings(cell_width: object, cell_height: object, border: object) -> bool | str:
+    """What Grid Compose can check before the queue: True, or the artist's message.
+
+    ComfyUI passes ``None`` for an input fed by a link (not known yet), and skips its own
+    min/max check for the inputs named here, so the ranges are checked here.
+    """
+    cells = {}
+    for name, value in (("cell_width", cell_width), ("cell_height", cell_height)):
+        if value is None:
+            continue
+        try:
+            grid_math.check_cell_size(value, name)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            return f"Cell size not usable: {exc}"
+        cells[name] = value
+    if border is None:
+        return True
+    width = cells.get("cell_width", grid_math.MAX_CELL)
+    height = cells.get("cell_height", grid_math.MAX_CELL)
+    try:
+        grid_math.check_border(border, width, height)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        return f"Border too wide or too thin: {exc}"
+    return True
 
 
 def _check_layout(layout: object) -> GridLayout:

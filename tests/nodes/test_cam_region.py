@@ -224,7 +224,7 @@ def test_the_combined_node_with_a_region_equals_sac_then_region_cam(base_model):
     settings = (0, 16, 0.0, 1.0, PASSES[0])
     sac = AnalogistSACPatch().patch(base_model, layout, 1.3, *settings)[0]
     chained = cam(sac, layout)
-    combined = AnalogistApply().patch(
-        base_model, layout, 1.3, *settings, text_only_in_region=True
-    )[0]
+    combined = AnalogistApply().patch(base_model, layout, 1.3, *settings, text_only_in_region=True)[
+        0
+    ]
     assert torch.equal(unet_call(combined), unet_call(chained))
