@@ -150,7 +150,13 @@ def blueprint(defs: dict[str, dict]) -> dict:
     sampler_entry = nodes[sampler.id]
     sampler_entry["widgets_values"][1] = "randomize"  # Run twice: a new variation
     links = [
-        dict(zip(("id", "origin_id", "origin_slot", "target_id", "target_slot", "type"), link))
+        dict(
+            zip(
+                ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type"),
+                link,
+                strict=True,
+            )
+        )
         for link in ui["links"]
     ]
 
