@@ -51,8 +51,12 @@ OUTPUTS = (
     ("strip", "IMAGE", "A | A' | B | B'", ("crop", 1)),
 )
 # Widgets of inner nodes shown on the blueprint node's face (the frontend's proxyWidgets).
-PROMOTED = (("-1", "prompt"), ("sampler", "seed"), ("sampler", "control_after_generate"))
-PROMOTED += (("apply", "sac_scale"),)
+PROMOTED: tuple[tuple[str, str], ...] = (
+    ("-1", "prompt"),
+    ("sampler", "seed"),
+    ("sampler", "control_after_generate"),
+    ("apply", "sac_scale"),
+)
 USED = (
     "AnalogistGridCompose",
     "AnalogistApply",
