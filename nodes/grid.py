@@ -305,6 +305,21 @@ class AnalogistMarkAndArrow:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, label_color=None, text_color=None, arrow_color=None) -> bool | str:
+        for name, value in (
+            ("label_color", label_color),
+            ("text_color", text_color),
+            ("arrow_color", arrow_color),
+        ):
+            if value is None:  # fed by a link: judged when it runs
+                continue
+            try:
+                marks.parse_color(value, name)
+            except (TypeError, ValueError) as exc:
+                return f"Colour not understood: {exc}"
+        return True
+
     def mark(
         self,
         grid: torch.Tensor,
