@@ -50,6 +50,10 @@ DEFAULT_FEATHER = 4
 MAX_FEATHER = 256
 
 INPUT = "b_region"
+NO_MASK_PAINTED = (
+    "No mask painted on B: right-click B's Load Image, Open in MaskEditor, paint the part of B "
+    "that may change and save; or disconnect b_region to let the whole B' change."
+)
 
 
 # --- checking the input ------------------------------------------------------------------
@@ -71,12 +75,16 @@ def check_region_mask(mask: object, b: torch.Tensor, count: int) -> torch.Tensor
         )
     _, height, width, _ = b.shape
     if tuple(mask.shape[1:]) != (height, width):
+        size = (
+            f"{INPUT} is {mask.shape[2]}x{mask.shape[1]} px but b is {width}x{height} px; Load "
+            "Image gives a 64x64 empty mask for an image without a painted mask"
+        )
+        if not bool((mask >= REGION_THRESHOLD).any()):
+            raise ValueError(f"{NO_MASK_PAINTED} ({size}.)")
         raise ValueError(
-            f"{INPUT} is {mask.shape[2]}x{mask.shape[1]} px but b is {width}x{height} px: the "
-            "region must be drawn on B at B's size. Draw it in the mask editor of B's Load "
-            "Image (right click > Open in MaskEditor) and connect that node's MASK output, or "
-            "resize the mask to B's size. (Load Image gives a 64x64 empty mask for an image "
-            "without a painted mask.)"
+            "The region mask is not the size of B: draw it in the mask editor of B's Load "
+            "Image (right-click it, Open in MaskEditor) and connect that node's MASK output to "
+            f"b_region, or resize the mask to B's size. ({size}.)"
         )
     if mask.shape[0] not in (1, count):
         raise ValueError(
@@ -90,9 +98,8 @@ def check_region_mask(mask: object, b: torch.Tensor, count: int) -> torch.Tensor
         if not bool(one.any()):
             which = "" if region.shape[0] == 1 else f" (mask {index})"
             raise ValueError(
-                f"{INPUT} is empty{which}: no pixel reaches {REGION_THRESHOLD} (largest value "
-                f"{float(mask[index].max()):g}). Paint the part of B that may change (white / "
-                f"masked = may change), or disconnect {INPUT} to let the whole B' change."
+                f"{NO_MASK_PAINTED} ({INPUT} is empty{which}: no pixel reaches "
+                f"{REGION_THRESHOLD}, largest value {float(mask[index].max()):g}.)"
             )
     return region
 

@@ -31,6 +31,7 @@ from .patching import (
     CAMOutput,
     SACAttention,
     StepPassGate,
+    check_allow_flag,
     check_passes,
     describe_patch,
     existing_patch,
@@ -47,20 +48,30 @@ log = logging.getLogger("analogist")
 
 def _tooltip_layers(what: str) -> tuple[str, str]:
     start = (
-        f"First transformer block that gets {what}, counted in execution order. "
-        "SD1.5 (16 blocks): 0-5 input 1,2,4,5,7,8; 6 middle; 7-15 output 3-11. "
-        "SDXL (70 blocks): 0-3 input 4,5; 4-23 input 7,8; 24-33 middle; 34-63 output 0-2; "
-        "64-69 output 3-5. Flux.1 (experimental; 57 blocks): 0-18 double blocks, 19-56 "
-        "single blocks. Paper (SD1.5): 3. The log names the blocks a range covers."
+        f"Where in the model {what} starts. Lower: it also shapes the overall layout and "
+        "shapes of B'; higher: only finer detail. The default 3 is the paper's; most "
+        "artists never change it (the help page has the layer map of each model)."
     )
     end = (
-        f"Block after the last one that gets {what} (end is exclusive). Paper (SD1.5): 11, "
-        "i.e. blocks 3..10. 0 = the paper's levels for this model, whatever it is "
-        "(SD1.5: 3..10; SDXL: 2..65); start_layer is then not used. On Flux.1, 0 gives "
-        "layers 11..38 (the paper's share of the depth, 3/16 to 11/16): a starting point, "
-        "untested, since no Flux weights could be tried."
+        f"Where {what} stops (this layer itself is not included). Higher reaches more of "
+        "the model (a stronger effect), lower less. The default 11 is the paper's for SD1.5. "
+        "0 = the paper's layers for whatever model is loaded (the safe choice for SDXL or "
+        "Flux); start_layer is then not used."
     )
     return start, end
+
+
+_ALLOW_NON_INPAINTING_INPUT = (
+    "BOOLEAN",
+    {
+        "default": False,
+        "tooltip": (
+            "Off (the default): a checkpoint that is not an inpainting model is an error, "
+            "since B' would ignore the example. On: run anyway, with a warning in the "
+            "console. Only for experiments."
+        ),
+    },
+)
 
 
 def _common_inputs(what: str) -> tuple[dict, dict]:
@@ -128,6 +139,159 @@ def _common_inputs(what: str) -> tuple[dict, dict]:
     }
 
 
+def apply_sac(
+    model: Any,
+    layout: GridLayout,
+    sac_scale: float,
+    start_layer: int,
+    end_layer: int,
+    start_percent: float,
+    end_percent: float,
+    passes: str,
+    node: str,
+    allow_non_inpainting: bool = False,
+) -> Any:
+    """A clone of ``model`` with Self-Attention Cloning on the chosen layers."""
+    check_layout(layout)  # before anything else: a wrong socket value gets a clear error
+    if not math.isfinite(sac_scale):
+        raise ValueError(
+            f"{node}: sac_scale={sac_scale} is not a finite number; use a value from 0 to 10 "
+            f"(the paper: {PAPER_SAC_SCALE})."
+        )
+    check_passes(passes)
+    allow = check_allow_flag(allow_non_inpainting, node)
+    if is_flux(model):
+        gate = StepPassGate(*sigma_range(model, start_percent, end_percent), passes)
+        return patch_flux(
+            model,
+            node,
+            "sac",
+            layout,
+            start_layer,
+            end_layer,
+            gate,
+            float(sac_scale),
+            allow_non_inpainting=allow,
+        )
+    blocks, sigma_start, sigma_end = plan(
+        model, node, start_layer, end_layer, start_percent, end_percent, allow
+    )
+    gate = StepPassGate(sigma_start, sigma_end, passes)
+    slots = replace_slots(model, "attn1")
+    for key in blocks:
+        existing = existing_patch(slots, key)
+        if existing is None or replacing_ours(existing, "sac", key):
+            continue
+        raise ValueError(
+            f"{node}: block {key} already has a self-attention replacement "
+            f"({describe_patch(existing)}). A replace slot holds one function and SAC cannot "
+            "wrap another self-attention replacement exactly; choose SAC layers without "
+            "this block with start_layer/end_layer, or patch the other node elsewhere."
+        )
+    all_keys = transformer_block_keys(model.model)
+    layers = {key: all_keys.index(key) for key in blocks}
+    fn = SACAttention(layout, gate, float(sac_scale), layers)
+    patched = model.clone()
+    for key in blocks:
+        patched.set_model_attn1_replace(fn, *key)
+    install_sac_guard(patched, layers)
+    install_layout_check(patched, node, layout)
+    return patched
+
+
+def apply_cam(
+    model: Any,
+    layout: GridLayout,
+    start_layer: int,
+    end_layer: int,
+    start_percent: float,
+    end_percent: float,
+    passes: str,
+    node: str,
+    text_only_in_region: Any = False,
+    allow_non_inpainting: bool = False,
+) -> Any:
+    """A clone of ``model`` with Cross-Attention Masking on the chosen layers."""
+    check_layout(layout)
+    check_passes(passes)
+    allow = check_allow_flag(allow_non_inpainting, node)
+    region = region_cam(layout, text_only_in_region, node)
+    if is_flux(model):
+        gate = StepPassGate(*sigma_range(model, start_percent, end_percent), passes)
+        return patch_flux(
+            model,
+            node,
+            "cam",
+            layout,
+            start_layer,
+            end_layer,
+            gate,
+            region=region,
+            allow_non_inpainting=allow,
+        )
+    blocks, sigma_start, sigma_end = plan(
+        model, node, start_layer, end_layer, start_percent, end_percent, allow
+    )
+    gate = StepPassGate(sigma_start, sigma_end, passes)
+    modules = transformer_block_modules(model.model)
+    to_out = {}
+    for key in blocks:
+        attn2 = getattr(modules[key], "attn2", None)
+        if attn2 is None:
+            raise ValueError(f"{node}: block {key} has no cross-attention; choose other layers.")
+        to_out[key] = attn2.to_out
+    patched = model.clone()
+    install_cam(patched, CAMOutput(layout, gate, to_out, region))
+    install_layout_check(patched, node, layout)
+    return patched
+
+
+def check_settings(
+    sac_scale: Any = None,
+    start_layer: Any = None,
+    end_layer: Any = None,
+    start_percent: Any = None,
+    end_percent: Any = None,
+) -> bool | str:
+    """What can be checked before the queue: True, or the artist's message.
+
+    ComfyUI passes only the inputs ``VALIDATE_INPUTS`` names, and ``None`` for one fed by
+    a link (its value is not known yet); naming an input also turns off the host's own
+    min/max check for it, so the ranges are checked here.
+    """
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if sac_scale is not None and (
+        not number(sac_scale) or not math.isfinite(sac_scale) or not 0.0 <= sac_scale <= 10.0
+    ):
+        return (
+            f"SAC strength must be a number from 0 to 10: sac_scale is {sac_scale!r}. "
+            f"The paper's {PAPER_SAC_SCALE} is a good start."
+        )
+    for name, value in (("start_layer", start_layer), ("end_layer", end_layer)):
+        if value is not None and (not number(value) or not 0 <= value <= MAX_LAYER):
+            return f"Layer out of range: {name} is {value!r}; use 0 to {MAX_LAYER}."
+    if number(start_layer) and number(end_layer) and end_layer != 0 and not start_layer < end_layer:
+        return (
+            f"No layers chosen: end_layer ({end_layer}) must be above start_layer "
+            f"({start_layer}), since end_layer itself is not included. Or set end_layer to 0 "
+            "for the paper's layers."
+        )
+    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
+        if value is not None and (
+            not number(value) or not math.isfinite(value) or not 0.0 <= value <= 1.0
+        ):
+            return f"Step range out of bounds: {name} is {value!r}; use 0 to 1."
+    if number(start_percent) and number(end_percent) and start_percent > end_percent:
+        return (
+            f"Step range is backwards: start_percent ({start_percent}) is after end_percent "
+            f"({end_percent}); 0 is the first step, 1 the last."
+        )
+    return True
+
+
 class AnalogistSACPatch:
     DESCRIPTION = (
         "Self-Attention Cloning (Analogist, SIGGRAPH 2024): in the chosen self-attention "
@@ -144,64 +308,43 @@ class AnalogistSACPatch:
     @classmethod
     def INPUT_TYPES(cls):
         required, tail = _common_inputs("Self-Attention Cloning")
-        required["sac_scale"] = (
-            "FLOAT",
-            {
-                "default": PAPER_SAC_SCALE,
-                "min": 0.0,
-                "max": 10.0,
-                "step": 0.05,
-                "tooltip": (
-                    "Scale s of the cloned attention logits (S[A',B'] = s * S[A,B]). Paper: 1.3; higher "
-                    "follows the example more strongly."
-                ),
-            },
-        )
+        required["sac_scale"] = _sac_scale_input()
         required.update(tail)
-        return {"required": required}
+        return {
+            "required": required,
+            "optional": {"allow_non_inpainting": _ALLOW_NON_INPAINTING_INPUT},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, sac_scale, start_layer, end_layer, start_percent, end_percent):
+        return check_settings(sac_scale, start_layer, end_layer, start_percent, end_percent)
 
     def patch(
-        self, model, layout, sac_scale, start_layer, end_layer, start_percent, end_percent, passes
+        self,
+        model,
+        layout,
+        sac_scale,
+        start_layer,
+        end_layer,
+        start_percent,
+        end_percent,
+        passes,
+        allow_non_inpainting=False,
     ):
-        node = "Analogist SAC"
-        check_layout(layout)  # before anything else: a wrong socket value gets a clear error
-        if not math.isfinite(sac_scale):
-            raise ValueError(
-                f"{node}: sac_scale={sac_scale} is not a finite number; use a value from 0 to 10 "
-                f"(the paper: {PAPER_SAC_SCALE})."
-            )
-        check_passes(passes)
-        if is_flux(model):
-            gate = StepPassGate(*sigma_range(model, start_percent, end_percent), passes)
-            return (
-                patch_flux(
-                    model, node, "sac", layout, start_layer, end_layer, gate, float(sac_scale)
-                ),
-            )
-        blocks, sigma_start, sigma_end = plan(
-            model, node, start_layer, end_layer, start_percent, end_percent
+        return (
+            apply_sac(
+                model,
+                layout,
+                sac_scale,
+                start_layer,
+                end_layer,
+                start_percent,
+                end_percent,
+                passes,
+                "Analogist SAC",
+                allow_non_inpainting,
+            ),
         )
-        gate = StepPassGate(sigma_start, sigma_end, passes)
-        slots = replace_slots(model, "attn1")
-        for key in blocks:
-            existing = existing_patch(slots, key)
-            if existing is None or replacing_ours(existing, "sac", key):
-                continue
-            raise ValueError(
-                f"{node}: block {key} already has a self-attention replacement "
-                f"({describe_patch(existing)}). A replace slot holds one function and SAC cannot "
-                "wrap another self-attention replacement exactly; choose SAC layers without "
-                "this block with start_layer/end_layer, or patch the other node elsewhere."
-            )
-        all_keys = transformer_block_keys(model.model)
-        layers = {key: all_keys.index(key) for key in blocks}
-        fn = SACAttention(layout, gate, float(sac_scale), layers)
-        patched = model.clone()
-        for key in blocks:
-            patched.set_model_attn1_replace(fn, *key)
-        install_sac_guard(patched, layers)
-        install_layout_check(patched, node, layout)
-        return (patched,)
 
 
 class AnalogistCAMPatch:
@@ -223,7 +366,17 @@ class AnalogistCAMPatch:
     def INPUT_TYPES(cls):
         required, tail = _common_inputs("Cross-Attention Masking")
         required.update(tail)
-        return {"required": required, "optional": {"text_only_in_region": _REGION_CAM_INPUT}}
+        return {
+            "required": required,
+            "optional": {
+                "text_only_in_region": _REGION_CAM_INPUT,
+                "allow_non_inpainting": _ALLOW_NON_INPAINTING_INPUT,
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, start_layer, end_layer, start_percent, end_percent):
+        return check_settings(None, start_layer, end_layer, start_percent, end_percent)
 
     def patch(
         self,
@@ -235,33 +388,100 @@ class AnalogistCAMPatch:
         end_percent,
         passes,
         text_only_in_region=False,
+        allow_non_inpainting=False,
     ):
-        node = "Analogist CAM"
-        check_layout(layout)
-        check_passes(passes)
-        region = region_cam(layout, text_only_in_region, node)
-        if is_flux(model):
-            gate = StepPassGate(*sigma_range(model, start_percent, end_percent), passes)
-            return (
-                patch_flux(model, node, "cam", layout, start_layer, end_layer, gate, region=region),
-            )
-        blocks, sigma_start, sigma_end = plan(
-            model, node, start_layer, end_layer, start_percent, end_percent
+        return (
+            apply_cam(
+                model,
+                layout,
+                start_layer,
+                end_layer,
+                start_percent,
+                end_percent,
+                passes,
+                "Analogist CAM",
+                text_only_in_region,
+                allow_non_inpainting,
+            ),
         )
-        gate = StepPassGate(sigma_start, sigma_end, passes)
-        modules = transformer_block_modules(model.model)
-        to_out = {}
-        for key in blocks:
-            attn2 = getattr(modules[key], "attn2", None)
-            if attn2 is None:
-                raise ValueError(
-                    f"{node}: block {key} has no cross-attention; choose other layers."
-                )
-            to_out[key] = attn2.to_out
-        patched = model.clone()
-        install_cam(patched, CAMOutput(layout, gate, to_out, region))
-        install_layout_check(patched, node, layout)
-        return (patched,)
+
+
+class AnalogistApply:
+    DESCRIPTION = (
+        "Analogist in one node: Self-Attention Cloning then Cross-Attention Masking on the "
+        "same layers, steps and passes, exactly as the two nodes chained. B' changes the way "
+        "A' changed from A, and only B' listens to the prompt. Returns a patched clone of "
+        "the model; for different SAC and CAM settings use the two nodes instead."
+    )
+    CATEGORY = "Analogist"
+    FUNCTION = "patch"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with Analogist (SAC + CAM); feed it to the KSampler.",)
+    SEARCH_ALIASES = [
+        "analogy",
+        "image analogy",
+        "visual prompt",
+        "before after",
+        "in-context",
+        "style transfer",
+        "sac",
+        "cam",
+    ]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required, tail = _common_inputs("Analogist (SAC and CAM)")
+        required["sac_scale"] = _sac_scale_input()
+        required.update(tail)
+        return {
+            "required": required,
+            "optional": {
+                "text_only_in_region": _REGION_CAM_INPUT,
+                "allow_non_inpainting": _ALLOW_NON_INPAINTING_INPUT,
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, sac_scale, start_layer, end_layer, start_percent, end_percent):
+        return check_settings(sac_scale, start_layer, end_layer, start_percent, end_percent)
+
+    def patch(
+        self,
+        model,
+        layout,
+        sac_scale,
+        start_layer,
+        end_layer,
+        start_percent,
+        end_percent,
+        passes,
+        text_only_in_region=False,
+        allow_non_inpainting=False,
+    ):
+        node = "Analogist (SAC + CAM)"
+        # CAM's own checks first, so a bad region setting stops before SAC's work.
+        check_layout(layout)
+        region_cam(layout, text_only_in_region, node)
+        settings = (start_layer, end_layer, start_percent, end_percent, passes, node)
+        with_sac = apply_sac(model, layout, sac_scale, *settings, allow_non_inpainting)
+        return (apply_cam(with_sac, layout, *settings, text_only_in_region, allow_non_inpainting),)
+
+
+def _sac_scale_input() -> tuple[str, dict]:
+    return (
+        "FLOAT",
+        {
+            "default": PAPER_SAC_SCALE,
+            "min": 0.0,
+            "max": 10.0,
+            "step": 0.05,
+            "tooltip": (
+                "Scale s of the cloned attention logits (S[A',B'] = s * S[A,B]). Paper: 1.3; higher "
+                "follows the example more strongly."
+            ),
+        },
+    )
 
 
 _REGION_CAM_INPUT = (
@@ -298,10 +518,12 @@ def region_cam(
 
 
 NODE_CLASS_MAPPINGS = {
+    "AnalogistApply": AnalogistApply,
     "AnalogistSACPatch": AnalogistSACPatch,
     "AnalogistCAMPatch": AnalogistCAMPatch,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "AnalogistSACPatch": "Analogist Self-Attention Cloning",
-    "AnalogistCAMPatch": "Analogist Cross-Attention Masking",
+    "AnalogistApply": "Analogist (SAC + CAM)",
+    "AnalogistSACPatch": "Analogist SAC",
+    "AnalogistCAMPatch": "Analogist CAM",
 }

@@ -39,6 +39,7 @@ from ..analogist_attn.dit import joint_attention, joint_regions
 from ..analogist_attn.geometry import PX_PER_LATENT, RegionTokensInside, latent_fits_grid
 from ..analogist_pixels.layout import GridLayout, check_layout
 from .layout_check import install_layout_check
+from .patching import not_inpainting_message
 
 log = logging.getLogger("analogist")
 
@@ -140,17 +141,23 @@ def chosen_flux_layers(model: Any, start_layer: int, end_layer: int, node: str) 
     return layers
 
 
-def warn_if_not_fill(model: Any, node: str) -> None:
+def check_fill(model: Any, node: str, allow_non_inpainting: bool = False) -> None:
+    """Refuse a Flux model that is not Flux.1 Fill (unless allowed: then only a warning)."""
     channels = getattr(model.model.diffusion_model, "in_channels", None)
-    if channels is not None and channels != FLUX_FILL_IN_CHANNELS:
-        log.warning(
-            "[Analogist] %s: this Flux model takes %s input channels, not Flux.1 Fill's %d "
-            "(image + masked image + mask). It will run, but Analogist needs an inpainting "
-            "model to fill B'.",
-            node,
-            channels,
-            FLUX_FILL_IN_CHANNELS,
-        )
+    if channels is None or channels == FLUX_FILL_IN_CHANNELS:
+        return
+    detail = (
+        f"this Flux model takes {channels} input channels, not Flux.1 Fill's "
+        f"{FLUX_FILL_IN_CHANNELS} (image + masked image + mask)"
+    )
+    if not allow_non_inpainting:
+        raise ValueError(not_inpainting_message(node, detail))
+    log.warning(
+        "[Analogist] %s: %s (allow_non_inpainting is on). It will run, but Analogist needs "
+        "an inpainting model to fill B'.",
+        node,
+        detail,
+    )
 
 
 @dataclass
@@ -419,12 +426,14 @@ def patch_flux(
     gate: Any,
     scale: float | None = None,
     region: RegionTokensInside | None = None,
+    allow_non_inpainting: bool = False,
 ) -> Any:
     """A clone of ``model`` with SAC or CAM (``kind``) on Flux layers ``start..end-1``;
-    ``region``: CAM's "text only in the region"."""
+    ``region``: CAM's "text only in the region"; a model that is not Flux.1 Fill is refused
+    unless ``allow_non_inpainting``."""
     check_host(node)
     layers = chosen_flux_layers(model, start_layer, end_layer, node)
-    warn_if_not_fill(model, node)
+    check_fill(model, node, allow_non_inpainting)
     if not getattr(gate, "on_cond", True):
         log.warning(
             "[Analogist] %s on Flux with passes = %r: Flux Fill's usual CFG 1 samples one "

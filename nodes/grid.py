@@ -151,6 +151,10 @@ class AnalogistGridCompose:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cell_width=None, cell_height=None, border=None) -> bool | str:
+        return check_grid_settings(cell_width, cell_height, border)
+
     def compose(
         self,
         a: torch.Tensor,
@@ -301,6 +305,21 @@ class AnalogistMarkAndArrow:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, label_color=None, text_color=None, arrow_color=None) -> bool | str:
+        for name, value in (
+            ("label_color", label_color),
+            ("text_color", text_color),
+            ("arrow_color", arrow_color),
+        ):
+            if value is None:  # fed by a link: judged when it runs
+                continue
+            try:
+                marks.parse_color(value, name)
+            except (TypeError, ValueError) as exc:
+                return f"Colour not understood: {exc}"
+        return True
+
     def mark(
         self,
         grid: torch.Tensor,
@@ -404,6 +423,32 @@ class AnalogistGridCrop:
         return (b_prime, grid_math.strip(grid, layout))
 
 
+def check_grid_settings(cell_width: object, cell_height: object, border: object) -> bool | str:
+    """What Grid Compose can check before the queue: True, or the artist's message.
+
+    ComfyUI passes ``None`` for an input fed by a link (not known yet), and skips its own
+    min/max check for the inputs named here, so the ranges are checked here.
+    """
+    cells = {}
+    for name, value in (("cell_width", cell_width), ("cell_height", cell_height)):
+        if value is None:
+            continue
+        try:
+            grid_math.check_cell_size(value, name)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            return f"Cell size not usable: {exc}"
+        cells[name] = value
+    if border is None:
+        return True
+    width = cells.get("cell_width", grid_math.MAX_CELL)
+    height = cells.get("cell_height", grid_math.MAX_CELL)
+    try:
+        grid_math.check_border(border, width, height)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        return f"Border too wide or too thin: {exc}"
+    return True
+
+
 def _check_layout(layout: object) -> GridLayout:
     """ComfyUI checks socket types by name only; make sure a layout really is one."""
     return check_layout(layout, "layout")
@@ -417,8 +462,8 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
-    "AnalogistGridCompose": "Analogist Grid Compose (A, A', B -> grid)",
-    "AnalogistExamplePair": "Analogist Example Pair (one more A -> A')",
-    "AnalogistMarkAndArrow": "Analogist Mark and Arrow (labels for the VLM)",
-    "AnalogistGridCrop": "Analogist Grid Crop (B' out of the grid)",
+    "AnalogistGridCompose": "Analogist Grid Compose",
+    "AnalogistExamplePair": "Analogist Example Pair",
+    "AnalogistMarkAndArrow": "Analogist Mark and Arrow",
+    "AnalogistGridCrop": "Analogist Grid Crop",
 }

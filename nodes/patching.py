@@ -374,16 +374,46 @@ def chosen_blocks(model: Any, start_layer: int, end_layer: int, node: str) -> li
     return blocks
 
 
-def warn_if_not_inpainting(model: Any, node: str) -> None:
+INPAINT_IN_CHANNELS = 9  # 4 latent + 4 masked-image latent + 1 mask
+ALLOW_NON_INPAINTING = "allow_non_inpainting"
+
+
+def not_inpainting_message(node: str, detail: str) -> str:
+    """The error a plain checkpoint gets, artist's words first (shared with the Flux route)."""
+    return (
+        "This checkpoint is not an inpainting model: pick an inpainting checkpoint such as "
+        "sd-v1-5-inpainting.ckpt (or an SDXL inpainting or Flux.1 Fill model) in Load "
+        f"Checkpoint, or turn on {ALLOW_NON_INPAINTING} on this node if you know what you do. "
+        f"({node}: {detail}; Analogist fills B' by inpainting, so a plain model gives a B' "
+        "that ignores the example.)"
+    )
+
+
+def check_inpainting(model: Any, node: str, allow_non_inpainting: bool = False) -> None:
+    """Refuse a UNet that is not an inpainting one (unless allowed: then only a warning)."""
     unet = getattr(model.model, "diffusion_model", None)
     in_channels = getattr(unet, "in_channels", None)
-    if in_channels is not None and in_channels <= 4:
-        log.warning(
-            "[Analogist] %s: the model has %s input channels, not an inpainting model (9). "
-            "It will run, but Analogist's results depend on an SD inpainting checkpoint.",
-            node,
-            in_channels,
-        )
+    if in_channels is None or in_channels == INPAINT_IN_CHANNELS:
+        return
+    detail = (
+        f"the model's UNet takes {in_channels} input channels, an inpainting UNet "
+        f"{INPAINT_IN_CHANNELS}"
+    )
+    if not allow_non_inpainting:
+        raise ValueError(not_inpainting_message(node, detail))
+    log.warning(
+        "[Analogist] %s: %s (%s is on). It will run, but Analogist's results depend on "
+        "an inpainting checkpoint.",
+        node,
+        detail,
+        ALLOW_NON_INPAINTING,
+    )
+
+
+def check_allow_flag(value: Any, node: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{node}: {ALLOW_NON_INPAINTING} must be true or false, got {value!r}.")
+    return value
 
 
 def plan(
@@ -393,10 +423,11 @@ def plan(
     end_layer: int,
     start_percent: float,
     end_percent: float,
+    allow_non_inpainting: bool = False,
 ) -> tuple[list[BlockKey], float, float]:
     """Validate a patch node's inputs: the blocks to patch and the sigma range to act in."""
     blocks = chosen_blocks(model, start_layer, end_layer, node)
-    warn_if_not_inpainting(model, node)
+    check_inpainting(model, node, allow_non_inpainting)
     return (blocks, *sigma_range(model, start_percent, end_percent))
 
 

@@ -166,5 +166,5 @@ class AnalogistRankCandidates:
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {"AnalogistRankCandidates": AnalogistRankCandidates}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
-    "AnalogistRankCandidates": "Analogist Rank Candidates (best B' by CLIP direction)",
+    "AnalogistRankCandidates": "Analogist Rank Candidates",
 }

@@ -106,6 +106,6 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "AnalogistDDIMSampler": AnalogistDDIMSampler,
 }
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
-    "AnalogistDDIMSigmas": "Analogist DDIM Sigmas (diffusers-exact)",
-    "AnalogistDDIMSampler": "Analogist DDIM Sampler (diffusers-exact)",
+    "AnalogistDDIMSigmas": "Analogist DDIM Sigmas",
+    "AnalogistDDIMSampler": "Analogist DDIM Sampler",
 }

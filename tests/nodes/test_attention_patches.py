@@ -20,7 +20,7 @@ from comfyui_analogist.analogist_attn.cam import cam_mask_output
 from comfyui_analogist.analogist_attn.geometry import regions_for_block
 from comfyui_analogist.analogist_attn.oracle import cam_reference
 from comfyui_analogist.analogist_pixels.layout import ARRANGEMENT_ALIGNED, ARRANGEMENTS, make_layout
-from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
+from comfyui_analogist.nodes.attention import AnalogistApply, AnalogistCAMPatch, AnalogistSACPatch
 from comfyui_analogist.nodes.patching import PASSES, block_key
 from support.lora import random_unet_lora
 from support.reference_patch import reference_patched
@@ -45,18 +45,42 @@ def sac(
     start_percent=0.0,
     end_percent=1.0,
     passes=PASSES[0],
+    **optional,
 ):
     return AnalogistSACPatch().patch(
-        model, layout, scale, start, end, start_percent, end_percent, passes
+        model, layout, scale, start, end, start_percent, end_percent, passes, **optional
     )[0]
 
 
 def cam(
-    model, layout=LAYOUT, start=3, end=11, start_percent=0.0, end_percent=1.0, passes=PASSES[0]
+    model,
+    layout=LAYOUT,
+    start=3,
+    end=11,
+    start_percent=0.0,
+    end_percent=1.0,
+    passes=PASSES[0],
+    **optional,
 ):
-    return AnalogistCAMPatch().patch(model, layout, start, end, start_percent, end_percent, passes)[
-        0
-    ]
+    return AnalogistCAMPatch().patch(
+        model, layout, start, end, start_percent, end_percent, passes, **optional
+    )[0]
+
+
+def apply_both(
+    model,
+    layout=LAYOUT,
+    scale=1.3,
+    start=3,
+    end=11,
+    start_percent=0.0,
+    end_percent=1.0,
+    passes=PASSES[0],
+    **optional,
+):
+    return AnalogistApply().patch(
+        model, layout, scale, start, end, start_percent, end_percent, passes, **optional
+    )[0]
 
 
 def inputs(seed=0, height=LATENT, width=LATENT, batch=1):
@@ -192,6 +216,24 @@ def test_sac_then_cam_equals_cam_then_sac(base_model):
     assert torch.equal(unet_call(cam(sac(base_model))), unet_call(sac(cam(base_model))))
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"scale": 1.7, "start": 2, "end": 9, "passes": "cond only"},
+        {"end": 0, "start_percent": 0.2, "end_percent": 0.7},
+    ],
+)
+def test_the_combined_node_equals_sac_then_cam_with_the_same_settings(base_model, settings):
+    cam_settings = {key: value for key, value in settings.items() if key != "scale"}
+    chained = cam(sac(base_model, **settings), **cam_settings)
+    combined = apply_both(base_model, **settings)
+    assert torch.equal(unet_call(combined), unet_call(chained))
+    assert torch.equal(sample(combined), sample(chained))
+    assert not torch.equal(unet_call(combined), unet_call(base_model))
+    assert "patches_replace" not in base_model.model_options["transformer_options"]
+
+
 def test_patches_survive_cloning_and_apply_to_a_lora_model(base_model):
     import comfy.sd
 
@@ -254,12 +296,35 @@ def test_layer_range_outside_the_model_lists_the_valid_range(base_model):
         sac(base_model, start_percent=0.8, end_percent=0.2)
 
 
-def test_non_inpainting_model_works_with_a_warning(caplog):
+@pytest.mark.parametrize("node", ["sac", "cam", "apply"])
+def test_a_plain_checkpoint_is_refused_in_artist_words(node):
+    model = tiny_inpaint_model_patcher(seed=0, in_channels=4)
+    patch = {"sac": sac, "cam": cam, "apply": apply_both}[node]
+    with pytest.raises(ValueError) as err:
+        patch(model)
+    message = str(err.value)
+    assert message.startswith(
+        "This checkpoint is not an inpainting model: pick an inpainting checkpoint such as "
+        "sd-v1-5-inpainting.ckpt"
+    )
+    assert "turn on allow_non_inpainting" in message
+    assert "takes 4 input channels, an inpainting UNet 9" in message
+
+
+def test_a_plain_checkpoint_runs_with_a_warning_when_allowed(caplog):
     model = tiny_inpaint_model_patcher(seed=0, in_channels=4)
     with caplog.at_level(logging.WARNING, logger="analogist"):
-        patched = sac(model)
-    assert "inpainting" in caplog.text
+        patched = sac(model, allow_non_inpainting=True)
+        cam(patched, allow_non_inpainting=True)
+    assert "takes 4 input channels" in caplog.text and "allow_non_inpainting is on" in caplog.text
     assert len(patched.model_options["transformer_options"]["patches_replace"]["attn1"]) == 8
+
+
+def test_allow_non_inpainting_is_the_last_optional_input_of_each_patch_node():
+    for node in (AnalogistSACPatch, AnalogistCAMPatch, AnalogistApply):
+        optional = node.INPUT_TYPES()["optional"]
+        assert list(optional)[-1] == "allow_non_inpainting"
+        assert optional["allow_non_inpainting"][1]["default"] is False
 
 
 def test_sac_refuses_to_overwrite_another_packs_self_attention_patch(base_model):

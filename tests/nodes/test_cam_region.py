@@ -16,7 +16,7 @@ from comfyui_analogist.analogist_attn.geometry import RegionTokensInside, region
 from comfyui_analogist.analogist_pixels.layout import ARRANGEMENTS
 from comfyui_analogist.analogist_pixels.region import latent_regions
 from comfyui_analogist.nodes import grid
-from comfyui_analogist.nodes.attention import AnalogistCAMPatch
+from comfyui_analogist.nodes.attention import AnalogistApply, AnalogistCAMPatch, AnalogistSACPatch
 from comfyui_analogist.nodes.patching import PASSES
 from support.grid_images import image, pattern
 from support.region import naive_b_prime_region, naive_tokens_inside
@@ -217,3 +217,14 @@ def test_region_cam_with_two_example_pairs_equals_the_naive_definition(base_mode
     assert (got - paper_cam).abs().max() > 1e-3 * paper_cam.abs().max(), (
         "the option changed nothing"
     )
+
+
+def test_the_combined_node_with_a_region_equals_sac_then_region_cam(base_model):
+    layout = layout_of(REGIONS[:1])
+    settings = (0, 16, 0.0, 1.0, PASSES[0])
+    sac = AnalogistSACPatch().patch(base_model, layout, 1.3, *settings)[0]
+    chained = cam(sac, layout)
+    combined = AnalogistApply().patch(base_model, layout, 1.3, *settings, text_only_in_region=True)[
+        0
+    ]
+    assert torch.equal(unet_call(combined), unet_call(chained))

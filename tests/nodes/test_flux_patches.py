@@ -23,7 +23,7 @@ from comfyui_analogist.analogist_pixels.layout import (
     ARRANGEMENT_DEFAULT,
     make_layout,
 )
-from comfyui_analogist.nodes.attention import AnalogistCAMPatch, AnalogistSACPatch
+from comfyui_analogist.nodes.attention import AnalogistApply, AnalogistCAMPatch, AnalogistSACPatch
 from comfyui_analogist.nodes.patching import PASSES
 from support import flux as tiny
 
@@ -280,11 +280,29 @@ def test_a_grid_that_is_not_the_layouts_is_refused(flux, layout):
         tiny.flux_call(model, tiny.flux_inputs(16, 32, text=TEXT))
 
 
-def test_a_plain_flux_model_gets_a_warning_that_it_is_not_fill(layout, caplog):
+def test_a_plain_flux_model_is_refused_unless_allowed_then_warned(layout, caplog):
     dev = tiny.tiny_flux_fill_patcher(config_class="Flux", in_channels=16)
+    for patch in (sac, cam):
+        with pytest.raises(ValueError) as err:
+            patch(dev, layout)
+        assert str(err.value).startswith("This checkpoint is not an inpainting model: pick")
+        assert "takes 64 input channels, not Flux.1 Fill's 384" in str(err.value)
     with caplog.at_level(logging.WARNING, logger="analogist"):
-        sac(dev, layout)
+        AnalogistSACPatch().patch(dev, layout, 1.3, 0, 0, 0.0, 1.0, PASSES[0], True)
     assert "takes 64 input channels, not Flux.1 Fill's 384" in caplog.text
+    assert "allow_non_inpainting is on" in caplog.text
+
+
+def test_the_combined_node_equals_sac_then_cam_on_flux(flux, layout):
+    settings = (1, 4, 0.0, 1.0, PASSES[0])
+    chained = AnalogistCAMPatch().patch(
+        AnalogistSACPatch().patch(flux, layout, 1.5, *settings)[0], layout, *settings
+    )[0]
+    combined = AnalogistApply().patch(flux, layout, 1.5, *settings)[0]
+    inputs = tiny.flux_inputs(*LATENT, text=TEXT)
+    got = tiny.flux_call(combined, inputs)
+    assert torch.equal(got, tiny.flux_call(chained, inputs))
+    assert not torch.equal(got, tiny.flux_call(flux, inputs))
 
 
 def test_without_the_hosts_attention_override_flux_gets_a_clear_error(flux, layout, monkeypatch):

@@ -167,6 +167,23 @@ def test_bad_region_names_the_input_and_the_fix(mask, message):
         composed(mask)
 
 
+@pytest.mark.parametrize("mask", [torch.zeros(1, 200, 300), torch.zeros(1, 64, 64)])
+def test_an_unpainted_mask_says_so_in_artist_words_first(mask):
+    """Load Image without a painted mask gives a 64x64 empty mask; at B's size it is empty."""
+    with pytest.raises(ValueError) as err:
+        composed(mask)
+    assert str(err.value).startswith(
+        "No mask painted on B: right-click B's Load Image, Open in MaskEditor"
+    )
+
+
+def test_a_painted_mask_of_another_size_says_so_first():
+    with pytest.raises(ValueError) as err:
+        composed(box(120, 80, 0, 0, 10, 10))
+    assert str(err.value).startswith("The region mask is not the size of B:")
+    assert "b_region is 120x80 px but b is 300x200 px" in str(err.value)
+
+
 def test_region_cut_away_by_fit_crop_is_an_error():
     # crop keeps the centre 200x200 of a 300x200 B: a region in the left 50 px is outside.
     with pytest.raises(ValueError, match="b_region lies outside the part of B.*fit = 'crop'"):
