@@ -249,7 +249,7 @@ NOTE_LOADING = (
     "(mirror: stable-diffusion-v1-5/stable-diffusion-inpainting), in ComfyUI/models/checkpoints/.\n"
     "* A, A', B: the three Load Image nodes. A -> A' is the example change; B is the image "
     "to change the same way. The example images ship with the pack (workflows/images/; "
-    "copy them into ComfyUI/input/ or pick your own).\n"
+    "the pack copies them into ComfyUI/input/ when it loads; or pick your own).\n"
     "* The result (B') is saved by Save Image; the preview shows A | A' | B | B'.\n"
 )
 
@@ -822,7 +822,7 @@ RECIPES["reversion_learn"] = lambda: Recipe(
     f"* The exemplars: a folder inside ComfyUI/input/ with the images and a text.json mapping "
     "each file name to caption templates with {} where the relation goes, e.g. "
     '{"disc_box.png": ["orange disc {} blue box"]} (the official ReVersion layout). The example '
-    f"folder ships with the pack: copy workflows/images/{EXEMPLAR_FOLDER} into ComfyUI/input/, "
+    f"folder ({EXEMPLAR_FOLDER}) ships with the pack, which copies it into ComfyUI/input/ when it loads; "
     "or put your own folder there and type its name in 'folder'.",
 )
 RECIPES["reversion_generate"] = lambda: Recipe(
