@@ -301,13 +301,16 @@ def markdown_note(note: str, loading: str, seed: int | None = None) -> str:
 
 # -- layout: groups an artist reads left to right, nothing overlapping, readable on open ----
 # Each node type's group; a preview belongs to the group of the node it shows.
-GROUPS = (
-    ("1. Your pictures: A -> A' is the example, B gets the change", "#3f789e"),
-    ("2. Model and the Analogist patches", "#8a5a9e"),
-    ("3. Prompt", "#4f8a4f"),
-    ("4. Sampling", "#9e7a3f"),
-    ("5. Result", "#9e3f4f"),
+GROUPS = (  # numbered in reading order when laid out (a graph may lack some)
+    ("Your pictures: A -> A' is the example, B gets the same change", "#3f789e"),
+    ("Model", "#8a5a9e"),
+    ("Prompt", "#4f8a4f"),
+    ("Sampling", "#9e7a3f"),
+    ("Result", "#9e3f4f"),
+    ("Learn the relation", "#9e7a3f"),
 )
+LEARN = 5  # a training graph: its Learn node, read before the result
+ORDER = (0, 1, 2, 3, LEARN, 4)
 ROLES = {
     **dict.fromkeys(
         ("LoadImage", "LoadImageMask", "AnalogistGridCompose", "AnalogistExamplePair"), 0
@@ -345,11 +348,11 @@ ROLES = {
             "SamplerCustom",
             "AnalogistDDIMSigmas",
             "AnalogistDDIMSampler",
-            "AnalogistReVersionLearn",
             "VAEDecode",
         ),
         3,
     ),
+    "AnalogistReVersionLearn": LEARN,
 }
 
 
@@ -358,7 +361,7 @@ def role(node: Node) -> int:
         return ROLES[node.type]
     if node.type == "PreviewImage" and node.links:
         source = next(iter(node.links.values())).node
-        if ROLES.get(source.type, 4) < 3:
+        if ROLES.get(source.type, 4) in (0, 1, 2):
             return ROLES[source.type]
     return 4  # results: Grid Crop, Save Image, previews, ranking, CLIP vision
 
@@ -410,7 +413,7 @@ def auto_layout(g: Graph) -> None:
     for node in sorted(g.nodes, key=lambda n: order[n.id]):
         if node not in notes:
             by_role.setdefault(role(node), []).append(node)
-    kinds = sorted(by_role)
+    kinds = sorted(by_role, key=ORDER.index)
     best: tuple[float, float, list[list[Group]]] | None = None
     choices = [
         [columns(by_role[k], c) for k, c in zip(kinds, counts, strict=True)]
@@ -419,7 +422,8 @@ def auto_layout(g: Graph) -> None:
     for choice in choices:
         groups = [Group(None, [notes])] if notes else []
         groups += [
-            Group(GROUPS[k][0], cols, GROUPS[k][1]) for k, cols in zip(kinds, choice, strict=True)
+            Group(f"{i}. {GROUPS[k][0]}", cols, GROUPS[k][1])
+            for i, (k, cols) in enumerate(zip(kinds, choice, strict=True), start=1)
         ]
         splits = [(len(groups),)] + [
             cut for k in (1, 2) for cut in itertools.combinations(range(1, len(groups)), k)

@@ -24,12 +24,21 @@ from support.frontend import VIEWPORT, Frontend, launch, why_no_browser
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"
-# Models the shipped workflows name, by models/ folder (stand-ins: listed, never loaded).
-NAMED_MODELS = {
-    "checkpoints": ["sd-v1-5-inpainting.ckpt"],
-    "loras": ["your_sd15_lora.safetensors"],
-    "controlnet": ["control_v11p_sd15_canny.pth"],
-}
+
+
+def named_models() -> dict[str, set[str]]:
+    """Models the shipped workflows name, by models/ folder (their loaders' download links),
+    and the artist's own LoRA the LoRA workflow names."""
+    out: dict[str, set[str]] = {"loras": {"your_sd15_lora.safetensors"}}
+    for path in WORKFLOWS.glob("*.json"):
+        for node in json.loads(path.read_text())["nodes"]:
+            for model in (node.get("properties") or {}).get("models") or []:
+                out.setdefault(model["directory"], set()).add(model["name"])
+    return out
+
+
+# Stand-ins (listed, never loaded): an artist who followed the notes has these files.
+NAMED_MODELS = named_models()
 
 _WHY_NOT = why_no_browser()
 
