@@ -363,7 +363,9 @@ class Graph:
         Nothing can overlap: a column is as wide as its widest node, a node starts below the
         one above it (title bar included), groups and rows keep ``gap`` apart.
         """
-        placed = {id(n) for row in rows for group in row for column in group.columns for n in column}
+        placed = {
+            id(n) for row in rows for group in row for column in group.columns for n in column
+        }
         missing = [f"{n.id} {n.type}" for n in self.nodes if id(n) not in placed]
         if missing:
             raise ValueError(f"nodes not arranged: {missing}")
@@ -388,7 +390,9 @@ class Graph:
                 group_width = cx - gap + pad - x
                 group_height = top + inner_height + pad
                 if group.title:
-                    self.groups.append((group.title, (x, y, group_width, group_height), group.color))
+                    self.groups.append(
+                        (group.title, (x, y, group_width, group_height), group.color)
+                    )
                 x += group_width + gap
                 row_height = max(row_height, group_height)
             y += row_height + gap
@@ -586,7 +590,9 @@ def fit_view(
 
 def node_bounds(node: dict) -> tuple[float, float, float, float]:
     """A saved node's box as drawn (title bar above ``pos``): (x0, y0, x1, y1)."""
-    x, y = node["pos"][:2] if isinstance(node["pos"], list) else (node["pos"]["0"], node["pos"]["1"])
+    x, y = (
+        node["pos"][:2] if isinstance(node["pos"], list) else (node["pos"]["0"], node["pos"]["1"])
+    )
     width, height = node["size"][:2]
     return (x, y - TITLE_HEIGHT, x + width, y + height)
 

@@ -765,7 +765,9 @@ def build_flux(defs: dict[str, dict], recipe: Recipe) -> dict:
     """The typed-prompt method on Flux.1 Fill: ComfyUI's usual Fill graph plus SAC and CAM."""
     g = Graph(defs)
     g.note(
-        (X[0], -380), markdown_note(recipe.note, recipe.loading, FLUX_SAMPLER["seed"]), size=NOTE_SIZE
+        (X[0], -380),
+        markdown_note(recipe.note, recipe.loading, FLUX_SAMPLER["seed"]),
+        size=NOTE_SIZE,
     )
     a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
     a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
@@ -966,7 +968,7 @@ def add_ranking(g: Graph, recipe: Recipe, inputs: tuple[Node, Node, Node], candi
 
 
 CAPTIONS = {
-    "analogist_manual_prompt": "Analogist: typed prompt",
+    "analogist_manual_prompt": "Start here: Analogist, typed prompt",
     "analogist": "Analogist: GPT-4V prompt",
     "analogist_aligned_with_b": "Analogist: A aligned with B",
     "analogist_lora_controlnet": "Analogist + LoRA + ControlNet",
@@ -975,6 +977,25 @@ CAPTIONS = {
     "analogist_region": "Analogist: region of interest on B",
     "analogist_two_examples": "Analogist: two example pairs",
     "analogist_flux_fill": "Analogist on Flux.1 Fill (experimental)",
+}
+# What sets each thumbnail apart: a badge (top right), a colour, what B' shows.
+THUMBNAILS: dict[str, dict[str, Any]] = {
+    "analogist_manual_prompt": {"badge": "START HERE", "colour": (46, 125, 50), "b_prime": "?"},
+    "analogist": {"badge": "VLM PROMPT", "colour": (21, 101, 192), "b_prime": "vlm"},
+    "analogist_aligned_with_b": {"badge": "A ALIGNED", "colour": (0, 121, 107), "b_prime": "?"},
+    "analogist_lora_controlnet": {
+        "badge": "LORA + CN",
+        "colour": (123, 31, 162),
+        "b_prime": "edges",
+    },
+    "analogist_best_of_n": {"badge": "BEST OF 4", "colour": (239, 108, 0), "b_prime": "best"},
+    "analogist_sdxl": {"badge": "SDXL", "colour": (198, 40, 40), "b_prime": "?"},
+    "analogist_region": {"badge": "REGION", "colour": (191, 110, 0), "b_prime": "region"},
+    "analogist_two_examples": {"badge": "2 PAIRS", "colour": (0, 131, 143), "b_prime": "?"},
+    "analogist_flux_fill": {"badge": "FLUX.1", "colour": (69, 90, 100), "b_prime": "?"},
+    "analogist_exact_ddim": {"badge": "EXACT DDIM", "colour": (93, 64, 55), "b_prime": "?"},
+    "reversion_learn": {"badge": "LEARN <R>", "colour": (106, 27, 154)},
+    "reversion_generate": {"badge": "USE <R>", "colour": (40, 53, 147)},
 }
 
 RECIPES: dict[str, Callable[[], Recipe]] = {
@@ -1215,10 +1236,11 @@ def reversion_exemplars(size: int = 128) -> dict[str, tuple[Any, list[str]]]:
     return out
 
 
-def montage_thumbnail(images: list[Any], caption: str, side: int = 384) -> bytes:
+def montage_thumbnail(
+    images: list[Any], caption: str, side: int = 384, look: dict[str, Any] | None = None
+) -> bytes:
     """A 2x2 montage of the exemplars over a caption band, as a JPEG (ReVersion's thumbnails)."""
-    from comfyui_analogist.analogist_pixels import marks
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     band, cell = 44, side // 2
     img = Image.new("RGB", (side, side + band), (32, 32, 36))
@@ -1227,13 +1249,7 @@ def montage_thumbnail(images: list[Any], caption: str, side: int = 384) -> bytes
             image.resize((cell - 4, cell - 4), Image.LANCZOS),
             ((i % 2) * cell + 2, (i // 2) * cell + 2),
         )
-    font = marks.label_font(22)
-    draw = ImageDraw.Draw(img)
-    width = draw.textlength(caption, font=font)
-    draw.text(((side - width) / 2, side + 9), caption, font=font, fill=(240, 240, 240))
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=85, optimize=True)
-    return buffer.getvalue()
+    return decorate(img, caption, look or {}, side)
 
 
 # -- example images and thumbnails ------------------------------------------------------------
@@ -1288,15 +1304,98 @@ def png_bytes(image: Any) -> bytes:
     return buffer.getvalue()
 
 
+def decorate(img: Any, caption: str, look: dict[str, Any], side: int, cell: Any = None) -> bytes:
+    """The caption band in the template's colour, its badge, what its B' cell shows; a JPEG."""
+    from comfyui_analogist.analogist_pixels import marks
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(img)
+    colour = tuple(look.get("colour", (32, 32, 36)))
+    draw.rectangle((0, side, img.width, img.height), fill=colour)
+    font = marks.label_font(22 if len(caption) < 32 else 19)
+    width = draw.textlength(caption, font=font)
+    draw.text(((side - width) / 2, side + 10), caption, font=font, fill=(255, 255, 255))
+    if cell is not None:  # B': what the template does there
+        x0, y0, x1, y1 = cell
+        cx, cy, size = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
+        kind = look.get("b_prime", "?")
+        light = (235, 235, 235)
+        if kind == "edges":  # the ControlNet holds B's outline
+            draw.polygon(
+                [
+                    (cx, y0 + size * 0.18),
+                    (x1 - size * 0.18, y1 - size * 0.2),
+                    (x0 + size * 0.18, y1 - size * 0.2),
+                ],
+                outline=light,
+                width=3,
+            )
+        elif kind == "best":  # four candidates, the best one marked
+            half = size / 2
+            for i in range(4):
+                bx, by = x0 + (i % 2) * half, y0 + (i // 2) * half
+                draw.rectangle(
+                    (bx + 4, by + 4, bx + half - 4, by + half - 4), outline=light, width=2
+                )
+                q = marks.label_font(int(half * 0.5))
+                draw.text((bx + half / 2, by + half / 2), "?", font=q, fill=light, anchor="mm")
+            draw.rectangle((x0 + 2, y0 + 2, x0 + half - 2, y0 + half - 2), outline=colour, width=5)
+        elif kind == "region":  # only the painted part of B changes
+            box = (x0 + size * 0.3, y0 + size * 0.1, x0 + size * 0.7, y0 + size * 0.5)
+            for offset in (0, -size):  # on B (left of B') and on B'
+                shifted = (box[0] + offset, box[1], box[2] + offset, box[3])
+                draw.rectangle(shifted, outline=(249, 168, 37), width=4)
+            q = marks.label_font(int(size * 0.3))
+            draw.text((cx, cy + size * 0.15), "?", font=q, fill=light, anchor="mm")
+        elif kind == "vlm":  # a vision model writes the prompt
+            q = marks.label_font(int(size * 0.13))
+            draw.rounded_rectangle(
+                (x0 + 10, cy - size * 0.2, x1 - 10, cy + size * 0.2),
+                radius=12,
+                fill=(245, 245, 245),
+            )
+            draw.text(
+                (cx, cy),
+                '"a triangle\nline drawing"',
+                font=q,
+                fill=(20, 20, 20),
+                anchor="mm",
+                align="center",
+            )
+        else:
+            q = marks.label_font(int(size * 0.45))
+            draw.text((cx, cy), "?", font=q, fill=light, anchor="mm")
+    badge = look.get("badge")
+    if badge:
+        bfont = marks.label_font(18)
+        bw = draw.textlength(badge, font=bfont)
+        draw.rounded_rectangle(
+            (side - bw - 26, 6, side - 6, 36),
+            radius=8,
+            fill=colour,
+            outline=(255, 255, 255),
+            width=2,
+        )
+        draw.text((side - bw - 16, 11), badge, font=bfont, fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    img.convert("RGB").save(buffer, format="JPEG", quality=85, optimize=True)
+    return buffer.getvalue()
+
+
 def thumbnail(
-    images: dict[str, Any], arrangement: str, caption: str, side: int = 384, pairs: int = 1
+    images: dict[str, Any],
+    arrangement: str,
+    caption: str,
+    side: int = 384,
+    pairs: int = 1,
+    look: dict[str, Any] | None = None,
 ) -> bytes:
     """The labelled grid (what the paper shows GPT-4V) over a caption band, as a JPEG."""
     import numpy as np
     import torch
     from comfyui_analogist.analogist_pixels import grid as grid_math
     from comfyui_analogist.analogist_pixels import marks
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     def tensor(img):
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
@@ -1322,14 +1421,16 @@ def thumbnail(
     )
     band = 44
     img = Image.new("RGB", (side, side + band), (32, 32, 36))
-    img.paste(grid, ((side - grid.width) // 2, (side - grid.height) // 2))
-    font = marks.label_font(22)
-    draw = ImageDraw.Draw(img)
-    width = draw.textlength(caption, font=font)
-    draw.text(((side - width) / 2, side + 9), caption, font=font, fill=(240, 240, 240))
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=85, optimize=True)
-    return buffer.getvalue()
+    gx, gy = (side - grid.width) // 2, (side - grid.height) // 2
+    img.paste(grid, (gx, gy))
+    rows = pairs + 1
+    cell = (
+        gx + grid.width / 2,
+        gy + grid.height * (rows - 1) / rows,
+        gx + grid.width,
+        gy + grid.height,
+    )
+    return decorate(img, caption, look or {}, side, cell)
 
 
 def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
@@ -1349,11 +1450,11 @@ def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
         files[HERE / f"{name}.json"] = (json.dumps(workflow, indent=2) + "\n").encode()
         if recipe.reversion:
             files[HERE / f"{name}.jpg"] = montage_thumbnail(
-                [image for image, _ in exemplars.values()], CAPTIONS[name]
+                [image for image, _ in exemplars.values()], CAPTIONS[name], look=THUMBNAILS[name]
             )
             continue
         files[HERE / f"{name}.jpg"] = thumbnail(
-            images, recipe.arrangement, CAPTIONS[name], pairs=recipe.pairs
+            images, recipe.arrangement, CAPTIONS[name], pairs=recipe.pairs, look=THUMBNAILS[name]
         )
     return files
 

@@ -57,7 +57,10 @@ def test_groups_hold_every_node_but_the_note_and_do_not_overlap(path):
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
             assert not (
-                a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+                a[0] < b[0] + b[2]
+                and b[0] < a[0] + a[2]
+                and a[1] < b[1] + b[3]
+                and b[1] < a[1] + a[3]
             ), (groups[i]["title"], a, b)
     for node in workflow["nodes"]:
         if node["type"] == "MarkdownNote":
@@ -98,7 +101,11 @@ def test_every_loader_offers_a_download_for_the_file_it_names(path):
             continue
         models = node.get("properties", {}).get("models") or []
         by_name = {m["name"]: m for m in models}
-        named = [v for v in node["widgets_values"] if isinstance(v, str) and v.endswith(DOWNLOAD_SUFFIXES)]
+        named = [
+            v
+            for v in node["widgets_values"]
+            if isinstance(v, str) and v.endswith(DOWNLOAD_SUFFIXES)
+        ]
         for name, folder in zip(named, widgets.values(), strict=False):
             if name in OWN_FILES:
                 continue
@@ -113,7 +120,9 @@ def test_every_loader_offers_a_download_for_the_file_it_names(path):
             if not model["name"].endswith(DOWNLOAD_SUFFIXES):
                 problems.append(f"{where}: the frontend offers no download for this file type")
             if model["directory"] != folder:
-                problems.append(f"{where}: directory {model['directory']!r}, the loader reads {folder!r}")
+                problems.append(
+                    f"{where}: directory {model['directory']!r}, the loader reads {folder!r}"
+                )
     assert not problems, "\n".join(problems)
 
 

@@ -106,9 +106,7 @@ def test_template_opens_readable_with_pictures_and_download_links(page_on_fresh_
 
     # No model is installed: the missing-model panel offers a download for each named file.
     models = {
-        m["name"]
-        for n in saved["nodes"]
-        for m in (n.get("properties") or {}).get("models") or []
+        m["name"] for n in saved["nodes"] for m in (n.get("properties") or {}).get("models") or []
     }
     if models:
         ui.page.get_by_role("button", name="View details").first.click()
@@ -118,7 +116,9 @@ def test_template_opens_readable_with_pictures_and_download_links(page_on_fresh_
         text = panel.inner_text()
         shot = ui.screenshot(f"{path.stem}-missing-models")
         absent = [m for m in models if m not in text]
-        assert not absent, f"{path.name}: the missing-model panel does not list {absent}\n(screenshot: {shot})"
+        assert not absent, (
+            f"{path.name}: the missing-model panel does not list {absent}\n(screenshot: {shot})"
+        )
         downloads = panel.evaluate(
             "(el) => [...el.querySelectorAll('button')].filter(b => b.innerText.trim() === 'Download').length"
         )
@@ -135,8 +135,11 @@ def test_template_opens_readable_with_pictures_and_download_links(page_on_fresh_
     start_ids |= {
         n["id"]
         for n in saved["nodes"]
-        if first[0] <= n["pos"][0] < first[0] + first[2] and first[1] <= n["pos"][1] < first[1] + first[3]
+        if first[0] <= n["pos"][0] < first[0] + first[2]
+        and first[1] <= n["pos"][1] < first[1] + first[3]
     }
     shot = ui.screenshot(f"{path.stem}-start")
     covered = [c for c in ui.covered_titles() if int(c.split()[1]) in start_ids]
-    assert not covered, f"{path.name}: the start is not in view:\n" + "\n".join(covered) + f"\n(screenshot: {shot})"
+    assert not covered, (
+        f"{path.name}: the start is not in view:\n" + "\n".join(covered) + f"\n(screenshot: {shot})"
+    )
