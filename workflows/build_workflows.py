@@ -14,9 +14,15 @@ generate" value after a seed, the upload button value after LoadImage's image, s
 lists, link ids) come from the node classes' own ``INPUT_TYPES`` through
 ``analogist.workflow_format``, so they match what the ComfyUI frontend saves.
 
+What an artist opening a template gets (issue 22): the nodes laid out in groups (pictures,
+model, prompt, sampling, result; ``auto_layout``) with nothing overlapping, at the zoom the
+frontend's "fit view" gives (Templates opens a workflow that way); a markdown note with
+links (``markdown_note``); each loader's download link (``MODEL_FILES``), which the
+frontend's missing-model panel offers; samplers whose seed randomizes after each run.
+
 Everything here is deterministic: the example images are drawn with Pillow from fixed
 shapes, the thumbnails are the paper's labelled grid built from them by the pack's own
-grid code.
+grid code, with each template's badge, colour and caption (``THUMBNAILS``, ``CAPTIONS``).
 """
 
 from __future__ import annotations
