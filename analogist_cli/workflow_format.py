@@ -42,6 +42,17 @@ NOTE_TYPES = ("Note", "MarkdownNote")
 VIRTUAL_TYPES = NOTE_TYPES + ("Reroute", "PrimitiveNode")
 
 
+# The current frontend's (1.47) geometry: a node's title bar is drawn above its ``pos``; a
+# group's title band is about this high; "fit view" (Templates opens a workflow that way)
+# leaves a quarter of the canvas free; below this zoom nodes are drawn without their text.
+TITLE_HEIGHT = 30
+GROUP_HEADER = 44
+GROUP_PAD = 16
+FIT_FRACTION = 0.75
+LOW_QUALITY_ZOOM = 0.6
+VIEWPORT = (1920, 1080)
+
+
 class WorkflowError(ValueError):
     """A workflow that cannot be turned into a prompt; the message says which node and why."""
 
@@ -312,6 +323,15 @@ class Node:
     size: tuple[int, int] | None = None
     text: str | None = None  # Note nodes
     color: tuple[str, str] | None = None
+    # The files a loader node names, for the frontend's missing-model dialog (Download):
+    # [{"name": file, "url": https URL, "directory": models/ folder}], saved in properties.
+    models: list[dict[str, str]] | None = None
+    control: str = "fixed"  # the "control after generate" value saved after a seed
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1) as the frontend draws it: the title bar sits above ``pos``."""
+        width, height = self.size or Graph._size(self)
+        return (self.pos[0], self.pos[1] - TITLE_HEIGHT, self.pos[0] + width, self.pos[1] + height)
 
     def out(self, name: str | int) -> Out:
         if isinstance(name, int):
@@ -322,10 +342,69 @@ class Node:
         return Out(self, self.info["output"].index(name))
 
 
+@dataclass
+class Group:
+    """A LiteGraph group: a titled box behind some nodes, laid out as columns of nodes."""
+
+    title: str | None  # None: the columns are placed, without a box
+    columns: list[list[Node]]
+    color: str = "#3f789e"
+
+
 class Graph:
     def __init__(self, defs: dict[str, dict]):
         self.defs = defs
         self.nodes: list[Node] = []
+        self.groups: list[tuple[str, tuple[float, float, float, float], str]] = []
+
+    def arrange(self, rows: list[list[Group]], gap: int = 24) -> None:
+        """Place every node: rows of groups, each group columns of nodes stacked top down.
+
+        Nothing can overlap: a column is as wide as its widest node, a node starts below the
+        one above it (title bar included), groups and rows keep ``gap`` apart.
+        """
+        placed = {
+            id(n) for row in rows for group in row for column in group.columns for n in column
+        }
+        missing = [f"{n.id} {n.type}" for n in self.nodes if id(n) not in placed]
+        if missing:
+            raise ValueError(f"nodes not arranged: {missing}")
+        y = 0.0
+        for row in rows:
+            x, row_height = 0.0, 0.0
+            for group in row:
+                pad = GROUP_PAD if group.title else 0
+                top = GROUP_HEADER if group.title else 0
+                cx = x + pad
+                inner_height = 0.0
+                for column in group.columns:
+                    cy = y + top
+                    width = 0.0
+                    for node in column:
+                        w, h = node.size or self._size(node)
+                        node.pos = (int(cx), int(cy + TITLE_HEIGHT))
+                        cy += TITLE_HEIGHT + h + gap
+                        width = max(width, w)
+                    inner_height = max(inner_height, cy - gap - (y + top))
+                    cx += width + gap
+                group_width = cx - gap + pad - x
+                group_height = top + inner_height + pad
+                if group.title:
+                    self.groups.append(
+                        (group.title, (x, y, group_width, group_height), group.color)
+                    )
+                x += group_width + gap
+                row_height = max(row_height, group_height)
+            y += row_height + gap
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        boxes = [n.bounds() for n in self.nodes]
+        return (
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
 
     def add(self, kind: str, pos: tuple[int, int], title: str | None = None, **inputs: Any) -> Node:
         info = self.defs[kind]
@@ -345,9 +424,10 @@ class Graph:
         return node
 
     def note(self, pos: tuple[int, int], text: str, size: tuple[int, int] = (440, 330)) -> Node:
+        """A markdown note (the frontend's MarkdownNote: headings, links, lists)."""
         node = Node(
             len(self.nodes) + 1,
-            "Note",
+            "MarkdownNote",
             pos,
             {"input": {}, "output": [], "output_name": []},
             title="Read me",
@@ -385,7 +465,7 @@ class Graph:
                 "order": order[node.id],
                 "mode": 0,
             }
-            if node.type == "Note":
+            if node.type in NOTE_TYPES:
                 entry.update(properties={"text": ""}, widgets_values=[node.text])
             else:
                 inputs: list[dict[str, Any]] = []
@@ -419,7 +499,9 @@ class Graph:
                     )
                 ]
                 entry["properties"] = {"Node name for S&R": node.type}
-                entry["widgets_values"] = widgets_values_for(node.info, node.values)
+                if node.models:
+                    entry["properties"]["models"] = [dict(m) for m in node.models]
+                entry["widgets_values"] = widgets_values_for(node.info, node.values, node.control)
             if node.title:
                 entry["title"] = node.title
             if node.color:
@@ -428,31 +510,101 @@ class Graph:
         for entry in serial_nodes:
             for slot, output in enumerate(entry.get("outputs", [])):
                 output["links"] = out_links.get((entry["id"], slot)) or None
+        groups = [
+            {
+                "id": i + 1,
+                "title": title,
+                "bounding": [round(v) for v in box],
+                "color": color,
+                "font_size": 24,
+                "flags": {},
+            }
+            for i, (title, box, color) in enumerate(self.groups)
+        ]
         return {
             "last_node_id": len(self.nodes),
             "last_link_id": len(links),
             "nodes": serial_nodes,
             "links": links,
-            "groups": [],
+            "groups": groups,
             "config": {},
-            # The saved view: every title bar clear of the current frontend's tab bar, menus
-            # and sidebar at 1920x1080, and a scale above 0.571, below which it draws nodes
-            # without their text (tests/frontend checks both).
-            "extra": {"ds": {"scale": 0.6, "offset": [140, 580]}, **(extra_info or {})},
+            # The saved view (a dropped file opens with it) is the one the frontend's "fit
+            # view" gives (a template from the Templates browser opens with that): the whole
+            # graph, centred, at 1920x1080 (tests/frontend checks the zoom and the titles).
+            "extra": {"ds": fit_view(self.bounds()), **(extra_info or {})},
             "version": 0.4,
         }
 
     @staticmethod
     def _size(node: Node) -> tuple[int, int]:
+        """At least the frontend's own size for the node (1.47 keeps a saved size as is)."""
         widgets = widget_inputs(node.info)
         sockets = max(len(socket_inputs(node.info)), len(node.info["output"]))
         height = 30 + 22 * sockets + 26 * len(widgets)
-        width = 320
+        width = WIDTHS.get(node.type, DEFAULT_WIDTH)
         for _, spec in widgets:
             options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
             if options.get("multiline"):
                 height += 90
-                width = 400
-        if node.type in ("LoadImage", "PreviewImage", "SaveImage"):
+                width = max(width, 360)
+        if node.type == "LoadImage":
+            height += 200  # the picture (the frontend scales it into the node)
+        elif node.type in ("PreviewImage", "SaveImage"):
             height += 240
         return width, height
+
+
+# Widths: the frontend's own (its computeSize, 1.47) plus a margin for longer file names.
+DEFAULT_WIDTH = 280
+WIDTHS = {
+    "AnalogistRankCandidates": 420,
+    "AnalogistMarkAndArrow": 370,
+    "AnalogistGridCompose": 340,
+    "AnalogistExamplePair": 340,
+    "AnalogistDDIMSigmas": 340,
+    "AnalogistDDIMSampler": 340,
+    "AnalogistGridCrop": 320,
+    "AnalogistCAMPatch": 300,
+    "AnalogistSACPatch": 300,
+    "AnalogistGPT4VPrompt": 360,
+    "AnalogistReVersionLearn": 360,
+    "LoraLoader": 300,
+    "CheckpointLoaderSimple": 300,
+}
+
+
+def fit_view(
+    bounds: tuple[float, float, float, float], viewport: tuple[int, int] = VIEWPORT
+) -> dict[str, Any]:
+    """The frontend's "fit view" (``DragAndScale.fitToBounds``, zoom 0.75) for these bounds
+    (the nodes' boxes, which the frontend pads by 10)."""
+    x0, y0, x1, y1 = bounds[0] - 10, bounds[1] - 10, bounds[2] + 10, bounds[3] + 10
+    width, height = max(x1 - x0, 300), max(y1 - y0, 300)
+    scale = min(FIT_FRACTION * viewport[0] / width, FIT_FRACTION * viewport[1] / height, 10.0)
+    offset = [
+        round(-x0 - (x1 - x0) / 2 + viewport[0] / scale / 2, 1),
+        round(-y0 - (y1 - y0) / 2 + viewport[1] / scale / 2, 1),
+    ]
+    return {"scale": round(scale, 4), "offset": offset}
+
+
+def node_bounds(node: dict) -> tuple[float, float, float, float]:
+    """A saved node's box as drawn (title bar above ``pos``): (x0, y0, x1, y1)."""
+    x, y = (
+        node["pos"][:2] if isinstance(node["pos"], list) else (node["pos"]["0"], node["pos"]["1"])
+    )
+    width, height = node["size"][:2]
+    return (x, y - TITLE_HEIGHT, x + width, y + height)
+
+
+def overlapping_nodes(workflow: dict) -> list[str]:
+    """Pairs of nodes whose drawn boxes (title bar included) overlap."""
+    boxes = [(n, node_bounds(n)) for n in workflow["nodes"]]
+    out = []
+    for i, (a, ba) in enumerate(boxes):
+        for b, bb in boxes[i + 1 :]:
+            if ba[0] < bb[2] and bb[0] < ba[2] and ba[1] < bb[3] and bb[1] < ba[3]:
+                out.append(
+                    f"{a['id']} {a.get('title') or a['type']} / {b['id']} {b.get('title') or b['type']}"
+                )
+    return out

@@ -14,9 +14,15 @@ generate" value after a seed, the upload button value after LoadImage's image, s
 lists, link ids) come from the node classes' own ``INPUT_TYPES`` through
 ``analogist.workflow_format``, so they match what the ComfyUI frontend saves.
 
+What an artist opening a template gets (issue 22): the nodes laid out in groups (pictures,
+model, prompt, sampling, result; ``auto_layout``) with nothing overlapping, at the zoom the
+frontend's "fit view" gives (Templates opens a workflow that way); a markdown note with
+links (``markdown_note``); each loader's download link (``MODEL_FILES``), which the
+frontend's missing-model panel offers; samplers whose seed randomizes after each run.
+
 Everything here is deterministic: the example images are drawn with Pillow from fixed
 shapes, the thumbnails are the paper's labelled grid built from them by the pack's own
-grid code.
+grid code, with each template's badge, colour and caption (``THUMBNAILS``, ``CAPTIONS``).
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ _import_pack()
 from comfyui_analogist.analogist_attn import defaults  # noqa: E402
 from comfyui_analogist.analogist_cli.workflow_format import (  # noqa: E402
     Graph,
+    Group,
     Node,
     Out,
 )
@@ -141,12 +148,314 @@ WORKFLOWS += ("reversion_learn", "reversion_generate")
 SD15_CHECKPOINT = (
     "v1-5-pruned-emaonly.safetensors"  # ReVersion trains on plain SD1.5, not inpainting
 )
+REVERSION_SEED = 2023  # ReVersion's inference seed
 RELATION = "inside"  # the example relation: the name <R> is saved under (embedding:inside)
 EXEMPLAR_FOLDER = "reversion_inside"  # shipped in workflows/images/, copied into ComfyUI/input/
 # The diffusers-exact DDIM (issue 20): the paper's own sampler for the Analogist graph.
 CUSTOM_SAMPLING_NODES = ("SamplerCustom",)
 USED_NODES += CUSTOM_SAMPLING_NODES + ("AnalogistDDIMSigmas", "AnalogistDDIMSampler")
 WORKFLOWS += ("analogist_exact_ddim",)
+
+
+# -- where the named models come from (the frontend's missing-model dialog offers Download) --
+# file name -> (download URL, models/ folder). The frontend (1.47) offers Download only for a
+# URL on huggingface.co or civitai and a file name ending in .safetensors/.sft/.ckpt/.pth/.pt.
+HF = "https://huggingface.co"
+MODEL_FILES: dict[str, tuple[str, str]] = {
+    CHECKPOINT: (
+        f"{HF}/stable-diffusion-v1-5/stable-diffusion-inpainting/resolve/main/sd-v1-5-inpainting.ckpt",
+        "checkpoints",
+    ),
+    # A single-file conversion of diffusers/stable-diffusion-xl-1.0-inpainting-0.1.
+    SDXL_CHECKPOINT: (
+        f"{HF}/wangqyqq/sd_xl_base_1.0_inpainting_0.1.safetensors/resolve/main/"
+        "sd_xl_base_1.0_inpainting_0.1.safetensors",
+        "checkpoints",
+    ),
+    SD15_CHECKPOINT: (
+        f"{HF}/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/v1-5-pruned-emaonly.safetensors",
+        "checkpoints",
+    ),
+    CONTROLNET: (
+        f"{HF}/lllyasviel/ControlNet-v1-1/resolve/main/control_v11p_sd15_canny.pth",
+        "controlnet",
+    ),
+    # The ViT-H/14 image encoder as IPAdapter users name it (h94/IP-Adapter's model.safetensors).
+    CLIP_VISION: (
+        f"{HF}/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors",
+        "clip_vision",
+    ),
+    FLUX_UNET: (
+        f"{HF}/black-forest-labs/FLUX.1-Fill-dev/resolve/main/flux1-fill-dev.safetensors",
+        "diffusion_models",
+    ),
+    FLUX_CLIP[0]: (
+        f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
+        "text_encoders",
+    ),
+    FLUX_CLIP[1]: (
+        f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+        "text_encoders",
+    ),
+    FLUX_VAE: (f"{HF}/black-forest-labs/FLUX.1-schnell/resolve/main/ae.safetensors", "vae"),
+}
+# The widgets that name a model file, per loader, and the models/ folder each reads.
+LOADERS: dict[str, dict[str, str]] = {
+    "CheckpointLoaderSimple": {"ckpt_name": "checkpoints"},
+    "LoraLoader": {"lora_name": "loras"},
+    "ControlNetLoader": {"control_net_name": "controlnet"},
+    "CLIPVisionLoader": {"clip_name": "clip_vision"},
+    "UNETLoader": {"unet_name": "diffusion_models"},
+    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    "VAELoader": {"vae_name": "vae"},
+}
+# Placeholders for the artist's own file: nothing to download (the note says so).
+OWN_FILES = (LORA,)
+
+
+def add_model_links(g: Graph) -> None:
+    """Each loader's ``properties.models``: name, URL and folder of the files it names."""
+    for node in g.nodes:
+        for widget, folder in LOADERS.get(node.type, {}).items():
+            name = node.values.get(widget)
+            if name in OWN_FILES:
+                continue
+            url, directory = MODEL_FILES[name]
+            assert directory == folder, (name, directory, folder)
+            node.models = (node.models or []) + [{"name": name, "url": url, "directory": directory}]
+
+
+def randomize_seeds(g: Graph) -> None:
+    """Run twice, get a new variation: samplers' seeds randomize after each run (the
+    GPT-4V node's seed stays fixed, so its cached answer is reused)."""
+    for node in g.nodes:
+        if node.type in ("KSampler", "SamplerCustom", "KSamplerAdvanced"):
+            node.control = "randomize"
+
+
+# -- the notes: markdown (the frontend's MarkdownNote) with links -------------------------------
+REPO = "https://github.com/analogist-comfyui/comfyui-analogist/blob/main"
+HEADINGS = {  # the recipes' first lines, as an artist reads them
+    "ANALOGIST, MANUAL PROMPT (no API key, works offline)": (
+        "Start here: Analogist with a typed prompt (no API key, works offline)"
+    ),
+    "ANALOGIST, FULL METHOD (vision-language model writes the prompt)": (
+        "Analogist, full method: a vision model writes the prompt"
+    ),
+    "ANALOGIST, 'A ALIGNED WITH B' (the paper's corgi example)": (
+        "Analogist when A is aligned with B (the paper's corgi example)"
+    ),
+    "ANALOGIST + LORA + CONTROLNET": "Analogist with a LoRA and a ControlNet",
+    "ANALOGIST, BEST OF 4 (ranked by the paper's CLIP metric)": (
+        "Analogist, best of 4 (ranked by the paper's CLIP metric)"
+    ),
+    "ANALOGIST ON SDXL INPAINTING (1024 grid, cells 512)": (
+        "Analogist on SDXL inpainting (1024 grid, cells 512)"
+    ),
+    "ANALOGIST, REGION OF INTEREST ON B (only part of B changes)": (
+        "Analogist on a region of B (only part of B changes)"
+    ),
+    "ANALOGIST ON FLUX.1 FILL (EXPERIMENTAL; 1024 grid, cells 512)": (
+        "Analogist on Flux.1 Fill (experimental; 1024 grid, cells 512)"
+    ),
+    "ANALOGIST, TWO EXAMPLE PAIRS": "Analogist with two example pairs",
+    "REVERSION: LEARN A RELATION WORD FROM A FEW IMAGES": (
+        "ReVersion: learn a relation word from a few images"
+    ),
+    "REVERSION: USE A LEARNED RELATION IN A PROMPT": "ReVersion: use a learned relation in a prompt",
+    "ANALOGIST WITH THE PAPER'S EXACT SAMPLER (diffusers DDIM)": (
+        "Analogist with the paper's exact sampler (diffusers DDIM)"
+    ),
+}
+
+
+def markdown_note(note: str, loading: str, seed: int | None = None) -> str:
+    """A recipe's note and loading list as markdown: a heading, lists, linked model files,
+    the seed behaviour, links to the manual. No literal asterisks: ``*word*`` is emphasis."""
+    import re
+
+    heading, _, body = note.partition("\n")
+    heading = HEADINGS.get(heading, heading)
+    lines = [f"## {heading}", "", body.strip(), ""]
+    for line in loading.strip().splitlines():
+        if line.startswith("WHAT TO LOAD WHERE"):
+            lines += ["### What to load where" + line[len("WHAT TO LOAD WHERE") :], ""]
+        elif line.startswith("* "):
+            lines.append("- " + line[2:])
+        else:
+            lines.append(line)
+    if seed is not None:
+        lines += [
+            "",
+            "### Seed",
+            f"The sampler's seed changes after every run (*control after generate: randomize*), "
+            f"so **Run** again gives a new variation. The paper's seed is **{seed}**: type it "
+            "and set the control to *fixed* to repeat the paper's run.",
+        ]
+    lines += [
+        "",
+        f"More: [models and where they go]({REPO}/docs/models.md) · "
+        f"[the guide]({REPO}/docs/guide.md) · [all workflows]({REPO}/README.md)",
+    ]
+    text = "\n".join(lines).replace("<R>", "`<R>`")  # not an HTML tag
+    text = re.sub(r"(?<![*\w])\*(\w[^*\n]*?)\*(?![*\w])", r"**\1**", text)  # *word* -> bold
+    for name, (url, _) in MODEL_FILES.items():  # the first mention of a file: its download page
+        page = url.split("/resolve/")[0]
+        text = text.replace(name, f"[{name}]({page})", 1)
+    return text
+
+
+# -- layout: groups an artist reads left to right, nothing overlapping, readable on open ----
+# Each node type's group; a preview belongs to the group of the node it shows.
+GROUPS = (  # numbered in reading order when laid out (a graph may lack some)
+    ("Your pictures: A -> A' is the example, B gets the same change", "#3f789e"),
+    ("Model", "#8a5a9e"),
+    ("Prompt", "#4f8a4f"),
+    ("Sampling", "#9e7a3f"),
+    ("Result", "#9e3f4f"),
+    ("Learn the relation", "#9e7a3f"),
+)
+LEARN = 5  # a training graph: its Learn node, read before the result
+ORDER = (0, 1, 2, 3, LEARN, 4)
+ROLES = {
+    **dict.fromkeys(
+        ("LoadImage", "LoadImageMask", "AnalogistGridCompose", "AnalogistExamplePair"), 0
+    ),
+    **dict.fromkeys(
+        (
+            "CheckpointLoaderSimple",
+            "LoraLoader",
+            "UNETLoader",
+            "DualCLIPLoader",
+            "VAELoader",
+            "ControlNetLoader",
+            "AnalogistSACPatch",
+            "AnalogistCAMPatch",
+        ),
+        1,
+    ),
+    **dict.fromkeys(
+        (
+            "CLIPTextEncode",
+            "AnalogistMarkAndArrow",
+            "AnalogistGPT4VPrompt",
+            "FluxGuidance",
+            "Canny",
+            "ControlNetApplyAdvanced",
+        ),
+        2,
+    ),
+    **dict.fromkeys(
+        (
+            "InpaintModelConditioning",
+            "RepeatLatentBatch",
+            "EmptyLatentImage",
+            "KSampler",
+            "SamplerCustom",
+            "AnalogistDDIMSigmas",
+            "AnalogistDDIMSampler",
+            "VAEDecode",
+        ),
+        3,
+    ),
+    "AnalogistReVersionLearn": LEARN,
+}
+
+
+def role(node: Node) -> int:
+    if node.type in ROLES:
+        return ROLES[node.type]
+    if node.type == "PreviewImage" and node.links:
+        source = next(iter(node.links.values())).node
+        if ROLES.get(source.type, 4) in (0, 1, 2):
+            return ROLES[source.type]
+    return 4  # results: Grid Crop, Save Image, previews, ranking, CLIP vision
+
+
+def columns(nodes: list[Node], count: int) -> list[list[Node]]:
+    """The nodes, in order, cut into ``count`` columns with the shortest tallest column."""
+    import itertools
+
+    heights = [30 + (n.size or Graph._size(n))[1] + 24 for n in nodes]
+    count = min(count, len(nodes))
+    best: tuple[float, list[list[Node]]] | None = None
+    for cuts in itertools.combinations(range(1, len(nodes)), count - 1):
+        bounds = (0, *cuts, len(nodes))
+        tallest = max(sum(heights[i:j]) for i, j in itertools.pairwise(bounds))
+        if best is None or tallest < best[0]:
+            best = (tallest, [nodes[i:j] for i, j in itertools.pairwise(bounds)])
+    assert best is not None
+    return best[1]
+
+
+def columns_up_to(nodes: list[Node], limit: float) -> list[list[Node]]:
+    """The nodes, in order, filling columns up to ``limit`` high each."""
+    out: list[list[Node]] = []
+    height = limit + 1.0
+    for node in nodes:
+        h = 30 + (node.size or Graph._size(node))[1]
+        if height + h > limit and (not out or out[-1]):
+            out.append([])
+            height = 0.0
+        out[-1].append(node)
+        height += h + 24
+    return out
+
+
+def auto_layout(g: Graph) -> None:
+    """The arrangement that opens largest at 1920x1080 (the frontend's fit view).
+
+    Groups in reading order (the note first) in one or two rows, each group in one to
+    three columns; keeps the largest zoom (ties: the smaller area). Deterministic.
+    """
+    import itertools
+
+    from comfyui_analogist.analogist_cli.workflow_format import fit_view
+
+    # Within a group, nodes follow the data (then the order the builder made them).
+    order = {n.id: (i, n.id) for i, n in enumerate(g._order())}
+    notes = [n for n in g.nodes if n.type in ("Note", "MarkdownNote")]
+    by_role: dict[int, list[Node]] = {}
+    for node in sorted(g.nodes, key=lambda n: order[n.id]):
+        if node not in notes:
+            by_role.setdefault(role(node), []).append(node)
+    kinds = sorted(by_role, key=ORDER.index)
+    best: tuple[float, float, list[list[Group]]] | None = None
+    choices = [
+        [columns(by_role[k], c) for k, c in zip(kinds, counts, strict=True)]
+        for counts in itertools.product((1, 2, 3), repeat=len(kinds))
+    ] + [[columns_up_to(by_role[k], limit) for k in kinds] for limit in range(400, 1600, 40)]
+    for choice in choices:
+        groups = [Group(None, [notes])] if notes else []
+        groups += [
+            Group(f"{i}. {GROUPS[k][0]}", cols, GROUPS[k][1])
+            for i, (k, cols) in enumerate(zip(kinds, choice, strict=True), start=1)
+        ]
+        splits = [(len(groups),)] + [
+            cut for k in (1, 2) for cut in itertools.combinations(range(1, len(groups)), k)
+        ]
+        for cut in splits:
+            bounds = (0, *cut, len(groups)) if cut != (len(groups),) else (0, len(groups))
+            rows = [groups[i:j] for i, j in itertools.pairwise(bounds)]
+            trial = Graph(g.defs)
+            trial.nodes = g.nodes
+            trial.arrange(rows)
+            x0, y0, x1, y1 = trial.bounds()
+            scale = fit_view(trial.bounds())["scale"]
+            area = (x1 - x0) * (y1 - y0)
+            if best is None or (round(scale, 3), -area) > (round(best[0], 3), -best[1]):
+                best = (scale, area, rows)
+    assert best is not None
+    g.groups = []
+    g.arrange(best[2])
+
+
+def finish(g: Graph) -> dict:
+    """Lay the graph out in groups, add the download links and seed controls, serialise."""
+    auto_layout(g)
+    add_model_links(g)
+    randomize_seeds(g)
+    return g.to_ui()
 
 
 # -- node definitions ----------------------------------------------------------------------
@@ -218,7 +527,8 @@ def node_definitions() -> dict[str, dict]:
 
 
 # -- the workflows -------------------------------------------------------------------------
-X = (0, 360, 720, 1100, 1480, 1860)  # columns
+X = (0, 360, 720, 1100, 1480, 1860)  # the builder's rough columns: they set the order only
+NOTE_SIZE = (420, 360)
 
 
 @dataclass
@@ -249,7 +559,7 @@ NOTE_LOADING = (
     "(mirror: stable-diffusion-v1-5/stable-diffusion-inpainting), in ComfyUI/models/checkpoints/.\n"
     "* A, A', B: the three Load Image nodes. A -> A' is the example change; B is the image "
     "to change the same way. The example images ship with the pack (workflows/images/; "
-    "copy them into ComfyUI/input/ or pick your own).\n"
+    "the pack copies them into ComfyUI/input/ when it loads; or pick your own).\n"
     "* The result (B') is saved by Save Image; the preview shows A | A' | B | B'.\n"
 )
 
@@ -267,7 +577,7 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
             + recipe.loading
             + NOTE_LOADING[NOTE_LOADING.index("\n* A, A'") :]
         )
-    g.note((X[0], -380), recipe.note + "\n\n" + loading)
+    g.note((X[0], -380), markdown_note(recipe.note, loading, SAMPLER["seed"]), size=NOTE_SIZE)
     a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
     a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
     b = g.add(
@@ -435,7 +745,7 @@ def build(defs: dict[str, dict], recipe: Recipe) -> dict:
             filename_prefix="analogist/b_prime",
         )
     g.add("PreviewImage", (X[5], 560), "A | A' | B | B'", images=crop.out("strip"))
-    return g.to_ui()
+    return finish(g)
 
 
 def add_example_pairs(g: Graph, recipe: Recipe) -> dict[str, Out]:
@@ -460,7 +770,11 @@ def add_example_pairs(g: Graph, recipe: Recipe) -> dict[str, Out]:
 def build_flux(defs: dict[str, dict], recipe: Recipe) -> dict:
     """The typed-prompt method on Flux.1 Fill: ComfyUI's usual Fill graph plus SAC and CAM."""
     g = Graph(defs)
-    g.note((X[0], -380), recipe.note + "\n\n" + recipe.loading, size=(440, 360))
+    g.note(
+        (X[0], -380),
+        markdown_note(recipe.note, recipe.loading, FLUX_SAMPLER["seed"]),
+        size=NOTE_SIZE,
+    )
     a = g.add("LoadImage", (X[0], 0), "A (example, before)", image=IMAGE_A)
     a2 = g.add("LoadImage", (X[0], 360), "A' (example, after)", image=IMAGE_A_PRIME)
     b = g.add("LoadImage", (X[0], 720), "B (to change)", image=IMAGE_B)
@@ -548,7 +862,7 @@ def build_flux(defs: dict[str, dict], recipe: Recipe) -> dict:
         filename_prefix="analogist/b_prime_flux",
     )
     g.add("PreviewImage", (X[5], 560), "A | A' | B | B'", images=crop.out("strip"))
-    return g.to_ui()
+    return finish(g)
 
 
 def add_exact_ddim(g: Graph, recipe: Recipe, model: Out, cond: Node, latent: Out) -> Node:
@@ -581,7 +895,8 @@ def add_exact_ddim(g: Graph, recipe: Recipe, model: Out, cond: Node, latent: Out
 def build_reversion(defs: dict[str, dict], recipe: Recipe) -> dict:
     """ReVersion: learn <R> from the exemplar folder, or use a learned <R> in a prompt."""
     g = Graph(defs)
-    g.note((X[0], -380), recipe.note + "\n\n" + recipe.loading)  # ends above the titles at y 0
+    seed = None if recipe.reversion == "learn" else REVERSION_SEED
+    g.note((X[0], -380), markdown_note(recipe.note, recipe.loading, seed), size=NOTE_SIZE)
     ckpt = g.add("CheckpointLoaderSimple", (X[0], 0), "SD1.5 checkpoint", ckpt_name=SD15_CHECKPOINT)
     if recipe.reversion == "learn":
         learn = g.add(
@@ -596,7 +911,7 @@ def build_reversion(defs: dict[str, dict], recipe: Recipe) -> dict:
             captions="",
         )
         g.add("PreviewImage", (X[2] + 40, 0), "Loss curve", images=learn.out("loss_curve"))
-        return g.to_ui()
+        return finish(g)
     positive = g.add(
         "CLIPTextEncode",
         (X[1], 0),
@@ -615,7 +930,7 @@ def build_reversion(defs: dict[str, dict], recipe: Recipe) -> dict:
         positive=positive.out(0),
         negative=negative.out(0),
         latent_image=empty.out(0),
-        seed=2023,
+        seed=REVERSION_SEED,
         steps=50,
         cfg=7.5,
         sampler_name="ddim",
@@ -630,7 +945,7 @@ def build_reversion(defs: dict[str, dict], recipe: Recipe) -> dict:
         images=decoded.out(0),
         filename_prefix=f"reversion/{RELATION}",
     )
-    return g.to_ui()
+    return finish(g)
 
 
 def add_ranking(g: Graph, recipe: Recipe, inputs: tuple[Node, Node, Node], candidates: Out) -> Out:
@@ -659,7 +974,7 @@ def add_ranking(g: Graph, recipe: Recipe, inputs: tuple[Node, Node, Node], candi
 
 
 CAPTIONS = {
-    "analogist_manual_prompt": "Analogist: typed prompt",
+    "analogist_manual_prompt": "Start here: Analogist, typed prompt",
     "analogist": "Analogist: GPT-4V prompt",
     "analogist_aligned_with_b": "Analogist: A aligned with B",
     "analogist_lora_controlnet": "Analogist + LoRA + ControlNet",
@@ -668,6 +983,25 @@ CAPTIONS = {
     "analogist_region": "Analogist: region of interest on B",
     "analogist_two_examples": "Analogist: two example pairs",
     "analogist_flux_fill": "Analogist on Flux.1 Fill (experimental)",
+}
+# What sets each thumbnail apart: a badge (top right), a colour, what B' shows.
+THUMBNAILS: dict[str, dict[str, Any]] = {
+    "analogist_manual_prompt": {"badge": "START HERE", "colour": (46, 125, 50), "b_prime": "?"},
+    "analogist": {"badge": "VLM PROMPT", "colour": (21, 101, 192), "b_prime": "vlm"},
+    "analogist_aligned_with_b": {"badge": "A ALIGNED", "colour": (0, 121, 107), "b_prime": "?"},
+    "analogist_lora_controlnet": {
+        "badge": "LORA + CN",
+        "colour": (123, 31, 162),
+        "b_prime": "edges",
+    },
+    "analogist_best_of_n": {"badge": "BEST OF 4", "colour": (239, 108, 0), "b_prime": "best"},
+    "analogist_sdxl": {"badge": "SDXL", "colour": (198, 40, 40), "b_prime": "?"},
+    "analogist_region": {"badge": "REGION", "colour": (191, 110, 0), "b_prime": "region"},
+    "analogist_two_examples": {"badge": "2 PAIRS", "colour": (0, 131, 143), "b_prime": "?"},
+    "analogist_flux_fill": {"badge": "FLUX.1", "colour": (69, 90, 100), "b_prime": "?"},
+    "analogist_exact_ddim": {"badge": "EXACT DDIM", "colour": (93, 64, 55), "b_prime": "?"},
+    "reversion_learn": {"badge": "LEARN <R>", "colour": (106, 27, 154)},
+    "reversion_generate": {"badge": "USE <R>", "colour": (40, 53, 147)},
 }
 
 RECIPES: dict[str, Callable[[], Recipe]] = {
@@ -822,7 +1156,7 @@ RECIPES["reversion_learn"] = lambda: Recipe(
     f"* The exemplars: a folder inside ComfyUI/input/ with the images and a text.json mapping "
     "each file name to caption templates with {} where the relation goes, e.g. "
     '{"disc_box.png": ["orange disc {} blue box"]} (the official ReVersion layout). The example '
-    f"folder ships with the pack: copy workflows/images/{EXEMPLAR_FOLDER} into ComfyUI/input/, "
+    f"folder ({EXEMPLAR_FOLDER}) ships with the pack, which copies it into ComfyUI/input/ when it loads; "
     "or put your own folder there and type its name in 'folder'.",
 )
 RECIPES["reversion_generate"] = lambda: Recipe(
@@ -908,10 +1242,11 @@ def reversion_exemplars(size: int = 128) -> dict[str, tuple[Any, list[str]]]:
     return out
 
 
-def montage_thumbnail(images: list[Any], caption: str, side: int = 384) -> bytes:
+def montage_thumbnail(
+    images: list[Any], caption: str, side: int = 384, look: dict[str, Any] | None = None
+) -> bytes:
     """A 2x2 montage of the exemplars over a caption band, as a JPEG (ReVersion's thumbnails)."""
-    from comfyui_analogist.analogist_pixels import marks
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     band, cell = 44, side // 2
     img = Image.new("RGB", (side, side + band), (32, 32, 36))
@@ -920,13 +1255,7 @@ def montage_thumbnail(images: list[Any], caption: str, side: int = 384) -> bytes
             image.resize((cell - 4, cell - 4), Image.LANCZOS),
             ((i % 2) * cell + 2, (i // 2) * cell + 2),
         )
-    font = marks.label_font(22)
-    draw = ImageDraw.Draw(img)
-    width = draw.textlength(caption, font=font)
-    draw.text(((side - width) / 2, side + 9), caption, font=font, fill=(240, 240, 240))
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=85, optimize=True)
-    return buffer.getvalue()
+    return decorate(img, caption, look or {}, side)
 
 
 # -- example images and thumbnails ------------------------------------------------------------
@@ -981,15 +1310,98 @@ def png_bytes(image: Any) -> bytes:
     return buffer.getvalue()
 
 
+def decorate(img: Any, caption: str, look: dict[str, Any], side: int, cell: Any = None) -> bytes:
+    """The caption band in the template's colour, its badge, what its B' cell shows; a JPEG."""
+    from comfyui_analogist.analogist_pixels import marks
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(img)
+    colour = tuple(look.get("colour", (32, 32, 36)))
+    draw.rectangle((0, side, img.width, img.height), fill=colour)
+    font = marks.label_font(22 if len(caption) < 32 else 19)
+    width = draw.textlength(caption, font=font)
+    draw.text(((side - width) / 2, side + 10), caption, font=font, fill=(255, 255, 255))
+    if cell is not None:  # B': what the template does there
+        x0, y0, x1, y1 = cell
+        cx, cy, size = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
+        kind = look.get("b_prime", "?")
+        light = (235, 235, 235)
+        if kind == "edges":  # the ControlNet holds B's outline
+            draw.polygon(
+                [
+                    (cx, y0 + size * 0.18),
+                    (x1 - size * 0.18, y1 - size * 0.2),
+                    (x0 + size * 0.18, y1 - size * 0.2),
+                ],
+                outline=light,
+                width=3,
+            )
+        elif kind == "best":  # four candidates, the best one marked
+            half = size / 2
+            for i in range(4):
+                bx, by = x0 + (i % 2) * half, y0 + (i // 2) * half
+                draw.rectangle(
+                    (bx + 4, by + 4, bx + half - 4, by + half - 4), outline=light, width=2
+                )
+                q = marks.label_font(int(half * 0.5))
+                draw.text((bx + half / 2, by + half / 2), "?", font=q, fill=light, anchor="mm")
+            draw.rectangle((x0 + 2, y0 + 2, x0 + half - 2, y0 + half - 2), outline=colour, width=5)
+        elif kind == "region":  # only the painted part of B changes
+            box = (x0 + size * 0.3, y0 + size * 0.1, x0 + size * 0.7, y0 + size * 0.5)
+            for offset in (0, -size):  # on B (left of B') and on B'
+                shifted = (box[0] + offset, box[1], box[2] + offset, box[3])
+                draw.rectangle(shifted, outline=(249, 168, 37), width=4)
+            q = marks.label_font(int(size * 0.3))
+            draw.text((cx, cy + size * 0.15), "?", font=q, fill=light, anchor="mm")
+        elif kind == "vlm":  # a vision model writes the prompt
+            q = marks.label_font(int(size * 0.13))
+            draw.rounded_rectangle(
+                (x0 + 10, cy - size * 0.2, x1 - 10, cy + size * 0.2),
+                radius=12,
+                fill=(245, 245, 245),
+            )
+            draw.text(
+                (cx, cy),
+                '"a triangle\nline drawing"',
+                font=q,
+                fill=(20, 20, 20),
+                anchor="mm",
+                align="center",
+            )
+        else:
+            q = marks.label_font(int(size * 0.45))
+            draw.text((cx, cy), "?", font=q, fill=light, anchor="mm")
+    badge = look.get("badge")
+    if badge:
+        bfont = marks.label_font(18)
+        bw = draw.textlength(badge, font=bfont)
+        draw.rounded_rectangle(
+            (side - bw - 26, 6, side - 6, 36),
+            radius=8,
+            fill=colour,
+            outline=(255, 255, 255),
+            width=2,
+        )
+        draw.text((side - bw - 16, 11), badge, font=bfont, fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    img.convert("RGB").save(buffer, format="JPEG", quality=85, optimize=True)
+    return buffer.getvalue()
+
+
 def thumbnail(
-    images: dict[str, Any], arrangement: str, caption: str, side: int = 384, pairs: int = 1
+    images: dict[str, Any],
+    arrangement: str,
+    caption: str,
+    side: int = 384,
+    pairs: int = 1,
+    look: dict[str, Any] | None = None,
 ) -> bytes:
     """The labelled grid (what the paper shows GPT-4V) over a caption band, as a JPEG."""
     import numpy as np
     import torch
     from comfyui_analogist.analogist_pixels import grid as grid_math
     from comfyui_analogist.analogist_pixels import marks
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     def tensor(img):
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
@@ -1015,14 +1427,16 @@ def thumbnail(
     )
     band = 44
     img = Image.new("RGB", (side, side + band), (32, 32, 36))
-    img.paste(grid, ((side - grid.width) // 2, (side - grid.height) // 2))
-    font = marks.label_font(22)
-    draw = ImageDraw.Draw(img)
-    width = draw.textlength(caption, font=font)
-    draw.text(((side - width) / 2, side + 9), caption, font=font, fill=(240, 240, 240))
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=85, optimize=True)
-    return buffer.getvalue()
+    gx, gy = (side - grid.width) // 2, (side - grid.height) // 2
+    img.paste(grid, (gx, gy))
+    rows = pairs + 1
+    cell = (
+        gx + grid.width / 2,
+        gy + grid.height * (rows - 1) / rows,
+        gx + grid.width,
+        gy + grid.height,
+    )
+    return decorate(img, caption, look or {}, side, cell)
 
 
 def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
@@ -1042,11 +1456,11 @@ def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
         files[HERE / f"{name}.json"] = (json.dumps(workflow, indent=2) + "\n").encode()
         if recipe.reversion:
             files[HERE / f"{name}.jpg"] = montage_thumbnail(
-                [image for image, _ in exemplars.values()], CAPTIONS[name]
+                [image for image, _ in exemplars.values()], CAPTIONS[name], look=THUMBNAILS[name]
             )
             continue
         files[HERE / f"{name}.jpg"] = thumbnail(
-            images, recipe.arrangement, CAPTIONS[name], pairs=recipe.pairs
+            images, recipe.arrangement, CAPTIONS[name], pairs=recipe.pairs, look=THUMBNAILS[name]
         )
     return files
 

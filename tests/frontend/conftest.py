@@ -1,7 +1,7 @@
 """Fixtures for the browser tests: one ComfyUI server and one Chromium per session.
 
 The server is the current host (ANALOGIST_COMFYUI_HOST) serving the frontend it pins,
-with the pack linked into custom_nodes, the example images in input/, the random SD1.5
+with the pack linked into custom_nodes (which puts the example images in input/), the random SD1.5
 inpainting checkpoint, and empty stand-ins named like the models the shipped workflows
 name (an artist who followed the workflow's note has them; only the run tests load a
 model, and they pick the random checkpoint).
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
@@ -25,12 +24,21 @@ from support.frontend import VIEWPORT, Frontend, launch, why_no_browser
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"
-# Models the shipped workflows name, by models/ folder (stand-ins: listed, never loaded).
-NAMED_MODELS = {
-    "checkpoints": ["sd-v1-5-inpainting.ckpt"],
-    "loras": ["your_sd15_lora.safetensors"],
-    "controlnet": ["control_v11p_sd15_canny.pth"],
-}
+
+
+def named_models() -> dict[str, set[str]]:
+    """Models the shipped workflows name, by models/ folder (their loaders' download links),
+    and the artist's own LoRA the LoRA workflow names."""
+    out: dict[str, set[str]] = {"loras": {"your_sd15_lora.safetensors"}}
+    for path in WORKFLOWS.glob("*.json"):
+        for node in json.loads(path.read_text())["nodes"]:
+            for model in (node.get("properties") or {}).get("models") or []:
+                out.setdefault(model["directory"], set()).add(model["name"])
+    return out
+
+
+# Stand-ins (listed, never loaded): an artist who followed the notes has these files.
+NAMED_MODELS = named_models()
 
 _WHY_NOT = why_no_browser()
 
@@ -66,8 +74,7 @@ def frontend_server(tmp_path_factory, sd15_checkpoint):
         (workspace / "models" / folder).mkdir(parents=True, exist_ok=True)
         for name in names:
             (workspace / "models" / folder / name).touch()
-    for image in (WORKFLOWS / "images").glob("*.png"):
-        shutil.copy(image, workspace / "input" / image.name)
+    # The example images: the pack copies them into input/ when it loads.
     server = ComfyServer(workspace).start()
     # A returning user: no first-run template gallery over the canvas.
     request = urllib.request.Request(

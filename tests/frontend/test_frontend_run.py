@@ -13,6 +13,7 @@ import io
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from support.sd15 import checkpoint_name
@@ -156,3 +157,32 @@ def test_gpt4v_node_run_against_a_local_server_shows_the_returned_prompt(
     )
     assert back == expected, f"{back} ({frontend.screenshot('gpt4v-tab-back')})"
     assert not frontend.console.from_pack(), frontend.console.from_pack()
+
+
+def test_run_twice_gives_a_new_variation_not_the_cached_picture(frontend, frontend_server):
+    """The shipped sampler randomizes its seed after each run (issue 22): the second Run
+    samples again with another seed instead of returning the first picture from the cache."""
+    frontend.drop_workflow(WORKFLOWS / "analogist_manual_prompt.json")
+    small_settings(frontend)
+
+    first = run_from_ui(frontend, frontend_server, "run-1")
+    second = run_from_ui(frontend, frontend_server, "run-2")
+
+    sampler = node_id(first, "KSampler")
+    seeds = [entry["prompt"][2][sampler]["inputs"]["seed"] for entry in (first, second)]
+    assert seeds[0] == 0, "the first run uses the saved (paper's) seed"
+    assert seeds[1] != seeds[0], f"the seed did not change after the run: {seeds}"
+    cached = [
+        data.get("nodes", [])
+        for kind, data, *_ in second["status"]["messages"]
+        if kind == "execution_cached"
+    ]
+    assert not any(sampler in nodes for nodes in cached), cached
+    save = node_id(first, "SaveImage")
+    pictures = [
+        np.asarray(
+            Image.open(io.BytesIO(frontend_server.view(e["outputs"][save]["images"][0]))), np.int16
+        )
+        for e in (first, second)
+    ]
+    assert np.abs(pictures[0] - pictures[1]).max() > 0, "the second run gave the same picture"

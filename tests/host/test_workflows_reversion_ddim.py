@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +61,7 @@ def server(tmp_path_factory, sd15_checkpoint):
     (workspace / "custom_nodes" / "analogist-test-probe").symlink_to(
         PROBE, target_is_directory=True
     )
-    for image in IMAGES.glob("*.png"):
-        shutil.copy(image, workspace / "input" / image.name)
-    shutil.copytree(IMAGES / EXEMPLARS, workspace / "input" / EXEMPLARS)  # as the note says
+    # No copying of the example images: the pack puts them into input/ when it loads.
     comfy = ComfyServer(workspace).start()
     comfy.info = comfy.object_info()
     yield comfy

@@ -246,7 +246,7 @@ def test_shipped_workflow_links_connect_matching_types_and_carry_a_note(name):
         assert link_id in nodes[origin]["outputs"][slot]["links"]
         socket = nodes[target]["inputs"][target_slot]
         assert socket["link"] == link_id and socket["type"] == kind
-    notes = [n for n in wf["nodes"] if n["type"] == "Note"]
+    notes = [n for n in wf["nodes"] if n["type"] == "MarkdownNote"]
     assert len(notes) == 1 and "checkpoint" in notes[0]["widgets_values"][0].lower()
 
 
