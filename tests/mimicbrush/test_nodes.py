@@ -74,7 +74,7 @@ def test_two_targets_two_samples_each_sample_decode_and_paste(models, vae):
 
     target, mask = _targets()
     reference = smb.image_tensor("inputs/reference.png")
-    model, positive, negative, latent, noise = nodes.AnalogistMimicBrushApply().apply(
+    model, positive, negative, latent, noise, _crop = nodes.AnalogistMimicBrushApply().apply(
         models.imitative, models, vae, target, mask, reference, True, 2, 3
     )
     assert latent["samples"].shape == (4, 4, 64, 64)
@@ -114,7 +114,7 @@ def test_two_targets_two_samples_each_sample_decode_and_paste(models, vae):
 
 def test_noise_refuses_a_latent_of_another_shape(models, vae):
     target, mask = _targets()
-    *_, noise = nodes.AnalogistMimicBrushApply().apply(
+    *_, noise, _crop = nodes.AnalogistMimicBrushApply().apply(
         models.imitative,
         models,
         vae,
