@@ -107,6 +107,12 @@ def main(argv=None) -> None:
 
         return call
 
+    # The claim to check: the reference UNet runs on the cond row only (batch 1 of the CFG
+    # batch 2), never on the uncond half the official code computes and discards.
+    reference_rows: list[int] = []
+    reference.model.diffusion_model.register_forward_pre_hook(
+        lambda module, args: reference_rows.append(int(args[0].shape[0]))
+    )
     calls = {
         "imitative UNet alone": caller(imitative),
         "MimicBrush (reference + imitative)": caller(patched),
@@ -134,7 +140,17 @@ def main(argv=None) -> None:
         peaks[label] = best
 
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    print(f"one CFG step (batch 2), {size} px, {dtype_name}, {name}, pytorch attention")
+    threads = torch.get_num_threads()
+    print(
+        f"one CFG step (batch 2), {size} px, {dtype_name}, {name} ({threads} threads), "
+        f"torch {torch.__version__}, pytorch attention"
+    )
+    calls_made = 1 + args.repeats + args.memory_repeats  # warm-up, timed, memory
+    assert reference_rows == [1] * calls_made, reference_rows
+    print(
+        f"  reference UNet calls: {len(reference_rows)} for {calls_made} MimicBrush steps, "
+        f"rows per call {sorted(set(reference_rows))} (cond only; the uncond half never runs)"
+    )
     base_t = statistics.median(times["imitative UNet alone"])
     base_m = peaks["imitative UNet alone"]
     for label in calls:
