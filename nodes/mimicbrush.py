@@ -106,6 +106,13 @@ class AnalogistMimicBrushLoader:
         "depth model) for MimicBrush Apply. Use the SD1.5 VAE sd-vae-ft-mse with Load VAE."
     )
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = [
+        "mimicbrush",
+        "load mimicbrush",
+        "reference inpaint",
+        "imitate",
+        "mimic brush",
+    ]
     FUNCTION = "load"
     RETURN_TYPES = ("MODEL", MIMICBRUSH_TYPE)
     RETURN_NAMES = ("model", "mimicbrush")
@@ -159,6 +166,15 @@ class AnalogistMimicBrushApply:
         "at 512 x 512 after padding to a square, as the official demo does."
     )
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = [
+        "mimicbrush",
+        "reference inpaint",
+        "imitate",
+        "imitate reference",
+        "texture transfer",
+        "reference imitation",
+        "zero-shot image editing",
+    ]
     FUNCTION = "apply"
     RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING", "LATENT", "NOISE", CROP_TYPE)
     RETURN_NAMES = ("model", "positive", "negative", "latent", "noise", "crop")
@@ -297,6 +313,7 @@ class AnalogistMimicBrushPaste:
         "blurred as the official demo does. Outside the mask the target is unchanged."
     )
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = ["mimicbrush", "paste back", "composite", "reference inpaint", "imitate"]
     FUNCTION = "paste"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)

@@ -228,7 +228,9 @@ def thumbnail(target: Any, reference: Any, caption: str, side: int = 384) -> byt
     draw = ImageDraw.Draw(img)
     for i, label in enumerate(("target + mask", "reference")):
         width = draw.textlength(label, font=font)
-        draw.text((i * cell + (cell - width) / 2, top + cell + 6), label, font=font, fill=(220,) * 3)
+        draw.text(
+            (i * cell + (cell - width) / 2, top + cell + 6), label, font=font, fill=(220,) * 3
+        )
     width = draw.textlength(caption, font=font)
     draw.text(((side - width) / 2, side + 9), caption, font=font, fill=(240, 240, 240))
     buffer = io.BytesIO()

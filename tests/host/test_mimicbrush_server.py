@@ -130,6 +130,8 @@ def test_mimicbrush_nodes_are_listed(mimicbrush_server):
     assert "depth_anything/depth_anything_vitb14.pth" in loader["depth_model"][0]
     assert info["AnalogistMimicBrushApply"]["output"][-1] == "MIMICBRUSH_CROP"
     assert info["AnalogistMimicBrushPaste"]["input"]["optional"]["crop"][0] == "MIMICBRUSH_CROP"
+    if "search_aliases" in info["AnalogistMimicBrushApply"]:  # 0.30.0's node search reads them
+        assert "texture transfer" in info["AnalogistMimicBrushApply"]["search_aliases"]
 
 
 def test_a_region_is_repainted_and_the_rest_kept(mimicbrush_server):
@@ -180,3 +182,26 @@ def test_shipped_workflow_runs_end_to_end(mimicbrush_server, name, shape_control
     assert pixels.shape == rgba.shape[:2] + (3,)
     assert np.abs(pixels[keep] - rgba[..., :3][keep]).max() <= 1
     assert np.abs(pixels[~keep] - rgba[..., :3][~keep]).max() > 10
+
+
+@pytest.mark.parametrize("name", ["mimicbrush", "mimicbrush_texture"])
+def test_shipped_workflow_links_match_and_its_note_says_which_file_goes_where(name):
+    wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for link_id, origin, slot, target, target_slot, kind in wf["links"]:
+        assert nodes[origin]["outputs"][slot]["type"] == kind
+        assert link_id in nodes[origin]["outputs"][slot]["links"]
+        assert nodes[target]["inputs"][target_slot]["link"] == link_id
+    (note,) = [n["widgets_values"][0] for n in wf["nodes"] if n["type"] == "Note"]
+    for where in (
+        "mimicbrush.bin",
+        "models/mimicbrush/",
+        "depth_anything_vitb14.pth",
+        "models/depth_anything/",
+        "models/vae/",
+        smb.SD_VAE_NAME,
+    ):
+        assert where in note, where
+    for node in wf["nodes"]:
+        if node["type"] == "LoadImage":
+            assert (WORKFLOWS / "images" / node["widgets_values"][0]).is_file()

@@ -137,3 +137,11 @@ def test_every_node_is_documented(node_id):
     for name, spec in cls.INPUT_TYPES()["required"].items():
         assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
     assert (ROOT / "web" / "docs" / f"{node_id}.md").is_file()
+
+
+@pytest.mark.parametrize("node_id", sorted(nodes.NODE_CLASS_MAPPINGS))
+def test_every_node_is_found_by_what_artists_search_for(node_id):
+    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
+    assert "mimicbrush" in cls.SEARCH_ALIASES and "reference inpaint" in cls.SEARCH_ALIASES
+    assert len(nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id]) <= 28
+    assert all(isinstance(a, str) and a == a.lower() for a in cls.SEARCH_ALIASES)

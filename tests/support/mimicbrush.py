@@ -183,6 +183,7 @@ def cached_sd_vae() -> Path:
     import os
 
     import safetensors.torch
+
     from support import sd15
 
     path = sd15.cache_dir() / SD_VAE_NAME
