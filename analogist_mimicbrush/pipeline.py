@@ -168,7 +168,8 @@ def _image_rows(image: Any, name: str) -> torch.Tensor:
             f"Connect a Load Image output to {name}."
         )
     try:
-        return check_image(image, name)
+        check_image(image.detach(), name)  # a decoded image may still track gradients
+        return image
     except TypeError as exc:
         raise ValueError(str(exc)) from None
 
