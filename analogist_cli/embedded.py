@@ -84,13 +84,15 @@ def host_comfyui(pack_dir: Path | None = None) -> Path | None:
 
 def launch_args(
     workspace: Path,
-    checkpoint: Path,
+    checkpoint: Path | None,
     port: int,
     comfyui_dir: Path | None,
     clip_vision: Path | None = None,
+    models: dict[str, Path] | None = None,
 ) -> tuple[list[str], Path]:
     """Command line and working folder for a ComfyUI that sees the pack and ``checkpoint``
-    (and ``clip_vision``, a CLIP vision model file, when given).
+    (and ``clip_vision``, a CLIP vision model file, when given; ``models``: more files, each
+    for a model folder by name, e.g. ``{"mimicbrush": Path(".../mimicbrush.bin")}``).
 
     * In a ComfyUI checkout: its own ``main.py`` with its custom nodes and models, plus the
       checkpoint's folder as an extra model path; inputs and outputs in ``workspace``.
@@ -98,18 +100,20 @@ def launch_args(
       this pack linked into its ``custom_nodes`` and the checkpoint into ``models/checkpoints``.
     """
     base = ["--listen", "127.0.0.1", "--port", str(port)]
+    files = dict(models or {})
+    if checkpoint is not None:
+        files["checkpoints"] = checkpoint
+    if clip_vision is not None:
+        files["clip_vision"] = clip_vision
     if comfyui_dir is not None:
         extra = workspace / "extra_model_paths.yaml"
-        text = (
-            "analogist_runner:\n"
-            f"    base_path: {json.dumps(str(checkpoint.resolve().parent))}\n"
-            "    checkpoints: .\n"
-        )
-        if clip_vision is not None:
+        text = ""
+        for folder, path in files.items():
+            entry = "analogist_runner" if folder == "checkpoints" else f"analogist_runner_{folder}"
             text += (
-                "analogist_runner_clip_vision:\n"
-                f"    base_path: {json.dumps(str(clip_vision.resolve().parent))}\n"
-                "    clip_vision: .\n"
+                f"{entry}:\n"
+                f"    base_path: {json.dumps(str(path.resolve().parent))}\n"
+                f"    {folder}: .\n"
             )
         extra.write_text(text)
         args = [
@@ -129,14 +133,11 @@ def launch_args(
     pack = workspace / "custom_nodes" / PACK_LINK_NAME
     if not pack.exists():
         pack.symlink_to(PACK_ROOT, target_is_directory=True)
-    model = workspace / "models" / "checkpoints" / checkpoint.name
-    if not model.exists():
-        model.symlink_to(checkpoint.resolve())
-    if clip_vision is not None:
-        encoder = workspace / "models" / "clip_vision" / clip_vision.name
-        encoder.parent.mkdir(parents=True, exist_ok=True)
-        if not encoder.exists():
-            encoder.symlink_to(clip_vision.resolve())
+    for folder, path in files.items():
+        model = workspace / "models" / folder / path.name
+        model.parent.mkdir(parents=True, exist_ok=True)
+        if not model.exists():
+            model.symlink_to(path.resolve())
     return workspace_command(workspace) + base, workspace
 
 
@@ -210,14 +211,16 @@ class EmbeddedFailed(ServerError):
 
 @contextmanager
 def embedded_comfyui(
-    checkpoint: Path,
+    checkpoint: Path | None,
     log=None,
     workspace: Path | None = None,
     comfyui_dir: Path | None = None,
     keep_log: Path | None = None,
     clip_vision: Path | None = None,
+    models: dict[str, Path] | None = None,
 ) -> Iterator[str]:
-    """A ComfyUI child process with this pack and ``checkpoint``; yields its URL.
+    """A ComfyUI child process with this pack and ``checkpoint`` (and ``models``: more files
+    by model folder, see :func:`launch_args`); yields its URL.
 
     ``comfyui_dir``: a ComfyUI checkout to start (default: the one the pack lives in, if
     any); otherwise the ``comfyui`` installed in this Python. The child runs in its own
@@ -253,7 +256,7 @@ def embedded_comfyui(
         for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
             (workspace / sub).mkdir(parents=True, exist_ok=True)
         port = _free_port()
-        args, cwd = launch_args(workspace, checkpoint, port, comfyui_dir, clip_vision)
+        args, cwd = launch_args(workspace, checkpoint, port, comfyui_dir, clip_vision, models)
         if not _has_cuda():
             args.append("--cpu")  # the registry's torch is a CUDA build; without a GPU say so
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

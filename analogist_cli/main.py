@@ -118,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
     )
     add_score_command(commands)
     add_reversion_command(commands)
+    from .mimicbrush import add_mimicbrush_command  # cheap: no torch at import
+
+    add_mimicbrush_command(commands)
     return top
 
 
@@ -220,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "score":
         return run_score(args)
+    if args.command == "mimicbrush":
+        from .mimicbrush import main_mimicbrush
+
+        return main_mimicbrush(args)
     if args.command == "reversion":
         from .reversion import main_reversion
 

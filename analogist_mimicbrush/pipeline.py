@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..analogist_pixels.grid import check_image
 from . import images
 from .checkpoint import load_depth_anything, load_mimicbrush_bin
 from .depth_anything import DepthAnything, depth_anything_from_state_dict
@@ -123,6 +124,23 @@ def vae_posterior(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return mean, torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
 
 
+@dataclass(frozen=True)
+class CropGeometry:
+    """How MimicBrush Apply cut its targets, for MimicBrush Paste (the ``MIMICBRUSH_CROP``
+    type): the margin (``None``: whole targets), the targets' size, one box per target (in
+    target pixels) and the samples per target. Paste puts each result back into its box."""
+
+    crop_margin: float | None
+    target_size: tuple[int, int]  # (height, width)
+    boxes: tuple[images.CropBox, ...]
+    samples_per_target: int
+
+    def describe(self) -> str:
+        if self.crop_margin is None:
+            return "crop_around_mask off"
+        return f"crop_around_mask on, crop_margin {self.crop_margin:g}"
+
+
 @dataclass
 class Prepared:
     model: Any
@@ -137,16 +155,47 @@ class Prepared:
     reference_latents: torch.Tensor
     masked_latents: torch.Tensor
     mask_latent: torch.Tensor
+    crop: CropGeometry
 
 
 def _image_rows(image: Any, name: str) -> torch.Tensor:
+    """An IMAGE in 0..1 with 3 or 4 channels; NaN, 0..255 and -1..1 pixels are refused by the
+    pack's one image check (``analogist_pixels.grid.check_image``)."""
     if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[-1] not in (3, 4):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(
             f"{name} is not an IMAGE ([batch, height, width, 3] in 0..1); got {shape}. "
             f"Connect a Load Image output to {name}."
         )
-    return image
+    try:
+        check_image(image.detach(), name)  # a decoded image may still track gradients
+        return image
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_mask_values(mask: torch.Tensor) -> None:
+    if not mask.is_floating_point():
+        raise ValueError(
+            f"mask: expected float values in 0..1 (a ComfyUI MASK), got {mask.dtype}. Connect a "
+            "MASK output (Load Image's mask, or Convert Image to Mask)."
+        )
+    finite = torch.isfinite(mask)
+    if not bool(finite.all()):
+        raise ValueError(
+            f"mask has {int((~finite).sum())} values that are NaN or infinite: the node before "
+            "it produced them. Connect a clean mask (Load Image's mask editor)."
+        )
+    low, top = float(mask.min()), float(mask.max())
+    if low < 0.0 or top > 1.0:
+        raise ValueError(
+            f"mask has values from {low:g} to {top:g}, but a MASK is 0..1 (1 = repaint). "
+            + (
+                "It looks like a 0..255 mask: divide it by 255 before MimicBrush."
+                if top > 1.5
+                else "Clamp or normalise it to 0..1 before MimicBrush."
+            )
+        )
 
 
 def check_inputs(target: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -154,7 +203,12 @@ def check_inputs(target: torch.Tensor, mask: torch.Tensor, reference: torch.Tens
     _image_rows(target, "target")
     _image_rows(reference, "reference")
     if not isinstance(mask, torch.Tensor) or mask.dim() not in (2, 3):
-        raise ValueError("mask is not a MASK ([batch, height, width]); connect a mask to mask.")
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(
+            f"mask is not a MASK ([batch, height, width] in 0..1); got {shape}. Connect Load "
+            "Image's MASK output (paint the region in its mask editor)."
+        )
+    _check_mask_values(mask)
     if mask.dim() == 2:
         mask = mask[None]
     h, w = target.shape[1:3]
@@ -223,10 +277,11 @@ def prepare(
         clip_inputs.append(
             images.clip_normalise(images.clip_input_u8(padded, models.encoder.model.image_size))
         )
-    collages, mask_latents, depth_inputs = [], [], []
+    collages, mask_latents, depth_inputs, boxes = [], [], [], []
     depth_size = models.depth.model.input_size
     for b in range(n_targets):
-        t_u8, m_u8 = _target_region(target[b], mask[b], crop_margin)
+        t_u8, m_u8, box = _target_region(target[b], mask[b], crop_margin)
+        boxes.append(box)
         t_padded, _ = images.pad_to_square(t_u8, 255)
         m_padded, _ = images.pad_to_square(m_u8, 0)
         collages.append(
@@ -279,6 +334,12 @@ def prepare(
         reference_latents=ref_latents,
         masked_latents=masked_latents,
         mask_latent=mask_latent,
+        crop=CropGeometry(
+            crop_margin=crop_margin,
+            target_size=(int(target.shape[1]), int(target.shape[2])),
+            boxes=tuple(boxes),
+            samples_per_target=samples,
+        ),
     )
 
 
@@ -287,7 +348,7 @@ def _target_region(target_row, mask_row, crop_margin):
     t_u8 = images.image_to_u8(target_row)
     m_u8 = images.binarize_mask(images.mask_to_u8(mask_row))
     box = _box(m_u8, crop_margin)
-    return box.cut(t_u8), box.cut(m_u8)
+    return box.cut(t_u8), box.cut(m_u8), box
 
 
 def _box(m_u8: np.ndarray, crop_margin: float | None) -> images.CropBox:
@@ -303,11 +364,14 @@ def paste(
     target: torch.Tensor,
     mask: torch.Tensor,
     crop_margin: float | None = None,
+    crop: CropGeometry | None = None,
 ) -> torch.Tensor:
     """Decoded 512 images back onto their targets (rows ``target * samples + k``).
 
     With ``crop_margin`` (the value given to :func:`prepare`) the result is composited in the
-    crop around the mask and put back into the whole target."""
+    crop around the mask and put back into the whole target. With ``crop`` (what
+    :func:`prepare` returned) its margin is used and the target, mask and rows are checked
+    against it, so a result is never pasted into another place than it was cut from."""
     if mask.dim() == 2:
         mask = mask[None]
     _image_rows(decoded, "images")
@@ -319,12 +383,21 @@ def paste(
         )
     samples = decoded.shape[0] // target.shape[0]
     mask = mask.expand(target.shape[0], -1, -1)
+    if crop is not None:
+        crop_margin = crop.crop_margin
+        _check_crop(crop, target, samples)
     out = []
     for j in range(decoded.shape[0]):
         b = j // samples
         whole = images.image_to_u8(target[b])
         m_whole = images.binarize_mask(images.mask_to_u8(mask[b]))
         box = _box(m_whole, crop_margin)
+        if crop is not None and box != crop.boxes[b]:
+            raise ValueError(
+                f"mask{f' (target {b})' if target.shape[0] > 1 else ''} is not the mask MimicBrush "
+                f"Apply was given: it would paste into {_where(box)}, Apply cut {_where(crop.boxes[b])}. "
+                "Connect the same mask to MimicBrush Apply and MimicBrush Paste."
+            )
         t_u8, m_u8 = box.cut(whole), box.cut(m_whole)
         pad = images.padding_for(t_u8.shape[0], t_u8.shape[1])
         synth = pad.crop(
@@ -334,3 +407,23 @@ def paste(
         box.cut(result)[...] = images.composite(synth, t_u8, images.blur_alpha(m_u8))
         out.append(torch.from_numpy(result.astype(np.float32) / 255.0))
     return torch.stack(out)
+
+
+def _where(box: images.CropBox) -> str:
+    return f"{box.width}x{box.height} px at x={box.left}, y={box.top}"
+
+
+def _check_crop(crop: CropGeometry, target: torch.Tensor, samples: int) -> None:
+    h, w = int(target.shape[1]), int(target.shape[2])
+    if (h, w) != crop.target_size or target.shape[0] != len(crop.boxes):
+        ch, cw = crop.target_size
+        raise ValueError(
+            f"target is {target.shape[0]} image(s) of {w}x{h} but MimicBrush Apply worked on "
+            f"{len(crop.boxes)} of {cw}x{ch}: connect the target given to MimicBrush Apply."
+        )
+    if samples != crop.samples_per_target:
+        raise ValueError(
+            f"images has {samples * target.shape[0]} rows but MimicBrush Apply made "
+            f"{crop.samples_per_target} sample(s) for each of {target.shape[0]} target(s): "
+            "connect VAE Decode of the latent sampled from MimicBrush Apply's latent."
+        )

@@ -128,7 +128,7 @@ def check_image(images: object, name: str) -> torch.Tensor:
         raise ValueError(
             f"{name} has {bad} of {images.numel()} values that are NaN or infinite. The node "
             "before it produced them (often a VAE decoding in float16 overflowing: try a "
-            "float32 VAE, e.g. ComfyUI's --fp32-vae); a grid cannot be made or cut from them."
+            "float32 VAE, e.g. ComfyUI's --fp32-vae); no picture can be made from them."
         )
     top = float(images.max())
     if top > MAX_PIXEL:

@@ -22,6 +22,7 @@ ratios are printed. Timed calls alternate between the two models.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import statistics
 import sys
@@ -67,10 +68,14 @@ def main(argv=None) -> None:
     cfg_i = {**SD15_INPAINT_UNET, "in_channels": 13}
     cfg_r = {**SD15_INPAINT_UNET, "in_channels": 4}
     imitative = build_unet_patcher(build_unet(cfg_i, 0).state_dict(), cfg_i, "bench", dtype=dtype)
-    ref_sd = build_unet(cfg_r, 1).state_dict()
     reference = build_unet_patcher(
-        ref_sd, cfg_r, "bench", zero_fill=reference_unet_tail(cfg_r), dtype=dtype
+        build_unet(cfg_r, 1).state_dict(),
+        cfg_r,
+        "bench",
+        zero_fill=reference_unet_tail(cfg_r),
+        dtype=dtype,
     )
+    gc.collect()  # the random source UNets: 3.4 GB each in fp32, not kept
     latent = size // 8
     gen = torch.Generator().manual_seed(0)
     ctx = torch.randn(2, 257, cfg_i["context_dim"], generator=gen)
@@ -107,6 +112,12 @@ def main(argv=None) -> None:
 
         return call
 
+    # The claim to check: the reference UNet runs on the cond row only (batch 1 of the CFG
+    # batch 2), never on the uncond half the official code computes and discards.
+    reference_rows: list[int] = []
+    reference.model.diffusion_model.register_forward_pre_hook(
+        lambda module, args: reference_rows.append(int(args[0].shape[0]))
+    )
     calls = {
         "imitative UNet alone": caller(imitative),
         "MimicBrush (reference + imitative)": caller(patched),
@@ -134,7 +145,17 @@ def main(argv=None) -> None:
         peaks[label] = best
 
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    print(f"one CFG step (batch 2), {size} px, {dtype_name}, {name}, pytorch attention")
+    threads = torch.get_num_threads()
+    print(
+        f"one CFG step (batch 2), {size} px, {dtype_name}, {name} ({threads} threads), "
+        f"torch {torch.__version__}, pytorch attention"
+    )
+    calls_made = 1 + args.repeats + args.memory_repeats  # warm-up, timed, memory
+    assert reference_rows == [1] * calls_made, reference_rows
+    print(
+        f"  reference UNet calls: {len(reference_rows)} for {calls_made} MimicBrush steps, "
+        f"rows per call {sorted(set(reference_rows))} (cond only; the uncond half never runs)"
+    )
     base_t = statistics.median(times["imitative UNet alone"])
     base_m = peaks["imitative UNet alone"]
     for label in calls:

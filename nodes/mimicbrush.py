@@ -24,7 +24,7 @@ CROP_INPUTS = {
             "default": False,
             "tooltip": "For targets larger than 512 px: work on a crop around the mask (at "
             "least 512 px each way) instead of the whole picture shrunk to 512, and paste it "
-            "back. Set the same on MimicBrush Apply and MimicBrush Paste.",
+            "back. On MimicBrush Paste: connect Apply's crop output instead (or set the same).",
         },
     ),
     "crop_margin": (
@@ -48,6 +48,7 @@ def _crop_margin(crop_around_mask: bool, crop_margin: float) -> float | None:
 MIMICBRUSH_FOLDER = "mimicbrush"
 DEPTH_FOLDER = "depth_anything"
 MIMICBRUSH_TYPE = "MIMICBRUSH"
+CROP_TYPE = "MIMICBRUSH_CROP"
 
 
 def _folder_paths():
@@ -105,6 +106,13 @@ class AnalogistMimicBrushLoader:
         "depth model) for MimicBrush Apply. Use the SD1.5 VAE sd-vae-ft-mse with Load VAE."
     )
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = [
+        "mimicbrush",
+        "load mimicbrush",
+        "reference inpaint",
+        "imitate",
+        "mimic brush",
+    ]
     FUNCTION = "load"
     RETURN_TYPES = ("MODEL", MIMICBRUSH_TYPE)
     RETURN_NAMES = ("model", "mimicbrush")
@@ -158,9 +166,18 @@ class AnalogistMimicBrushApply:
         "at 512 x 512 after padding to a square, as the official demo does."
     )
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = [
+        "mimicbrush",
+        "reference inpaint",
+        "imitate",
+        "imitate reference",
+        "texture transfer",
+        "reference imitation",
+        "zero-shot image editing",
+    ]
     FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING", "LATENT", "NOISE")
-    RETURN_NAMES = ("model", "positive", "negative", "latent", "noise")
+    RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING", "LATENT", "NOISE", CROP_TYPE)
+    RETURN_NAMES = ("model", "positive", "negative", "latent", "noise", "crop")
     OUTPUT_TOOLTIPS = (
         "The imitative UNet with reference attention: sample with this model.",
         "The reference's image embedding plus mask, masked target and depth channels.",
@@ -168,6 +185,8 @@ class AnalogistMimicBrushApply:
         "An empty 512 x 512 latent, one row per target and sample.",
         "The official initial noise from seed (for SamplerCustomAdvanced); KSampler's own "
         "seed works too, with other numbers.",
+        "Where each target was cut (crop_around_mask, crop_margin, boxes): connect it to "
+        "MimicBrush Paste's crop so the result goes back exactly where it came from.",
     )
 
     @classmethod
@@ -264,6 +283,7 @@ class AnalogistMimicBrushApply:
             prepared.negative,
             prepared.latent,
             OfficialNoise(seed, prepared.noise),
+            prepared.crop,
         )
 
 
@@ -293,6 +313,7 @@ class AnalogistMimicBrushPaste:
         "blurred as the official demo does. Outside the mask the target is unchanged."
     )
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = ["mimicbrush", "paste back", "composite", "reference inpaint", "imitate"]
     FUNCTION = "paste"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
@@ -306,13 +327,39 @@ class AnalogistMimicBrushPaste:
                 "target": ("IMAGE", {"tooltip": "The target given to MimicBrush Apply."}),
                 "mask": ("MASK", {"tooltip": "The mask given to MimicBrush Apply."}),
             },
-            "optional": dict(CROP_INPUTS),
+            "optional": {
+                **CROP_INPUTS,
+                "crop": (
+                    CROP_TYPE,
+                    {
+                        "tooltip": "MimicBrush Apply's crop output. Connected, it decides where "
+                        "the result goes (leave crop_around_mask off here, or set it as on "
+                        "Apply) and a different target or mask is refused."
+                    },
+                ),
+            },
         }
 
-    def paste(self, images, target, mask, crop_around_mask=False, crop_margin=0.25):
+    def paste(self, images, target, mask, crop_around_mask=False, crop_margin=0.25, crop=None):
         pipeline.check_inputs(target, mask, target)
         margin = _crop_margin(crop_around_mask, crop_margin)
-        return (pipeline.paste(images, target, mask, margin),)
+        if crop is not None:
+            _check_crop_widgets(crop, margin)
+        return (pipeline.paste(images, target, mask, margin, crop),)
+
+
+def _check_crop_widgets(crop: Any, margin: float | None) -> None:
+    """Connected crop: the widgets may stay off (the crop decides) or agree with it."""
+    if not isinstance(crop, pipeline.CropGeometry):
+        raise ValueError("crop: connect the crop output of MimicBrush Apply.")
+    if margin is None:
+        return
+    if crop.crop_margin is None or abs(crop.crop_margin - margin) > 1e-6:
+        raise ValueError(
+            f"crop_around_mask on, crop_margin {margin:g} here, but the connected crop says "
+            f"MimicBrush Apply ran with {crop.describe()}. Turn crop_around_mask off on this "
+            "node (the crop input decides), or set the same values as on Apply."
+        )
 
 
 NODE_CLASS_MAPPINGS = {

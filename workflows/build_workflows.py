@@ -67,6 +67,10 @@ from comfyui_analogist.analogist_cli.workflow_format import (  # noqa: E402
     Out,
 )
 
+if str(HERE) not in sys.path:  # run as a script it is; imported as a module, maybe not
+    sys.path.append(str(HERE))
+import mimicbrush_recipes  # noqa: E402
+
 # -- paper defaults (analogist_attn/defaults.py) --------------------------------------------
 NEGATIVE_PROMPT = defaults.NEGATIVE_PROMPT
 QUALITY_SUFFIX = defaults.PROMPT_SUFFIX
@@ -155,6 +159,9 @@ EXEMPLAR_FOLDER = "reversion_inside"  # shipped in workflows/images/, copied int
 CUSTOM_SAMPLING_NODES = ("SamplerCustom",)
 USED_NODES += CUSTOM_SAMPLING_NODES + ("AnalogistDDIMSigmas", "AnalogistDDIMSampler")
 WORKFLOWS += ("analogist_exact_ddim",)
+# MimicBrush (issue 20): its recipes, images and thumbnails live in mimicbrush_recipes.py.
+USED_NODES += mimicbrush_recipes.USED_NODES
+WORKFLOWS += mimicbrush_recipes.WORKFLOWS
 
 
 # -- where the named models come from (the frontend's missing-model dialog offers Download) --
@@ -1450,7 +1457,10 @@ def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
         files[IMAGES / EXEMPLAR_FOLDER / name] = png_bytes(image)
     text = {name: templates for name, (_, templates) in exemplars.items()}
     files[IMAGES / EXEMPLAR_FOLDER / "text.json"] = (json.dumps(text, indent=2) + "\n").encode()
+    files.update(mimicbrush_recipes.render_all(defs))
     for name in WORKFLOWS:
+        if name in mimicbrush_recipes.WORKFLOWS:
+            continue
         recipe = RECIPES[name]()
         workflow = build(defs, recipe)
         files[HERE / f"{name}.json"] = (json.dumps(workflow, indent=2) + "\n").encode()

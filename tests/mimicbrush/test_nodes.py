@@ -74,7 +74,7 @@ def test_two_targets_two_samples_each_sample_decode_and_paste(models, vae):
 
     target, mask = _targets()
     reference = smb.image_tensor("inputs/reference.png")
-    model, positive, negative, latent, noise = nodes.AnalogistMimicBrushApply().apply(
+    model, positive, negative, latent, noise, _crop = nodes.AnalogistMimicBrushApply().apply(
         models.imitative, models, vae, target, mask, reference, True, 2, 3
     )
     assert latent["samples"].shape == (4, 4, 64, 64)
@@ -114,7 +114,7 @@ def test_two_targets_two_samples_each_sample_decode_and_paste(models, vae):
 
 def test_noise_refuses_a_latent_of_another_shape(models, vae):
     target, mask = _targets()
-    *_, noise = nodes.AnalogistMimicBrushApply().apply(
+    *_, noise, _crop = nodes.AnalogistMimicBrushApply().apply(
         models.imitative,
         models,
         vae,
@@ -137,3 +137,11 @@ def test_every_node_is_documented(node_id):
     for name, spec in cls.INPUT_TYPES()["required"].items():
         assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
     assert (ROOT / "web" / "docs" / f"{node_id}.md").is_file()
+
+
+@pytest.mark.parametrize("node_id", sorted(nodes.NODE_CLASS_MAPPINGS))
+def test_every_node_is_found_by_what_artists_search_for(node_id):
+    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
+    assert "mimicbrush" in cls.SEARCH_ALIASES and "reference inpaint" in cls.SEARCH_ALIASES
+    assert len(nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id]) <= 28
+    assert all(isinstance(a, str) and a == a.lower() for a in cls.SEARCH_ALIASES)

@@ -82,12 +82,19 @@ class RunResult:
 class ComfyServer:
     """Start, talk to and stop one ComfyUI server process."""
 
-    def __init__(self, workspace: Path, port: int | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workspace: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ):
         self.workspace = workspace
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workspace / "comfyui.log"
         self.extra_env = env or {}
+        self.extra_args = list(args or [])  # more ComfyUI flags, e.g. an attention backend
         self.process: subprocess.Popen | None = None
 
     # -- life cycle -------------------------------------------------------------------
@@ -109,6 +116,7 @@ class ComfyServer:
             "127.0.0.1",
             "--port",
             str(self.port),
+            *self.extra_args,
         ]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(

@@ -172,3 +172,25 @@ def unet_call_eps(model, x13, context, timestep, cond_or_uncond, reference_rows=
             else model.model.apply_model(x, sigma, **c)
         )
     return (x - den) / sigma.reshape(-1, 1, 1, 1)
+
+
+SD_VAE_NAME = "vae-ft-mse-840000-ema-pruned.safetensors"  # the name the workflows load
+
+
+def cached_sd_vae() -> Path:
+    """A random full-size SD VAE (sd-vae-ft-mse's shape, fp16, LDM keys) as Load VAE reads it:
+    ~160 MB, cached next to the random SD1.5 checkpoint (same key: support/sd15.py)."""
+    import os
+
+    import safetensors.torch
+
+    from support import sd15
+
+    path = sd15.cache_dir() / SD_VAE_NAME
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in sd15._vae_state_dict(7, torch.float16).items()}
+        partial = path.with_suffix(".partial")
+        safetensors.torch.save_file(state, str(partial), metadata={"analogist": "random test VAE"})
+        os.replace(partial, path)
+    return path
