@@ -205,6 +205,10 @@ MODEL_FILES: dict[str, tuple[str, str]] = {
         "text_encoders",
     ),
     FLUX_VAE: (f"{HF}/black-forest-labs/FLUX.1-schnell/resolve/main/ae.safetensors", "vae"),
+    mimicbrush_recipes.VAE: (
+        f"{HF}/stabilityai/sd-vae-ft-mse-original/resolve/main/{mimicbrush_recipes.VAE}",
+        "vae",
+    ),
 }
 # The widgets that name a model file, per loader, and the models/ folder each reads.
 LOADERS: dict[str, dict[str, str]] = {
@@ -273,6 +277,7 @@ HEADINGS = {  # the recipes' first lines, as an artist reads them
     "ANALOGIST WITH THE PAPER'S EXACT SAMPLER (diffusers DDIM)": (
         "Analogist with the paper's exact sampler (diffusers DDIM)"
     ),
+    **mimicbrush_recipes.HEADINGS,
 }
 
 
@@ -366,6 +371,8 @@ ROLES = {
         3,
     ),
     "AnalogistReVersionLearn": LEARN,
+    "AnalogistMimicBrushLoader": 1,
+    "AnalogistMimicBrushApply": 3,
 }
 
 
@@ -409,7 +416,7 @@ def columns_up_to(nodes: list[Node], limit: float) -> list[list[Node]]:
     return out
 
 
-def auto_layout(g: Graph) -> None:
+def auto_layout(g: Graph, titles: dict[int, str] | None = None) -> None:
     """The arrangement that opens largest at 1920x1080 (the frontend's fit view).
 
     Groups in reading order (the note first) in one or two rows, each group in one to
@@ -435,7 +442,7 @@ def auto_layout(g: Graph) -> None:
     for choice in choices:
         groups = [Group(None, [notes])] if notes else []
         groups += [
-            Group(f"{i}. {GROUPS[k][0]}", cols, GROUPS[k][1])
+            Group(f"{i}. {(titles or {}).get(k, GROUPS[k][0])}", cols, GROUPS[k][1])
             for i, (k, cols) in enumerate(zip(kinds, choice, strict=True), start=1)
         ]
         splits = [(len(groups),)] + [
@@ -457,9 +464,10 @@ def auto_layout(g: Graph) -> None:
     g.arrange(best[2])
 
 
-def finish(g: Graph) -> dict:
-    """Lay the graph out in groups, add the download links and seed controls, serialise."""
-    auto_layout(g)
+def finish(g: Graph, titles: dict[int, str] | None = None) -> dict:
+    """Lay the graph out in groups (``titles`` renames some, by role), add the download
+    links and seed controls, serialise."""
+    auto_layout(g, titles)
     add_model_links(g)
     randomize_seeds(g)
     return g.to_ui()
@@ -1446,6 +1454,17 @@ def thumbnail(
     return decorate(img, caption, look or {}, side, cell)
 
 
+def build_mimicbrush(defs: dict[str, dict], name: str) -> dict:
+    """A MimicBrush workflow: its recipe's graph, with the note, groups, links and seed
+    control every shipped workflow gets."""
+    g = mimicbrush_recipes.build(defs, name)
+    note = markdown_note(
+        mimicbrush_recipes.NOTES[name], mimicbrush_recipes.NOTE_FILES, mimicbrush_recipes.SEED
+    )
+    g.note((0, -400), note, size=NOTE_SIZE)
+    return finish(g, mimicbrush_recipes.GROUP_TITLES)
+
+
 def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
     """Every generated file: path -> exact bytes."""
     files: dict[Path, bytes] = {}
@@ -1458,6 +1477,10 @@ def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
     text = {name: templates for name, (_, templates) in exemplars.items()}
     files[IMAGES / EXEMPLAR_FOLDER / "text.json"] = (json.dumps(text, indent=2) + "\n").encode()
     files.update(mimicbrush_recipes.render_all(defs))
+    for name in mimicbrush_recipes.WORKFLOWS:
+        files[HERE / f"{name}.json"] = (
+            json.dumps(build_mimicbrush(defs, name), indent=2) + "\n"
+        ).encode()
     for name in WORKFLOWS:
         if name in mimicbrush_recipes.WORKFLOWS:
             continue

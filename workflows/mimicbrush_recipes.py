@@ -79,11 +79,22 @@ NOTES = {
 }
 
 
-def build(defs: dict[str, dict], name: str) -> dict:
-    """One MimicBrush workflow in the UI format."""
+# The group titles build_workflows.finish gives these graphs, by role (pictures, sampling).
+GROUP_TITLES = {
+    0: "Your pictures: the target (mask painted) and the reference",
+    3: "MimicBrush and sampling (the official DDIM, 50 steps, CFG 5)",
+}
+HEADINGS = {  # the notes' first lines as the markdown heading shows them
+    "MIMICBRUSH: IMITATE A REGION OF A REFERENCE": "MimicBrush: imitate a region of a reference",
+    "MIMICBRUSH: TEXTURE TRANSFER, SHAPE KEPT": "MimicBrush: texture transfer, shape kept",
+}
+
+
+def build(defs: dict[str, dict], name: str) -> Graph:
+    """One MimicBrush workflow's graph; ``build_workflows.build_mimicbrush`` adds the note
+    and lays it out like every shipped workflow."""
     texture = name == "mimicbrush_texture"
     g = Graph(defs)
-    g.note((0, -400), NOTES[name] + "\n\n" + NOTE_FILES, size=(440, 350))
     loader = g.add(
         "AnalogistMimicBrushLoader",
         (0, 0),
@@ -154,7 +165,7 @@ def build(defs: dict[str, dict], name: str) -> dict:
         crop=apply.out("crop"),
     )
     g.add("SaveImage", (1440, 240), "Result", images=paste.out(0), filename_prefix=f"{name}/edit")
-    return g.to_ui()
+    return g
 
 
 # -- example images ---------------------------------------------------------------------------
@@ -240,7 +251,6 @@ def thumbnail(target: Any, reference: Any, caption: str, side: int = 384) -> byt
 
 def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
     """This module's files: path -> exact bytes."""
-    import json
 
     images = example_images()
     files: dict[Path, bytes] = {}
@@ -252,8 +262,7 @@ def render_all(defs: dict[str, dict]) -> dict[Path, bytes]:
         "mimicbrush": (IMAGE_TARGET, IMAGE_REFERENCE),
         "mimicbrush_texture": (IMAGE_TEXTURE_TARGET, IMAGE_TEXTURE),
     }
-    for name in WORKFLOWS:
-        files[HERE / f"{name}.json"] = (json.dumps(build(defs, name), indent=2) + "\n").encode()
+    for name in WORKFLOWS:  # the .json files: build_workflows.build_mimicbrush
         target, reference = pairs[name]
         files[HERE / f"{name}.jpg"] = thumbnail(images[target], images[reference], CAPTIONS[name])
     return files
