@@ -23,22 +23,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import common as helpers  # this folder's shared set-up (scripts run from it)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _attention_helpers():
-    spec = importlib.util.spec_from_file_location(
-        "analogist_bench_attention", ROOT / "benchmarks" / "attention.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv=None) -> None:
@@ -54,7 +46,6 @@ def main(argv=None) -> None:
     size = args.size or (512 if args.device == "cuda" else 256)
     dtype_name = args.dtype or ("fp16" if args.device == "cuda" else "fp32")
 
-    helpers = _attention_helpers()
     helpers.configure_comfy(args.device, "pytorch")
     helpers.register_pack()
     sys.path.insert(0, str(ROOT / "tests"))
