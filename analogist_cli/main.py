@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows" / "images"
@@ -219,6 +220,34 @@ def stop_on_signals() -> dict:
     return previous
 
 
+def run_guarded(body: Callable[[], int], errors: tuple[type[BaseException], ...]) -> int:
+    """Run a command's body the way every command ends: a known error (``errors``) or an
+    ``OSError`` (a full disk, a vanished folder) is one escaped line and exit 2; a stop
+    signal unwinds the clean-up and exits 128 + its number; Ctrl-C exits 130."""
+    previous = stop_on_signals() if threading.current_thread() is threading.main_thread() else {}
+    try:
+        return body()
+    except errors as exc:
+        print(f"analogist: error: {printable_lines(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        text = exc.strerror and f"{exc.strerror}: {exc.filename}" or exc
+        print(f"analogist: error: {printable_lines(text)}", file=sys.stderr)
+        return 2
+    except Stopped as exc:
+        name = signal.Signals(exc.signum).name
+        print(
+            f"analogist: stopped by {name}; ComfyUI work of this run was stopped", file=sys.stderr
+        )
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("analogist: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "score":
@@ -246,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runner import main_run
     from .workflow_format import WorkflowError
 
-    previous = stop_on_signals() if threading.current_thread() is threading.main_thread() else {}
-    try:
+    def run() -> int:
         servers = [check_url(url) for url in args.server]
         check_finite(args)
         if args.steps is not None and args.steps < 1:
@@ -278,27 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         settings.b_region = check_b_region(args.b_region, settings.b)
         return main_run(settings, servers)
-    except (InputError, CheckpointError, ServerError, WorkflowError) as exc:
-        print(f"analogist: error: {printable_lines(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a full disk or a vanished folder, outside a job
-        print(
-            f"analogist: error: {printable_lines(exc.strerror and f'{exc.strerror}: {exc.filename}' or exc)}",
-            file=sys.stderr,
-        )
-        return 2
-    except Stopped as exc:
-        name = signal.Signals(exc.signum).name
-        print(
-            f"analogist: stopped by {name}; ComfyUI work of this run was stopped", file=sys.stderr
-        )
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print("analogist: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+    return run_guarded(run, (InputError, CheckpointError, ServerError, WorkflowError))
 
 
 if __name__ == "__main__":

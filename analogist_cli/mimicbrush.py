@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .comfy_api import ComfyClient, ServerError, check_url, printable
-from .image_files import check_image_file
+from ..analogist_pixels.image_files import check_image_file
+from .comfy_api import ComfyClient, ServerError, check_url
 from .inputs import InputError, check_image, check_out, make_out
 from .workflow_format import WorkflowError, nodes_of_type, set_widget, ui_to_api
 
@@ -313,13 +313,11 @@ def run_on_server(settings: MimicBrushSettings, url: str, log) -> list[Path]:
 
 def main_mimicbrush(args, log=None) -> int:
     from .embedded import EmbeddedFailed, embedded_comfyui
-    from .main import Stopped, check_finite, printable_lines, stop_on_signals
+    from .main import check_finite, run_guarded
 
     log = log or sys.stderr
-    import threading
 
-    previous = stop_on_signals() if threading.current_thread() is threading.main_thread() else {}
-    try:
+    def run() -> int:
         check_finite(args)
         server = check_url(args.server) if args.server else None
         settings = check_settings(args)
@@ -333,26 +331,5 @@ def main_mimicbrush(args, log=None) -> int:
         for path in files:
             print(path, flush=True)
         return 0
-    except (InputError, ServerError, WorkflowError, EmbeddedFailed) as exc:
-        print(f"analogist: error: {printable_lines(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        text = exc.strerror and f"{exc.strerror}: {exc.filename}" or exc
-        print(f"analogist: error: {printable(text)}", file=sys.stderr)
-        return 2
-    except Stopped as exc:
-        import signal
 
-        name = signal.Signals(exc.signum).name
-        print(
-            f"analogist: stopped by {name}; ComfyUI work of this run was stopped", file=sys.stderr
-        )
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print("analogist: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        import signal
-
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return run_guarded(run, (InputError, ServerError, WorkflowError, EmbeddedFailed))
