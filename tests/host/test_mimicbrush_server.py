@@ -194,7 +194,7 @@ def test_shipped_workflow_links_match_and_its_note_says_which_file_goes_where(na
         assert nodes[origin]["outputs"][slot]["type"] == kind
         assert link_id in nodes[origin]["outputs"][slot]["links"]
         assert nodes[target]["inputs"][target_slot]["link"] == link_id
-    (note,) = [n["widgets_values"][0] for n in wf["nodes"] if n["type"] == "Note"]
+    (note,) = [n["widgets_values"][0] for n in wf["nodes"] if n["type"] == "MarkdownNote"]
     for where in (
         "mimicbrush.bin",
         "models/mimicbrush/",
