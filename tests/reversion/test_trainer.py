@@ -79,8 +79,14 @@ def test_interrupt_keeps_the_last_intermediate_and_no_final_file_then_resume_mat
     assert intermediate.is_file()
     assert not list(tmp_path.rglob("*.partial"))
     resumed = make(tiny, tiny_parts, tmp_path, "rel").run()
-    assert torch.equal(resumed.r, reference.r)
-    assert resumed.losses == reference.losses
+    # Not bit-exact: the CPU kernels may take another code path for another buffer
+    # alignment, so even two uninterrupted runs in one process can differ in the last bit
+    # (seen: 4e-9). A lost optimizer or RNG state moves <R> by about the learning rate per
+    # step, thousands of times more than this bound.
+    initial = tiny_parts.token_table[tiny_parts.tokens.word_id("and")]
+    travelled = float((reference.r - initial).abs().max())
+    assert float((resumed.r - reference.r).abs().max()) <= 1e-4 * travelled
+    assert resumed.losses == pytest.approx(reference.losses, rel=1e-5)
 
 
 def test_an_existing_embedding_is_never_overwritten(full_run, tiny, tiny_parts):
