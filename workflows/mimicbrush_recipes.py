@@ -79,7 +79,7 @@ NOTES = {
 }
 
 
-# The group titles build_workflows.finish gives these graphs, by role (pictures, sampling).
+# The group titles workflow_finish.finish gives these graphs, by role (pictures, sampling).
 GROUP_TITLES = {
     0: "Your pictures: the target (mask painted) and the reference",
     3: "MimicBrush and sampling (the official DDIM, 50 steps, CFG 5)",
