@@ -35,13 +35,17 @@ except ImportError as exc:
 """
 
 
-def test_the_pack_loads_without_diffusers_and_analogist_diffusers_says_how_to_install_it():
+def test_the_pack_loads_without_diffusers_and_analogist_diffusers_says_how_to_install_it(
+    tmp_path,
+):
+    # Loading the pack copies the example pictures into ComfyUI's input folder, which for
+    # ComfyUI 0.0.1 is the working directory's input/: a temp folder, not the checkout.
     done = subprocess.run(
         [sys.executable, "-c", WITHOUT_DIFFUSERS, str(ROOT)],
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=ROOT,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
