@@ -11,6 +11,7 @@ import pytest
 from comfyui_analogist.nodes import NODE_CLASS_MAPPINGS
 from support.comfy_server import PACK_DIR_NAME
 from support.images import pattern
+from support.prompts import PAPER_RANGE, grid_nodes, inpaint_conditioning, sample_and_crop
 from support.sd15 import checkpoint_name
 
 pytestmark = pytest.mark.host
@@ -28,74 +29,17 @@ SEARCH_PHRASES = (
 
 def analogist_prompt(checkpoint: str = CHECKPOINT, cell: int = 64, **apply) -> dict:
     """Grid Compose -> Analogist (SAC + CAM) -> inpainting KSampler -> Grid Crop -> SaveImage."""
-    settings = {
-        "sac_scale": 1.3,
-        "start_layer": 3,
-        "end_layer": 11,
-        "start_percent": 0.0,
-        "end_percent": 1.0,
-        "passes": "cond and uncond (paper)",
-        **apply,
-    }
+    settings = {"sac_scale": 1.3, **PAPER_RANGE, **apply}
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "artist_a.png"}},
-        "3": {"class_type": "LoadImage", "inputs": {"image": "artist_a_prime.png"}},
-        "4": {"class_type": "LoadImage", "inputs": {"image": "artist_b.png"}},
-        "5": {
-            "class_type": "AnalogistGridCompose",
-            "inputs": {
-                "a": ["2", 0],
-                "a_prime": ["3", 0],
-                "b": ["4", 0],
-                "cell_width": cell,
-                "cell_height": cell,
-                "border": 2,
-                "fit": "stretch",
-                "arrangement": "A' right of A (paper)",
-            },
-        },
+        **grid_nodes(checkpoint, ("artist_a.png", "artist_a_prime.png", "artist_b.png"), cell),
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red apple", "clip": ["1", 1]}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "8": {
-            "class_type": "InpaintModelConditioning",
-            "inputs": {
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "vae": ["1", 2],
-                "pixels": ["5", 0],
-                "mask": ["5", 2],
-                "noise_mask": True,
-            },
-        },
+        "8": inpaint_conditioning("6", "7"),
         "13": {
             "class_type": "AnalogistApply",
             "inputs": {"model": ["1", 0], "layout": ["5", 3], **settings},
         },
-        "9": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["13", 0],
-                "seed": 0,
-                "steps": 1,
-                "cfg": 7.5,
-                "sampler_name": "ddim",
-                "scheduler": "normal",
-                "positive": ["8", 0],
-                "negative": ["8", 1],
-                "latent_image": ["8", 2],
-                "denoise": 0.98,
-            },
-        },
-        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
-        "11": {
-            "class_type": "AnalogistGridCrop",
-            "inputs": {"grid": ["10", 0], "layout": ["5", 3], "output_size": "original size of B"},
-        },
-        "12": {
-            "class_type": "SaveImage",
-            "inputs": {"images": ["11", 0], "filename_prefix": "artist"},
-        },
+        **sample_and_crop(9, model=["13", 0], conditioning="8", steps=1, cfg=7.5, prefix="artist"),
     }
 
 

@@ -12,6 +12,7 @@ from comfyui_analogist.nodes import NODE_CLASS_MAPPINGS
 from PIL import Image
 from support.comfy_server import ComfyServer, make_workspace
 from support.images import pattern
+from support.prompts import grid_nodes, inpaint_conditioning, sample_and_crop
 from support.sd15 import checkpoint_name
 
 CHECKPOINT_NAME = checkpoint_name(0)
@@ -32,63 +33,14 @@ CORE_NODES = {
 
 def grid_inpainting_prompt(steps: int = 2, cell: int = 64) -> dict:
     """Grid Compose -> the host's inpainting (no attention edits) -> Grid Crop -> SaveImage."""
-    layout = ["5", 3]
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT_NAME}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "plain_a.png"}},
-        "3": {"class_type": "LoadImage", "inputs": {"image": "plain_a_prime.png"}},
-        "4": {"class_type": "LoadImage", "inputs": {"image": "plain_b.png"}},
-        "5": {
-            "class_type": "AnalogistGridCompose",
-            "inputs": {
-                "a": ["2", 0],
-                "a_prime": ["3", 0],
-                "b": ["4", 0],
-                "cell_width": cell,
-                "cell_height": cell,
-                "border": 2,
-                "fit": "stretch",
-                "arrangement": "A' right of A (paper)",
-            },
-        },
+        **grid_nodes(CHECKPOINT_NAME, ("plain_a.png", "plain_a_prime.png", "plain_b.png"), cell),
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red apple", "clip": ["1", 1]}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "8": {
-            "class_type": "InpaintModelConditioning",
-            "inputs": {
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "vae": ["1", 2],
-                "pixels": ["5", 0],
-                "mask": ["5", 2],
-                # 0.30.0: keep everything outside the mask (0.0.1 always did; it ignores this)
-                "noise_mask": True,
-            },
-        },
-        "9": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["1", 0],
-                "seed": 0,
-                "steps": steps,
-                "cfg": 7.5,
-                "sampler_name": "ddim",
-                "scheduler": "normal",
-                "positive": ["8", 0],
-                "negative": ["8", 1],
-                "latent_image": ["8", 2],
-                "denoise": 0.98,
-            },
-        },
-        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
-        "11": {
-            "class_type": "AnalogistGridCrop",
-            "inputs": {"grid": ["10", 0], "layout": layout, "output_size": "original size of B"},
-        },
-        "12": {
-            "class_type": "SaveImage",
-            "inputs": {"images": ["11", 0], "filename_prefix": "plain"},
-        },
+        "8": inpaint_conditioning("6", "7"),
+        **sample_and_crop(
+            9, model=["1", 0], conditioning="8", steps=steps, cfg=7.5, prefix="plain"
+        ),
     }
 
 

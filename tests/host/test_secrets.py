@@ -18,6 +18,7 @@ from support.chat_server import ChatServer, Reply
 from support.comfy_server import ComfyServer, make_workspace
 from support.fake_secrets import make_secret
 from support.images import save_pattern
+from support.prompts import PAPER_RANGE, grid_nodes, inpaint_conditioning, sample_and_crop
 from support.sd15 import checkpoint_name
 
 pytestmark = pytest.mark.host
@@ -33,23 +34,7 @@ def analogist_vlm_prompt(base_url: str, cell: int = 64, steps: int = 2) -> dict:
     """The paper's pipeline as an API prompt, VLM prompt included, at toy size."""
     layout = ["5", 3]
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint_name(0)}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
-        "3": {"class_type": "LoadImage", "inputs": {"image": "a_prime.png"}},
-        "4": {"class_type": "LoadImage", "inputs": {"image": "b.png"}},
-        "5": {
-            "class_type": "AnalogistGridCompose",
-            "inputs": {
-                "a": ["2", 0],
-                "a_prime": ["3", 0],
-                "b": ["4", 0],
-                "cell_width": cell,
-                "cell_height": cell,
-                "border": 2,
-                "fit": "stretch",
-                "arrangement": "A' right of A (paper)",
-            },
-        },
+        **grid_nodes(checkpoint_name(0), ("a.png", "a_prime.png", "b.png"), cell),
         "6": {
             "class_type": "AnalogistMarkAndArrow",
             "inputs": {
@@ -81,67 +66,18 @@ def analogist_vlm_prompt(base_url: str, cell: int = 64, steps: int = 2) -> dict:
         },
         "8": {"class_type": "CLIPTextEncode", "inputs": {"text": ["7", 0], "clip": ["1", 1]}},
         "9": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["1", 1]}},
-        "10": {
-            "class_type": "InpaintModelConditioning",
-            "inputs": {
-                "positive": ["8", 0],
-                "negative": ["9", 0],
-                "vae": ["1", 2],
-                "pixels": ["5", 0],
-                "mask": ["5", 2],
-                # 0.30.0: keep everything outside the mask (0.0.1 always did; it ignores this)
-                "noise_mask": True,
-            },
-        },
+        "10": inpaint_conditioning("8", "9"),
         "11": {
             "class_type": "AnalogistSACPatch",
-            "inputs": {
-                "model": ["1", 0],
-                "layout": layout,
-                "sac_scale": 1.3,
-                "start_layer": 3,
-                "end_layer": 11,
-                "start_percent": 0.0,
-                "end_percent": 1.0,
-                "passes": "cond and uncond (paper)",
-            },
+            "inputs": {"model": ["1", 0], "layout": layout, "sac_scale": 1.3, **PAPER_RANGE},
         },
         "12": {
             "class_type": "AnalogistCAMPatch",
-            "inputs": {
-                "model": ["11", 0],
-                "layout": layout,
-                "start_layer": 3,
-                "end_layer": 11,
-                "start_percent": 0.0,
-                "end_percent": 1.0,
-                "passes": "cond and uncond (paper)",
-            },
+            "inputs": {"model": ["11", 0], "layout": layout, **PAPER_RANGE},
         },
-        "13": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["12", 0],
-                "seed": 0,
-                "steps": steps,
-                "cfg": 15.0,
-                "sampler_name": "ddim",
-                "scheduler": "normal",
-                "positive": ["10", 0],
-                "negative": ["10", 1],
-                "latent_image": ["10", 2],
-                "denoise": 0.98,
-            },
-        },
-        "14": {"class_type": "VAEDecode", "inputs": {"samples": ["13", 0], "vae": ["1", 2]}},
-        "15": {
-            "class_type": "AnalogistGridCrop",
-            "inputs": {"grid": ["14", 0], "layout": layout, "output_size": "original size of B"},
-        },
-        "16": {
-            "class_type": "SaveImage",
-            "inputs": {"images": ["15", 0], "filename_prefix": "analogist"},
-        },
+        **sample_and_crop(
+            13, model=["12", 0], conditioning="10", steps=steps, cfg=15.0, prefix="analogist"
+        ),
     }
 
 
