@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageOps
+from support import runner
 from support.sd15 import checkpoint_name
 
 pytestmark = pytest.mark.host
@@ -18,16 +18,7 @@ EXAMPLES = ROOT / "workflows" / "images"
 SMALL = ["--steps", "1", "--cell", "64"]
 
 
-def analogist(*args, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "analogist", "run", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+analogist = partial(runner.analogist, "run")
 
 
 def printed_paths(stdout: str) -> list[Path]:

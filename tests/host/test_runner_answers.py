@@ -10,47 +10,27 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import pytest
+from support import runner
 from support.comfy_server import PACK_DIR_NAME, ComfyServer, make_workspace
 from support.sd15 import checkpoint_name
 
 pytestmark = pytest.mark.host
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--steps", "1", "--cell", "64"]
 LONG = ["--steps", "2000", "--cell", "64"]  # still sampling when the server goes away
 
 
-def analogist(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "analogist", "run", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+analogist = partial(runner.analogist, "run")
 
 
 def start_runner(tmp_path: Path, name: str, *args) -> tuple[subprocess.Popen, Path]:
-    temp = tmp_path / f"tmp-{name}"
-    temp.mkdir(exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": str(temp)}
-    err = tmp_path / f"{name}.err"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "analogist", "run", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(err, "wb"),
-    )
-    return process, err
+    return runner.start_runner(tmp_path / f"tmp-{name}", tmp_path / f"{name}.err", *args)
 
 
 def wait_for(err: Path, pattern: str, process: subprocess.Popen, timeout: float = 300) -> re.Match:

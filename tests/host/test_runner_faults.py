@@ -4,16 +4,15 @@ a failed embedded run keeps its log, and the server's step progress is shown."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageOps
+from support import runner
 from support.sd15 import checkpoint_name
 
 pytestmark = pytest.mark.host
@@ -25,18 +24,7 @@ LONG = ["--steps", "2000", "--cell", "64"]  # still sampling when the signal com
 
 def start_runner(tmp_path: Path, *args) -> tuple[subprocess.Popen, Path]:
     """``python -m analogist run`` as a child with its own TMPDIR; stderr goes to a file."""
-    temp = tmp_path / "tmp"
-    temp.mkdir(exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": str(temp)}
-    err = tmp_path / "runner.err"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "analogist", "run", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(err, "wb"),
-    )
-    return process, err
+    return runner.start_runner(tmp_path / "tmp", tmp_path / "runner.err", *args)
 
 
 def wait_for(err: Path, text: str, process: subprocess.Popen, timeout: float = 300) -> str:

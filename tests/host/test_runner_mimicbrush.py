@@ -7,31 +7,19 @@ sd-vae-ft-mse's file name; 1 DDIM step. The mask is a separate file (white = rep
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from support import mimicbrush as smb
+from support import runner
 
 pytestmark = pytest.mark.host
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def analogist(*args, timeout=900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "analogist", "mimicbrush", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+analogist = partial(runner.analogist, "mimicbrush", timeout=900)
 
 
 @pytest.fixture(scope="module")
