@@ -19,28 +19,15 @@ import pytest
 from comfyui_analogist.analogist_cli.workflow_format import nodes_of_type, set_widget, ui_to_api
 from PIL import Image
 from support.comfy_server import ComfyServer, make_workspace
+from support.probe import PAPER_BLOCKS, probe_report, start_probe_server, with_probe
 from support.sd15 import checkpoint_name
 
 pytestmark = pytest.mark.host
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"
-PROBE = ROOT / "tests" / "support" / "patch_probe"
 CELL = 64
 STEPS = 1  # a full-size SD1.5 UNet step takes ~15 s on a 2-core CPU
-# The paper's blocks 3..10 of SD1.5 (0-5 = input 1, 2, 4, 5, 7, 8; 6 = middle; 7-15 = output 3..11).
-PAPER_BLOCKS = sorted(
-    [
-        "input:5:0",
-        "input:7:0",
-        "input:8:0",
-        "middle:0:0",
-        "output:3:0",
-        "output:4:0",
-        "output:5:0",
-        "output:6:0",
-    ]
-)
 ALIGNED_BLOCKS = sorted(["input:7:0", "input:8:0", "middle:0:0", "output:3:0"])  # 4..7
 
 
@@ -84,13 +71,9 @@ def server(tmp_path_factory, sd15_checkpoint):
             "clip_vision": [cached_clip_vision_file(0)],
         },
     )
-    (workspace / "custom_nodes" / "analogist-test-probe").symlink_to(
-        PROBE, target_is_directory=True
-    )
     # No copying of the example images: the pack puts them into input/ when it loads
     # (example_inputs.py), so these runs prove the workflows run as shipped.
-    comfy = ComfyServer(workspace).start()
-    comfy.info = comfy.object_info()
+    comfy = start_probe_server(workspace)
     yield comfy
     comfy.stop()
 
@@ -120,16 +103,6 @@ def bypass(workflow: dict, *kinds: str) -> dict:
     return workflow
 
 
-def with_probe(prompt: dict) -> dict:
-    """Add the probe: the KSampler's model and its result in, call counters out."""
-    (sampler_id,) = [k for k, v in prompt.items() if v["class_type"] == "KSampler"]
-    prompt["probe"] = {
-        "class_type": "AnalogistTestPatchProbe",
-        "inputs": {"model": prompt[sampler_id]["inputs"]["model"], "samples": [sampler_id, 0]},
-    }
-    return prompt
-
-
 def run(server: ComfyServer, workflow: dict):
     prompt = with_probe(ui_to_api(workflow, server.info))
     result = server.run(prompt)
@@ -145,10 +118,6 @@ def saved_image(server: ComfyServer, result, prompt: dict) -> Image.Image:
 
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-def probe_report(result) -> dict:
-    return json.loads(result.outputs["probe"]["text"][0])
 
 
 def assert_fired_on(report: dict, blocks: list[str]) -> None:

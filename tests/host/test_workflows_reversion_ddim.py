@@ -27,6 +27,7 @@ from comfyui_analogist.analogist_cli.workflow_format import nodes_of_type, set_w
 from PIL import Image
 from support import reversion as rv
 from support.comfy_server import ComfyServer, make_workspace
+from support.probe import PAPER_BLOCKS, probe_report, start_probe_server, with_probe
 from support.sd15 import checkpoint_name
 
 pytestmark = pytest.mark.host
@@ -35,20 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"
 IMAGES = WORKFLOWS / "images"
 EXEMPLARS = "reversion_inside"  # the example folder the learn workflow names
-PROBE = ROOT / "tests" / "support" / "patch_probe"
 CELL = 64
-PAPER_BLOCKS = sorted(
-    [
-        "input:5:0",
-        "input:7:0",
-        "input:8:0",
-        "middle:0:0",
-        "output:3:0",
-        "output:4:0",
-        "output:5:0",
-        "output:6:0",
-    ]
-)
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +46,8 @@ def server(tmp_path_factory, sd15_checkpoint):
         models={"checkpoints": [sd15_checkpoint, rv.cached_sd15_checkpoint()]},
     )
     (workspace / "models" / "embeddings").mkdir(parents=True, exist_ok=True)
-    (workspace / "custom_nodes" / "analogist-test-probe").symlink_to(
-        PROBE, target_is_directory=True
-    )
     # No copying of the example images: the pack puts them into input/ when it loads.
-    comfy = ComfyServer(workspace).start()
-    comfy.info = comfy.object_info()
+    comfy = start_probe_server(workspace)
     yield comfy
     comfy.stop()
 
@@ -135,15 +119,10 @@ def test_exact_ddim_workflow_runs_with_sac_and_cam_through_the_ddim_pair(server)
     set_widget(workflow, grid["id"], "cell_height", CELL, info)
     (sigmas,) = nodes_of_type(workflow, "AnalogistDDIMSigmas")
     set_widget(workflow, sigmas["id"], "steps", 2, info)  # int(2 * 0.98) = 1 step runs
-    prompt = ui_to_api(workflow, info)
-    sampler_id = only(prompt, "SamplerCustom")
-    prompt["probe"] = {
-        "class_type": "AnalogistTestPatchProbe",
-        "inputs": {"model": prompt[sampler_id]["inputs"]["model"], "samples": [sampler_id, 0]},
-    }
+    prompt = with_probe(ui_to_api(workflow, info), sampler="SamplerCustom")
     result = server.run(prompt)
     assert result.ok, result.error_text() + "\n" + server.log_tail()
-    report = json.loads(result.outputs["probe"]["text"][0])
+    report = probe_report(result)
     for kind in ("sac", "cam"):
         calls = report[kind]["calls"]
         assert sorted(calls) == PAPER_BLOCKS, f"{kind} fired on {sorted(calls)}"
