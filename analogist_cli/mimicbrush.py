@@ -266,7 +266,7 @@ def check_server(client: ComfyClient, info: dict, settings: MimicBrushSettings) 
 
 
 def run_on_server(settings: MimicBrushSettings, url: str, log) -> list[Path]:
-    from .runner import Job, Progress, upload, write_atomic
+    from .runner import Job, Outcome, Progress, upload, write_atomic
 
     client = ComfyClient(url)
     try:
@@ -297,8 +297,6 @@ def run_on_server(settings: MimicBrushSettings, url: str, log) -> list[Path]:
                 files.append(target)
         if not files:
             raise ServerError(f"{url}: the run finished but saved no image")
-        from .runner import Outcome
-
         progress.update(Outcome(job, url, files=files))
         return files
     except BaseException:
